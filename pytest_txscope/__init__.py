@@ -1,0 +1,53 @@
+"""pytest-txscope: unit-of-work transactions over DB-API connections, and a pytest plugin built on them.
+
+The core (this package without :mod:`pytest_txscope.plugin`) never imports pytest.
+"""
+
+from __future__ import annotations
+
+from .blocks import TransactionBlock, ensure_transaction, transaction
+from .context import current_session
+from .engine import Engine
+from .errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ConnectionBusyError,
+    ImplicitCommitError,
+    MalformedURLError,
+    MissingDriverError,
+    MissingEngineError,
+    ParameterError,
+    TransactionStateError,
+    TxScopeError,
+    UnknownSchemeError,
+    UnsupportedConnectionError,
+)
+from .session import Session
+from .transaction import Transaction, TransactionKind, TransactionState
+from .url import DatabaseURL
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "ConnectionBusyError",
+    "DatabaseURL",
+    "Engine",
+    "ImplicitCommitError",
+    "MalformedURLError",
+    "MissingDriverError",
+    "MissingEngineError",
+    "ParameterError",
+    "Session",
+    "Transaction",
+    "TransactionBlock",
+    "TransactionKind",
+    "TransactionState",
+    "TransactionStateError",
+    "TxScopeError",
+    "UnknownSchemeError",
+    "UnsupportedConnectionError",
+    "current_session",
+    "ensure_transaction",
+    "transaction",
+]
+__version__ = "0.1.0"

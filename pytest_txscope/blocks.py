@@ -1,0 +1,87 @@
+"""``transaction()`` and ``ensure_transaction()``: blocks that find the current session from context."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .context import current_session, find_session
+from .errors import MissingEngineError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .session import Session
+    from .transaction import Transaction
+
+__all__ = ["ensure_transaction", "transaction"]
+
+
+class TransactionBlock:
+    """The context manager returned by :func:`transaction` and :func:`ensure_transaction`.
+
+    Nothing happens until the block is entered; entering yields the :class:`~pytest_txscope.Transaction`.
+    """
+
+    __slots__ = ("_engine", "_join", "_name", "_tx")
+
+    def __init__(self, engine: Engine | None, *, join: bool, name: str) -> None:
+        self._engine = engine
+        self._join = join
+        self._name = name
+        self._tx: Transaction | None = None
+
+    def __enter__(self) -> Transaction:
+        session: Session | None
+        if self._engine is None:
+            session = current_session()
+            if session is None:
+                raise MissingEngineError(self._name)
+        else:
+            session = find_session(self._engine)
+        if session is None:
+            assert self._engine is not None
+            tx = self._engine.begin()  # nothing current: a new session and root transaction of its own
+        elif self._join:
+            session._require_open()
+            inner = session._innermost
+            if inner is None:
+                session._autobegin()
+                inner = session._innermost
+                assert inner is not None
+            inner._require_active("join the current transaction")
+            tx = session._join(inner)
+        else:
+            tx = session.begin()
+        self._tx = tx
+        return tx._enter(self)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tx, self._tx = self._tx, None
+        assert tx is not None, "block exited without being entered"
+        tx.session._exit_block(tx, exc)
+
+
+def transaction(engine: Engine | None = None) -> TransactionBlock:
+    """A transaction block in the current session: nested (a SAVEPOINT) when one is open, else the root one.
+
+    Without ``engine`` the innermost current session of this thread or task is used, and
+    :class:`~pytest_txscope.errors.MissingEngineError` is raised when there is none. With ``engine``, that
+    engine's current session is used, or a new one is opened for the block (and closed after it)::
+
+        with transaction(engine) as tx:
+            tx.execute("INSERT INTO t (name) VALUES (:name)", {"name": "x"})
+    """
+    return TransactionBlock(engine, join=False, name="transaction")
+
+
+def ensure_transaction(engine: Engine | None = None) -> TransactionBlock:
+    """Join the current transaction if there is one, else open one.
+
+    Joining yields a virtual transaction: it neither commits nor rolls back, the enclosing transaction decides.
+    Inside a bare ``engine.session()`` block it joins the session's own implicit transaction, which is rolled
+    back when the session closes. With nothing current, ``engine`` is required and a new transaction is opened
+    (and committed on a clean exit); without it :class:`~pytest_txscope.errors.MissingEngineError` is raised.
+    """
+    return TransactionBlock(engine, join=True, name="ensure_transaction")

@@ -1,0 +1,83 @@
+"""Which session and transaction are current: one immutable chain of scopes per thread and per asyncio task.
+
+The chain lives in a :class:`contextvars.ContextVar`. Every block that makes a session or transaction current
+sets a new :class:`Scope` whose ``parent`` is the previous one and keeps the token; leaving the block resets the
+token. A new thread starts with an empty context (no current session); an asyncio task starts with a copy of the
+context it was created in, so tasks never see sessions that *other* tasks open.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .session import Session
+    from .transaction import Transaction
+
+__all__ = ["Scope", "current_scope", "current_session", "find_opened_by", "find_session", "push_scope", "reset_scope"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One entry of the current-session chain: a session, the transaction a block opened (if any), and the
+    object (engine or session) whose own ``with`` statement opened it, if any."""
+
+    session: Session
+    transaction: Transaction | None
+    parent: Scope | None
+    opened_by: object | None = None
+
+
+_current: ContextVar[Scope | None] = ContextVar("pytest_txscope.current", default=None)
+
+
+def current_scope() -> Scope | None:
+    """The innermost scope of this thread or task, or None."""
+    return _current.get()
+
+
+def push_scope(
+    session: Session, transaction: Transaction | None, opened_by: object | None = None
+) -> tuple[Scope, Token[Scope | None]]:
+    """Make ``session`` (and ``transaction``) current; return the new scope and the token that undoes it."""
+    scope = Scope(session, transaction, _current.get(), opened_by)
+    return scope, _current.set(scope)
+
+
+def reset_scope(token: Token[Scope | None]) -> None:
+    """Undo :func:`push_scope`."""
+    _current.reset(token)
+
+
+def current_session() -> Session | None:
+    """The innermost open session of this thread or task, whatever its engine."""
+    scope = _current.get()
+    while scope is not None:
+        if not scope.session.closed:
+            return scope.session
+        scope = scope.parent
+    return None
+
+
+def find_opened_by(owner: object) -> Scope | None:
+    """The innermost scope whose block was opened by ``with owner:`` (an engine or a session)."""
+    scope = _current.get()
+    while scope is not None:
+        if scope.opened_by is owner:
+            return scope
+        scope = scope.parent
+    return None
+
+
+def find_session(engine: Engine) -> Session | None:
+    """The innermost open session of ``engine`` in this thread or task."""
+    scope = _current.get()
+    while scope is not None:
+        session = scope.session
+        if session.engine is engine and not session.closed:
+            return session
+        scope = scope.parent
+    return None

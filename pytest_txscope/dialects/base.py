@@ -1,0 +1,141 @@
+"""The contract every backend fulfils: how to connect, control transactions, and run statements."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from ..errors import MissingDriverError
+from ..url import DatabaseURL
+
+__all__ = ["DBAPIConnection", "DBAPICursor", "Dialect"]
+
+# DB-API 2 objects are duck-typed across drivers; these aliases say which role a value plays.
+DBAPIConnection = Any
+DBAPICursor = Any
+
+
+class Dialect(ABC):
+    """How pytest-txscope drives one kind of database through its DB-API driver.
+
+    Connections are always put in the driver's autocommit mode, and transactions are controlled by sending
+    ``BEGIN``, ``COMMIT``, ``ROLLBACK`` and savepoint statements: that way the driver never opens or ends a
+    transaction on its own, and the core always knows the state of the server.
+    """
+
+    #: Short name used in URLs, options and test ids: ``sqlite``, ``postgresql``, ``mysql``.
+    name: str
+    #: Name shown to people.
+    display: str
+    #: Import name of the DB-API driver, and the extra that installs it.
+    driver: str
+    extra: str
+    #: True when ``BEGIN`` and savepoints can be sent as one text in one round trip.
+    batches_control: bool = False
+    #: True when DDL silently commits the open transaction (MySQL, MariaDB).
+    ddl_commits: bool = False
+
+    def load_driver(self) -> ModuleType:
+        """Import the driver, or raise :class:`MissingDriverError` naming the extra to install."""
+        try:
+            return importlib.import_module(self.driver)
+        except ImportError:
+            raise MissingDriverError(self.display, self.driver, self.extra) from None
+
+    @abstractmethod
+    def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
+        """Return a zero-argument function that opens a new connection, already in autocommit mode."""
+
+    def pool_limit(self, url: DatabaseURL) -> int | None:
+        """The most connections an engine for ``url`` may open at once (None: no limit)."""
+        return None
+
+    @abstractmethod
+    def owns(self, connection: object) -> bool:
+        """Whether ``connection`` is one of this driver's connection objects."""
+
+    @abstractmethod
+    def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
+        """Put a connection someone else opened in autocommit mode; return a function that restores it.
+
+        Raises :class:`TransactionStateError` if the connection is inside a transaction (the work in it would
+        otherwise be committed or lost without the owner knowing).
+        """
+
+    @abstractmethod
+    def in_transaction(self, connection: DBAPIConnection) -> bool:
+        """Whether the server holds an open transaction on ``connection`` (no round trip)."""
+
+    def transaction_failed(self, connection: DBAPIConnection) -> bool:
+        """Whether an error aborted the open transaction, so that it can only be rolled back (PostgreSQL)."""
+        return False
+
+    def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
+        """Run one statement in the driver's own parameter style and return the cursor."""
+        cursor = connection.cursor()
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, params)
+        return cursor
+
+    def executemany(self, connection: DBAPIConnection, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+        """Run one statement once per parameter set and return the cursor."""
+        cursor = connection.cursor()
+        cursor.executemany(sql, seq)
+        return cursor
+
+    def prepare(self, sql: str, params: Any) -> tuple[str, Any]:
+        """Turn portable SQL (``:name`` / ``?`` placeholders) into the driver's style."""
+        return sql, params
+
+    def prepare_many(self, sql: str, seq: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        """Like :meth:`prepare` for ``executemany``: the first parameter set decides the style."""
+        if not seq:
+            return sql, seq
+        converted, _ = self.prepare(sql, seq[0])
+        for params in seq[1:]:
+            self.prepare(sql, params)  # validates every row against the placeholders
+        return converted, seq
+
+    def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
+        """Send transaction-control statements, in one round trip where the driver allows it."""
+        if self.batches_control and len(statements) > 1:
+            self.execute(connection, "; ".join(statements), None).close()
+            return
+        for statement in statements:
+            self.execute(connection, statement, None).close()
+
+    def begin_statement(self) -> str:
+        """The statement that opens a transaction."""
+        return "BEGIN"
+
+    def savepoint(self, name: str) -> str:
+        """The statement that sets savepoint ``name``."""
+        return f"SAVEPOINT {name}"
+
+    def release(self, name: str) -> str:
+        """The statement that releases savepoint ``name``."""
+        return f"RELEASE SAVEPOINT {name}"
+
+    def rollback_to(self, name: str) -> str:
+        """The statement that rolls back to savepoint ``name``."""
+        return f"ROLLBACK TO SAVEPOINT {name}"
+
+    def reset(self, connection: DBAPIConnection) -> None:
+        """Roll back whatever is open, so the connection can go back to the pool clean."""
+        if self.in_transaction(connection):
+            self.execute(connection, "ROLLBACK", None).close()
+
+    def split_script(self, script: str) -> list[str]:
+        """Split a script into statements for :meth:`Engine.executescript`."""
+        from ..sql import split_statements
+
+        return split_statements(script)
+
+    def describe(self, connection: DBAPIConnection) -> str:
+        """A short, password-free description of a connection for messages and reprs."""
+        return f"{self.display} connection"

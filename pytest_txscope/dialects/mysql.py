@@ -1,0 +1,98 @@
+"""MySQL and MariaDB through PyMySQL.
+
+These servers commit implicitly before and after most DDL. The server reports whether a transaction is open in
+the status flags of every reply, which PyMySQL keeps in ``Connection.server_status``; the core reads that flag
+after each statement (no extra round trip) and stops with :class:`ImplicitCommitError` when a statement ended
+the transaction, instead of going on in autocommit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import TransactionStateError
+from ..sql import PyformatConverter, split_statements
+from ..url import DatabaseURL
+from .base import DBAPIConnection, Dialect
+
+__all__ = ["MySQLDialect"]
+
+_IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
+_MULTI_STATEMENTS = 1 << 16  # pymysql.constants.CLIENT.MULTI_STATEMENTS
+
+
+class MySQLDialect(Dialect):
+    """MySQL and MariaDB through PyMySQL."""
+
+    name = "mysql"
+    display = "MySQL/MariaDB"
+    driver = "pymysql"
+    extra = "mysql"
+    ddl_commits = True
+
+    def __init__(self) -> None:
+        self._converter = PyformatConverter(backslash_escapes=True, hash_comments=True)
+        self.prepare = self._converter.convert  # type: ignore[method-assign]  # the bound converter is the hot path
+
+    def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
+        pymysql = self.load_driver()
+        params: dict[str, Any] = {"charset": "utf8mb4"}
+        if url.host:
+            params["host"] = url.host
+        if url.port:
+            params["port"] = url.port
+        if url.user:
+            params["user"] = url.user
+        if url.password is not None:
+            params["password"] = url.password
+        if url.database:
+            params["database"] = url.database
+        params.update(url.options)
+        params.update(kwargs)
+        params["autocommit"] = True
+        params["client_flag"] = int(params.get("client_flag", 0)) | _MULTI_STATEMENTS
+
+        def connect() -> DBAPIConnection:
+            return pymysql.connect(**params)
+
+        return connect
+
+    def owns(self, connection: object) -> bool:
+        return type(connection).__module__.startswith("pymysql.")
+
+    def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
+        if self.in_transaction(connection):
+            raise TransactionStateError(
+                "this PyMySQL connection has an open transaction; commit or roll it back before wrapping it in "
+                "a Session, so that its work is neither committed nor lost without you knowing"
+            )
+        previous = connection.get_autocommit()
+        connection.autocommit(True)
+
+        def restore() -> None:
+            if connection.open and not self.in_transaction(connection):
+                connection.autocommit(previous)
+
+        return restore
+
+    def in_transaction(self, connection: DBAPIConnection) -> bool:
+        return bool(connection.server_status & _IN_TRANS)
+
+    def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
+        if len(statements) > 1 and connection.client_flag & _MULTI_STATEMENTS:
+            cursor = connection.cursor()
+            cursor.execute("; ".join(statements))
+            while cursor.nextset():
+                pass
+            cursor.close()
+            return
+        for statement in statements:
+            self.execute(connection, statement, None).close()
+
+    def split_script(self, script: str) -> list[str]:
+        return split_statements(script, backslash_escapes=True, hash_comments=True)
+
+    def describe(self, connection: DBAPIConnection) -> str:
+        db = connection.db.decode() if isinstance(connection.db, bytes) else connection.db
+        return f"MySQL/MariaDB connection to {connection.host}:{connection.port}/{db} as {connection.user!r}"

@@ -1,0 +1,128 @@
+"""SQLite through the standard library's ``sqlite3``.
+
+Python's ``sqlite3`` has a legacy mode that opens transactions by itself, only before DML, and lets
+``Connection.commit()`` end them: a SAVEPOINT sent outside such a transaction starts one, and its RELEASE commits.
+We therefore always run with ``isolation_level=None`` and send ``BEGIN`` ourselves, so that SAVEPOINT, DDL and
+SELECT all happen inside a transaction we opened and roll back with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import ConfigurationError, TransactionStateError
+from ..url import DatabaseURL
+from .base import DBAPIConnection, DBAPICursor, Dialect
+
+__all__ = ["SQLiteDialect"]
+
+_TRUE = {"1", "true", "on", "yes"}
+_FALSE = {"0", "false", "off", "no"}
+
+
+def _flag(options: dict[str, str], key: str, default: bool) -> bool:
+    value = options.pop(key, None)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigurationError(f"SQLite URL option {key}={value!r} is not a boolean; use {key}=on or {key}=off")
+
+
+class SQLiteDialect(Dialect):
+    """SQLite (file or in-memory) through ``sqlite3``."""
+
+    name = "sqlite"
+    display = "SQLite"
+    driver = "sqlite3"
+    extra = "sqlite"
+
+    def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
+        sqlite3 = self.load_driver()
+        options = url.options
+        foreign_keys = _flag(options, "foreign_keys", True)
+        journal_mode = options.pop("journal_mode", None)
+        if "timeout" in options:
+            try:
+                kwargs.setdefault("timeout", float(options.pop("timeout")))
+            except ValueError:
+                raise ConfigurationError("SQLite URL option timeout must be a number of seconds") from None
+        if options:
+            raise ConfigurationError(
+                f"unknown SQLite URL option(s) {', '.join(sorted(options))}; "
+                "known: foreign_keys=on|off, journal_mode=wal|delete|..., timeout=SECONDS"
+            )
+        database = url.database
+        uri = database.startswith("file:")
+        if database != ":memory:" and not uri:
+            database = os.path.abspath(database)
+        # Pooled connections move between threads, one thread at a time; the session layer serialises use.
+        kwargs.setdefault("check_same_thread", False)
+        kwargs["isolation_level"] = None
+
+        def connect() -> DBAPIConnection:
+            connection = sqlite3.connect(database, uri=uri, **kwargs)
+            # PRAGMA foreign_keys is ignored inside a transaction, so it is set here, before any BEGIN.
+            connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+            if journal_mode:
+                connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+            return connection
+
+        return connect
+
+    def pool_limit(self, url: DatabaseURL) -> int | None:
+        # Every connection to ":memory:" is a database of its own: the engine keeps exactly one, and
+        # sessions in other threads wait for it.
+        return 1 if url.database == ":memory:" else None
+
+    def owns(self, connection: object) -> bool:
+        import sqlite3
+
+        return isinstance(connection, sqlite3.Connection)
+
+    def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
+        if connection.in_transaction:
+            raise TransactionStateError(
+                "this sqlite3 connection has an open transaction; commit or roll it back before wrapping it "
+                "in a Session, so that its work is neither committed nor lost without you knowing"
+            )
+        previous = connection.isolation_level
+        autocommit = getattr(connection, "autocommit", -1)  # Python 3.12+: the PEP 249 autocommit attribute
+        if autocommit is False:
+            connection.autocommit = True
+        else:
+            connection.isolation_level = None
+
+        def restore() -> None:
+            if autocommit is False:
+                connection.autocommit = False
+            else:
+                connection.isolation_level = previous
+
+        return restore
+
+    def in_transaction(self, connection: DBAPIConnection) -> bool:
+        return bool(connection.in_transaction)
+
+    def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
+        if params is None:
+            return connection.execute(sql)
+        return connection.execute(sql, params)
+
+    def executemany(self, connection: DBAPIConnection, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+        return connection.executemany(sql, seq)
+
+    def prepare_many(self, sql: str, seq: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        return sql, seq
+
+    def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
+        # No network: sending statements one by one costs nothing, and executescript() would COMMIT first.
+        for statement in statements:
+            connection.execute(statement)
+
+    def describe(self, connection: DBAPIConnection) -> str:
+        return "SQLite connection"

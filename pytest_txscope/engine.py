@@ -1,0 +1,283 @@
+"""Engines: where connections come from (a URL, a DB-API module, or any connect function), and their pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType, TracebackType
+from typing import Any
+
+from .context import find_session, push_scope, reset_scope
+from .dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
+from .errors import BackendUnavailableError, ConfigurationError, ConnectionBusyError, TxScopeError
+from .session import Session, exit_block_opened_by
+from .transaction import Transaction
+from .url import DatabaseURL
+
+__all__ = ["Engine"]
+
+_MODULE_BACKENDS = {"sqlite3": "sqlite", "psycopg": "postgresql", "pymysql": "mysql"}
+_NESTED_MODES = ("savepoint", "virtual")
+
+
+class Engine:
+    """A source of sessions over one database, with a pool of reusable connections.
+
+    ``with engine as tx:`` opens a session and a transaction, commits on a clean exit and rolls back when the
+    block raises; inside an open transaction of the same engine (in this thread or task) it opens a nested one
+    instead: a SAVEPOINT, or with ``nested="virtual"`` a virtual transaction that sends nothing.
+
+    Args:
+        connect: a zero-argument function returning a new DB-API connection (sqlite3, psycopg 3 or PyMySQL).
+        nested: ``"savepoint"`` (default) or ``"virtual"``: what a block inside an open transaction does.
+        pool_size: how many idle connections to keep for reuse.
+        max_connections: how many connections may be open at once; None for no limit.
+        acquire_timeout: seconds to wait for a connection when ``max_connections`` are all in use.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], DBAPIConnection],
+        *,
+        nested: str = "savepoint",
+        pool_size: int = 5,
+        max_connections: int | None = None,
+        acquire_timeout: float = 30.0,
+        url: DatabaseURL | None = None,
+        dialect: Dialect | None = None,
+    ) -> None:
+        if not callable(connect):
+            raise ConfigurationError(
+                f"Engine() needs a function that returns a new DB-API connection, not {type(connect).__name__}; "
+                "for a URL use Engine.from_url(url), for a driver module Engine.from_dbapi(module, ...)"
+            )
+        if nested not in _NESTED_MODES:
+            raise ConfigurationError(f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
+            raise ConfigurationError(f"pool_size={pool_size!r} is not valid; use a whole number >= 0")
+        if max_connections is not None and (not isinstance(max_connections, int) or max_connections < 1):
+            raise ConfigurationError(f"max_connections={max_connections!r} is not valid; use None or >= 1")
+        self._connect = connect
+        self.nested = nested
+        self.pool_size = pool_size
+        self.max_connections = max_connections
+        self.acquire_timeout = acquire_timeout
+        #: The parsed URL (password masked when shown), when the engine was made from one.
+        self.url = url
+        self._dialect = dialect
+        self._idle: list[DBAPIConnection] = []
+        self._open = 0
+        self._lock = threading.Condition()
+
+    # --------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_url(cls, url: str | DatabaseURL, **connect_kwargs: Any) -> Engine:
+        """An engine for ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``,
+        ``postgresql://user:pw@host:port/db`` (psycopg 3) or ``mysql://`` / ``mariadb://`` (PyMySQL).
+
+        Engine options (``nested``, ``pool_size``, ``max_connections``, ``acquire_timeout``) are taken from
+        ``connect_kwargs``; the rest go to the driver's ``connect()``. The query string holds driver options
+        (``?sslmode=require``); SQLite takes ``foreign_keys=on|off`` (on by default), ``journal_mode=wal`` and
+        ``timeout=SECONDS``.
+        """
+        parsed = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
+        dialect = dialect_for_backend(parsed.backend)
+        options = {k: connect_kwargs.pop(k) for k in ("nested", "pool_size", "acquire_timeout") if k in connect_kwargs}
+        limit = connect_kwargs.pop("max_connections", dialect.pool_limit(parsed))
+        connect = dialect.connect_from_url(parsed, connect_kwargs)
+        return cls(connect, url=parsed, dialect=dialect, max_connections=limit, **options)
+
+    @classmethod
+    def from_dbapi(cls, module: ModuleType, *args: Any, **kwargs: Any) -> Engine:
+        """An engine that opens connections with ``module.connect(*args, **kwargs)``.
+
+        ``module`` is ``sqlite3``, ``psycopg`` or ``pymysql``. Engine options (``nested``, ``pool_size``,
+        ``max_connections``, ``acquire_timeout``) are taken from ``kwargs``.
+        """
+        name = getattr(module, "__name__", repr(module))
+        backend = _MODULE_BACKENDS.get(name)
+        if backend is None:
+            raise ConfigurationError(
+                f"Engine.from_dbapi() does not know the driver module {name!r}; "
+                f"use one of: {', '.join(_MODULE_BACKENDS)}, or pass a connect function to Engine()"
+            )
+        options = {
+            k: kwargs.pop(k) for k in ("nested", "pool_size", "max_connections", "acquire_timeout") if k in kwargs
+        }
+        if backend == "sqlite":
+            # Pooled connections move between threads (one at a time); sqlite3 refuses that unless told.
+            kwargs.setdefault("check_same_thread", False)
+            if args and args[0] == ":memory:" or kwargs.get("database") == ":memory:":
+                options.setdefault("max_connections", 1)
+        return cls(lambda: module.connect(*args, **kwargs), dialect=dialect_for_backend(backend), **options)
+
+    # --------------------------------------------------------------------------------------- facts
+    @property
+    def dialect(self) -> Dialect:
+        """The backend's dialect (known after the first connection for engines built from a function)."""
+        if self._dialect is None:
+            with self.session():
+                pass
+        assert self._dialect is not None
+        return self._dialect
+
+    @property
+    def target(self) -> str:
+        """What this engine connects to, safe to print (the password is masked)."""
+        if self.url is not None:
+            return str(self.url)
+        return getattr(self._connect, "__qualname__", repr(self._connect))
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.target} nested={self.nested}>"
+
+    # ---------------------------------------------------------------------------------------- pool
+    def _acquire(self) -> tuple[DBAPIConnection, Dialect]:
+        deadline = None
+        with self._lock:
+            while True:
+                if self._idle:
+                    connection = self._idle.pop()
+                    assert self._dialect is not None
+                    return connection, self._dialect
+                if self.max_connections is None or self._open < self.max_connections:
+                    self._open += 1
+                    break
+                deadline = deadline or time.monotonic() + self.acquire_timeout
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectionBusyError(
+                        f"waited {self.acquire_timeout:g}s for a connection of {self.target}: all "
+                        f"{self.max_connections} are in use by other threads; close sessions sooner, raise "
+                        "max_connections, or (for sqlite:///:memory:) share one session"
+                    )
+                self._lock.wait(remaining)
+        try:
+            connection = self._open_connection()
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+                self._lock.notify()
+            raise
+        assert self._dialect is not None
+        return connection, self._dialect
+
+    def _open_connection(self) -> DBAPIConnection:
+        try:
+            connection = self._connect()
+        except TxScopeError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ in ("OperationalError", "InterfaceError", "ConnectionError", "OSError"):
+                raise BackendUnavailableError(self.target, exc) from exc
+            raise
+        dialect = self._dialect
+        if dialect is None:
+            dialect = self._dialect = dialect_for_connection(connection)
+        if self.url is None:
+            dialect.take_control(connection)  # a connection we did not configure: make it autocommit
+        return connection
+
+    def _release(self, connection: DBAPIConnection) -> None:
+        """Take a connection back: rolled back first, so nothing uncommitted reaches the next user."""
+        assert self._dialect is not None
+        keep = True
+        try:
+            self._dialect.reset(connection)
+        except Exception:
+            keep = False
+        with self._lock:
+            if keep and len(self._idle) < self.pool_size:
+                self._idle.append(connection)
+                self._lock.notify()
+                return
+            self._open -= 1
+            self._lock.notify()
+        _close_quietly(connection)
+
+    def dispose(self) -> None:
+        """Close every idle connection. Connections in use are closed when they come back."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._lock.notify_all()
+        for connection in idle:
+            _close_quietly(connection)
+
+    # ------------------------------------------------------------------------------------ sessions
+    def _new_session(self) -> Session:
+        connection, dialect = self._acquire()
+        return Session._for_engine(self, connection, dialect)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A context manager yielding this engine's current session in this thread or task, or a new one.
+
+        A new session is current for the block and closed at its end (what is still open is rolled back and
+        the connection goes back to the pool); a current one is yielded as it is and left open.
+        """
+        session = find_session(self)
+        if session is not None:
+            yield session
+            return
+        session = self._new_session()
+        try:
+            _, token = push_scope(session, None)
+            try:
+                yield session
+            finally:
+                reset_scope(token)
+        finally:
+            session.close()
+
+    def begin(self) -> Transaction:
+        """A transaction in the current session of this engine, or in a new session that it closes."""
+        session = find_session(self)
+        if session is not None:
+            return session.begin()
+        session = self._new_session()
+        try:
+            tx = session.begin()
+        except BaseException:
+            session.close()
+            raise
+        tx._owns_session = True
+        return tx
+
+    def __enter__(self) -> Transaction:
+        return self.begin()._enter(self)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        exit_block_opened_by(self, exc)
+
+    def executescript(self, script: str) -> None:
+        """Run an SQL script (statements separated by ``;``) outside any transaction of the current context.
+
+        On SQLite and PostgreSQL the whole script runs in one transaction: if a statement fails, nothing of the
+        script is kept. MySQL/MariaDB commit DDL implicitly, so there each statement is committed on its own;
+        the error names the statement that failed.
+        """
+        session = self._new_session()
+        try:
+            statements = session.dialect.split_script(script)
+            if session.dialect.ddl_commits:
+                for statement in statements:
+                    session.connection.cursor().execute(statement)
+                return
+            tx = session.begin()
+            for statement in statements:
+                tx.execute(statement)
+            tx.commit()
+        finally:
+            session.close()
+
+
+def _close_quietly(connection: DBAPIConnection) -> None:
+    try:
+        connection.close()
+    except Exception:  # noqa: S110 - closing a broken connection may fail; it is being discarded anyway.
+        pass

@@ -1,0 +1,135 @@
+"""Every error pytest-txscope raises on purpose.
+
+All of them derive from :class:`TxScopeError`, and each also derives from the built-in exception that fits
+(``ValueError`` for bad configuration, ``ImportError`` for a missing driver, ``RuntimeError`` for misuse of a
+transaction), so callers can catch either. Messages are built from fields and always end with what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "ConnectionBusyError",
+    "ImplicitCommitError",
+    "MalformedURLError",
+    "MissingDriverError",
+    "MissingEngineError",
+    "ParameterError",
+    "TransactionStateError",
+    "TxScopeError",
+    "UnknownSchemeError",
+    "UnsupportedConnectionError",
+]
+
+
+class TxScopeError(Exception):
+    """Root of every error pytest-txscope raises on purpose."""
+
+
+class ConfigurationError(TxScopeError, ValueError):
+    """A URL, option or argument is not valid."""
+
+
+class UnknownSchemeError(ConfigurationError):
+    """A database URL names a scheme no dialect handles."""
+
+    def __init__(self, scheme: str, url: str, known: tuple[str, ...]) -> None:
+        self.scheme = scheme
+        self.url = url
+        self.known = known
+        super().__init__(
+            f"unknown database URL scheme {scheme!r} in {url}; "
+            f"use one of: {', '.join(s + '://' for s in known)}"
+        )
+
+
+class MalformedURLError(ConfigurationError):
+    """A database URL cannot be parsed."""
+
+    def __init__(self, url: str, problem: str, example: str) -> None:
+        self.url = url
+        self.problem = problem
+        self.example = example
+        super().__init__(f"malformed database URL {url}: {problem}; write it like {example}")
+
+
+class MissingDriverError(TxScopeError, ImportError):
+    """The DB-API driver a URL needs is not installed."""
+
+    def __init__(self, backend: str, module: str, extra: str) -> None:
+        self.backend = backend
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"the {backend} backend needs the {module!r} driver, which is not installed; "
+            f"install it with: pip install 'pytest-txscope[{extra}]'",
+            name=module,
+        )
+
+
+class BackendUnavailableError(TxScopeError, ConnectionError):
+    """The database server could not be reached."""
+
+    def __init__(self, target: str, cause: BaseException) -> None:
+        self.target = target
+        self.cause = cause
+        super().__init__(
+            f"cannot connect to {target}: {type(cause).__name__}: {cause}; "
+            "check that the server is running and the URL (host, port, user, database) is right"
+        )
+
+
+class TransactionStateError(TxScopeError, RuntimeError):
+    """A transaction or session was used in a state that does not allow it."""
+
+
+class ImplicitCommitError(TransactionStateError):
+    """A statement made the server commit the open transaction behind the library's back.
+
+    MySQL and MariaDB commit implicitly before and after DDL (``CREATE``, ``ALTER``, ``DROP``, ``TRUNCATE`` ...);
+    the open transaction and every savepoint in it are gone, and what ran before the statement is committed.
+    """
+
+    def __init__(self, statement: str, backend: str) -> None:
+        self.statement = statement
+        self.backend = backend
+        short = " ".join(statement.split())
+        if len(short) > 120:
+            short = short[:117] + "..."
+        super().__init__(
+            f"{backend} committed the transaction implicitly while running {short!r}: the transaction and its "
+            "savepoints are gone, and the session refuses further statements in them; run DDL outside "
+            "transactions (engine.executescript(...)) or use CREATE TEMPORARY TABLE, which does not commit"
+        )
+
+
+class MissingEngineError(TxScopeError, RuntimeError):
+    """No engine was given and no session is current in this context."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        super().__init__(
+            f"{function}() found no current session in this context (thread or asyncio task) and no engine "
+            f"was given; call it inside 'with engine:' / 'with engine.session():', or pass {function}(engine)"
+        )
+
+
+class UnsupportedConnectionError(TxScopeError, TypeError):
+    """``Session(conn)`` was given an object whose driver is not supported."""
+
+    def __init__(self, obj: object, known: tuple[str, ...]) -> None:
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        self.kind = kind
+        super().__init__(
+            f"cannot tell which database {kind} connects to; Session() accepts connections from: "
+            f"{', '.join(known)}"
+        )
+
+
+class ParameterError(TxScopeError, TypeError):
+    """SQL parameters do not match the placeholders in the statement."""
+
+
+class ConnectionBusyError(TxScopeError, TimeoutError):
+    """Waited too long for a connection that another thread holds."""

@@ -1,0 +1,178 @@
+"""One SQL text for every backend: portable placeholders, and splitting scripts into statements.
+
+The portable form is the one SQLite understands natively: ``:name`` placeholders with a mapping of parameters,
+or ``?`` placeholders with a sequence. For drivers that use ``%s`` / ``%(name)s`` (psycopg, PyMySQL) the text is
+rewritten once and cached: placeholders are replaced and literal ``%`` signs doubled. Quoted strings, quoted
+identifiers, comments, PostgreSQL dollar-quoted bodies and ``::`` casts are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import ParameterError
+
+__all__ = ["ConvertedSQL", "PyformatConverter", "split_statements"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_CACHE_LIMIT = 2048
+
+
+def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator[tuple[str, str]]:
+    """Yield ``(kind, text)`` pieces: ``code`` (plain SQL), ``quoted`` (strings, identifiers, comments)."""
+    i = 0
+    n = len(sql)
+    start = 0
+    while i < n:
+        c = sql[i]
+        end = -1
+        if c in "'\"`":
+            escapes = backslash_escapes or (c == "'" and i > 0 and sql[i - 1] in "eE")
+            j = i + 1
+            while j < n:
+                d = sql[j]
+                if escapes and d == "\\":
+                    j += 2
+                    continue
+                if d == c:
+                    if j + 1 < n and sql[j + 1] == c:  # doubled quote inside the quoted span
+                        j += 2
+                        continue
+                    break
+                j += 1
+            end = min(j + 1, n)
+        elif c == "-" and sql.startswith("--", i) or c == "#" and hash_comments:
+            j = sql.find("\n", i)
+            end = n if j < 0 else j
+        elif c == "/" and sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            end = n if j < 0 else j + 2
+        elif c == "$":
+            m = _DOLLAR_TAG.match(sql, i)
+            if m and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+                j = sql.find(m.group(0), m.end())
+                end = n if j < 0 else j + len(m.group(0))
+        if end >= 0:
+            if start < i:
+                yield "code", sql[start:i]
+            yield "quoted", sql[i:end]
+            i = start = end
+        else:
+            i += 1
+    if start < n:
+        yield "code", sql[start:]
+
+
+def split_statements(script: str, *, backslash_escapes: bool = False, hash_comments: bool = False) -> list[str]:
+    """Split an SQL script on ``;`` outside quotes and comments; empty statements are dropped."""
+    statements: list[str] = []
+    current: list[str] = []
+    for kind, text in _scan(script, backslash_escapes=backslash_escapes, hash_comments=hash_comments):
+        if kind == "quoted":
+            current.append(text)
+            continue
+        *heads, tail = text.split(";")
+        for head in heads:
+            current.append(head)
+            statements.append("".join(current))
+            current = []
+        current.append(tail)
+    statements.append("".join(current))
+    return [s.strip() for s in statements if _has_code(s, backslash_escapes, hash_comments)]
+
+
+def _has_code(statement: str, backslash_escapes: bool, hash_comments: bool) -> bool:
+    for kind, text in _scan(statement, backslash_escapes=backslash_escapes, hash_comments=hash_comments):
+        if kind == "code" and text.strip():
+            return True
+        if kind == "quoted" and not text.startswith(("--", "/*", "#")):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ConvertedSQL:
+    """A statement rewritten for a ``pyformat`` driver, with the placeholders it expects."""
+
+    text: str
+    names: frozenset[str]
+    positional: int
+
+
+class PyformatConverter:
+    """Rewrites portable placeholders (``:name``, ``?``) into ``%(name)s`` / ``%s``, caching the result."""
+
+    def __init__(self, *, backslash_escapes: bool, hash_comments: bool) -> None:
+        self._backslash_escapes = backslash_escapes
+        self._hash_comments = hash_comments
+        self._named: dict[str, ConvertedSQL] = {}
+        self._positional: dict[str, ConvertedSQL] = {}
+
+    def convert(self, sql: str, params: object) -> tuple[str, object]:
+        """Return the driver's SQL text and parameters for portable ``sql`` and ``params``."""
+        if params is None:
+            return sql, None
+        if isinstance(params, Mapping):
+            converted = self._named.get(sql) or self._remember(self._named, sql, named=True)
+            missing = converted.names.difference(params)
+            if missing:
+                raise ParameterError(
+                    f"no value for placeholder(s) {', '.join(':' + m for m in sorted(missing))} in {sql!r}; "
+                    "pass them in the parameter mapping"
+                )
+            return converted.text, params
+        if isinstance(params, Sequence) and not isinstance(params, str | bytes):
+            converted = self._positional.get(sql) or self._remember(self._positional, sql, named=False)
+            if converted.positional != len(params):
+                raise ParameterError(
+                    f"{sql!r} has {converted.positional} '?' placeholder(s) but {len(params)} parameter(s) "
+                    "were given; pass one value per '?', or use :name placeholders with a mapping"
+                )
+            return converted.text, params
+        raise ParameterError(
+            f"parameters must be a mapping (for :name placeholders) or a sequence (for ?), "
+            f"not {type(params).__name__}"
+        )
+
+    def _remember(self, cache: dict[str, ConvertedSQL], sql: str, *, named: bool) -> ConvertedSQL:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        converted = self._rewrite(sql, named=named)
+        cache[sql] = converted
+        return converted
+
+    def _rewrite(self, sql: str, *, named: bool) -> ConvertedSQL:
+        out: list[str] = []
+        names: set[str] = set()
+        positional = 0
+        for kind, text in _scan(sql, backslash_escapes=self._backslash_escapes, hash_comments=self._hash_comments):
+            if kind == "quoted":
+                out.append(text.replace("%", "%%"))
+                continue
+            i = 0
+            while i < len(text):
+                c = text[i]
+                if c == "%":
+                    out.append("%%")
+                elif c == ":" and named:
+                    if text.startswith("::", i):  # PostgreSQL cast
+                        out.append("::")
+                        i += 2
+                        continue
+                    m = _NAME.match(text, i + 1)
+                    if m and (i == 0 or text[i - 1] != ":"):
+                        names.add(m.group(0))
+                        out.append(f"%({m.group(0)})s")
+                        i = m.end()
+                        continue
+                    out.append(c)
+                elif c == "?" and not named:
+                    positional += 1
+                    out.append("%s")
+                else:
+                    out.append(c)
+                i += 1
+        return ConvertedSQL("".join(out), frozenset(names), positional)
