@@ -23,7 +23,7 @@ from .errors import (
     UnsupportedConnectionError,
 )
 from .session import Session
-from .transaction import Transaction, TransactionKind, TransactionState
+from .transactions import Transaction, TransactionKind, TransactionState
 from .url import DatabaseURL
 
 __all__ = [

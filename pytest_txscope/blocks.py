@@ -11,7 +11,7 @@ from .errors import MissingEngineError
 if TYPE_CHECKING:
     from .engine import Engine
     from .session import Session
-    from .transaction import Transaction
+    from .transactions import Transaction
 
 __all__ = ["ensure_transaction", "transaction"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .engine import Engine
     from .session import Session
-    from .transaction import Transaction
+    from .transactions import Transaction
 
 __all__ = ["Scope", "current_scope", "current_session", "find_opened_by", "find_session", "push_scope", "reset_scope"]
 

@@ -13,7 +13,7 @@ from .context import find_session, push_scope, reset_scope
 from .dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
 from .errors import BackendUnavailableError, ConfigurationError, ConnectionBusyError, TxScopeError
 from .session import Session, exit_block_opened_by
-from .transaction import Transaction
+from .transactions import Transaction
 from .url import DatabaseURL
 
 __all__ = ["Engine"]

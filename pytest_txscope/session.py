@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .context import Scope, find_opened_by, push_scope, reset_scope
 from .dialects import DBAPIConnection, DBAPICursor, Dialect, dialect_for_connection
 from .errors import ImplicitCommitError, TransactionStateError
-from .transaction import Executor, Transaction, TransactionKind, TransactionState
+from .transactions import Executor, Transaction, TransactionKind, TransactionState
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -177,8 +177,7 @@ class Session(Executor):
     def _executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
         if self._pending:
             self._flush()
-        if self._prepare is not None:
-            sql, seq = self.dialect.prepare_many(sql, seq)
+        sql, seq = self.dialect.prepare_many(sql, seq)
         try:
             cursor = self._run_many(self._conn, sql, seq)
         except Exception:
@@ -249,8 +248,8 @@ class Session(Executor):
         return tx
 
     def _check_executable(self, tx: Transaction) -> None:
-        self._require_open()
         tx._require_active("run a statement")
+        self._require_open()
         inner = self._innermost
         while inner is not None:
             if inner is tx:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError, TransactionStateError
+from ..sql import PyformatConverter
 from ..url import DatabaseURL
 from .base import DBAPIConnection, DBAPICursor, Dialect
 
@@ -40,6 +41,9 @@ class SQLiteDialect(Dialect):
     display = "SQLite"
     driver = "sqlite3"
     extra = "sqlite"
+
+    def __init__(self) -> None:
+        self._checker = PyformatConverter(backslash_escapes=False, hash_comments=False)
 
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         sqlite3 = self.load_driver()
@@ -117,6 +121,10 @@ class SQLiteDialect(Dialect):
         return connection.executemany(sql, seq)
 
     def prepare_many(self, sql: str, seq: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        # sqlite3 writes the rows before a bad one and only then fails; checking every row first makes a
+        # parameter mistake leave nothing behind, as on the other backends.
+        for params in seq:
+            self._checker.convert(sql, params)
         return sql, seq
 
     def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:

@@ -1,0 +1,128 @@
+"""The database backends the contract tests run on, and how to reach each from outside the library.
+
+PostgreSQL and MySQL/MariaDB run when their URL is set (``TXSCOPE_TEST_POSTGRESQL_URL``,
+``TXSCOPE_TEST_MYSQL_URL``) and are skipped with the reason otherwise. ``TXSCOPE_TEST_REQUIRE`` (a comma list,
+as CI sets it) turns a skip into a failure, so that a backend CI must cover is never silently left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_txscope import DatabaseURL, Engine
+
+ALL = ("sqlite-file", "sqlite-memory", "postgresql", "mysql")
+ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
+_unreachable: dict[str, str] = {}
+
+
+def required() -> set[str]:
+    return {b.strip() for b in os.environ.get("TXSCOPE_TEST_REQUIRE", "").split(",") if b.strip()}
+
+
+def unavailable(backend: str) -> None:
+    """Skip (or, when the backend is required, fail) a test whose backend cannot run."""
+    reason = _reason(backend)
+    if reason is None:
+        return
+    if backend in required():
+        pytest.fail(f"backend {backend} is required (TXSCOPE_TEST_REQUIRE) but {reason}", pytrace=False)
+    pytest.skip(f"{backend}: {reason}")
+
+
+def _reason(backend: str) -> str | None:
+    if backend.startswith("sqlite"):
+        return None
+    url = os.environ.get(ENV[backend])
+    if not url:
+        return f"{ENV[backend]} is not set"
+    if backend not in _unreachable:
+        try:
+            engine = Engine.from_url(url)
+            with engine.session() as s:
+                s.fetchscalar("SELECT 1")
+            engine.dispose()
+            _unreachable[backend] = ""
+        except Exception as exc:
+            _unreachable[backend] = f"cannot be reached at {DatabaseURL.parse(url)}: {type(exc).__name__}: {exc}"
+    return _unreachable[backend] or None
+
+
+@dataclass
+class Backend:
+    """One backend under test: its engine URL, and an independent connection to check from outside."""
+
+    name: str
+    url: str
+
+    @property
+    def family(self) -> str:
+        return "sqlite" if self.name.startswith("sqlite") else self.name
+
+    @property
+    def has_peer(self) -> bool:
+        """Whether a second, independent connection can see the same database (not for :memory:)."""
+        return self.name != "sqlite-memory"
+
+    def engine(self, **options: Any) -> Engine:
+        return Engine.from_url(self.url, **options)
+
+    def peer(self) -> Peer:
+        return Peer(self)
+
+
+class Peer:
+    """An independent autocommit connection, opened with the driver directly, bypassing pytest-txscope."""
+
+    def __init__(self, backend: Backend) -> None:
+        url = DatabaseURL.parse(backend.url)
+        self.family = backend.family
+        if self.family == "sqlite":
+            import sqlite3
+
+            self.conn: Any = sqlite3.connect(url.database, isolation_level=None)
+        elif self.family == "postgresql":
+            import psycopg
+
+            self.conn = psycopg.connect(
+                host=url.host, port=url.port, user=url.user, password=url.password or None,
+                dbname=url.database, autocommit=True,
+            )
+        else:
+            import pymysql
+
+            self.conn = pymysql.connect(
+                host=url.host or "localhost", port=url.port or 3306, user=url.user,
+                password=url.password or "", database=url.database, autocommit=True,
+            )
+
+    def fetchall(self, sql: str) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        cur.execute(sql)
+        rows = [tuple(r) for r in cur.fetchall()]
+        cur.close()
+        return rows
+
+    def execute(self, sql: str) -> None:
+        cur = self.conn.cursor()
+        cur.execute(sql)
+        cur.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
+    unavailable(name)
+    if name == "sqlite-file":
+        yield Backend(name, f"sqlite:///{tmp_path / 'contract.db'}")
+    elif name == "sqlite-memory":
+        yield Backend(name, "sqlite:///:memory:")
+    else:
+        yield Backend(name, os.environ[ENV[name]])

@@ -1,0 +1,113 @@
+"""Per-backend behaviour the core must handle: MySQL's implicit DDL commit, PostgreSQL's aborted transactions,
+transactions ended behind the library's back."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_txscope import Engine, ImplicitCommitError, TransactionState, TransactionStateError
+
+from .backends import Backend, Peer
+
+
+@pytest.mark.backends("mysql")
+def test_mysql_ddl_inside_a_transaction_names_the_statement(backend: Backend, engine: Engine, peer: Peer) -> None:
+    peer.execute("DROP TABLE IF EXISTS quirk_ddl")
+    with pytest.raises(ImplicitCommitError) as info, engine as tx:
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'before ddl')")
+        with engine as sp:
+            sp.execute("CREATE TABLE quirk_ddl (x INT)")
+    assert str(info.value) == (
+        "MySQL/MariaDB committed the transaction implicitly while running 'CREATE TABLE quirk_ddl (x INT)': "
+        "the transaction and its savepoints are gone, and the session refuses further statements in them; run "
+        "DDL outside transactions (engine.executescript(...)) or use CREATE TEMPORARY TABLE, which does not commit"
+    )
+    assert tx.state is TransactionState.BROKEN
+    assert sp.state is TransactionState.BROKEN
+    # What ran before the DDL was committed by the server: the error is the only warning a user gets.
+    assert peer.fetchall("SELECT name FROM items") == [("before ddl",)]
+    peer.execute("DROP TABLE IF EXISTS quirk_ddl")
+
+
+@pytest.mark.backends("mysql")
+def test_mysql_after_implicit_commit_the_block_refuses_work(backend: Backend, engine: Engine) -> None:
+    with pytest.raises(TransactionStateError) as info, engine as tx:
+        with pytest.raises(ImplicitCommitError):
+            tx.execute("CREATE TABLE IF NOT EXISTS quirk_ddl2 (x INT)")
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'would autocommit')")
+    assert str(info.value) == (
+        "cannot run a statement: transaction #1 (root) is already broken: the server ended the transaction while "
+        "running 'CREATE TABLE IF NOT EXISTS quirk_ddl2 (x INT)'; open a new transaction block for more work"
+    )
+    engine.executescript("DROP TABLE IF EXISTS quirk_ddl2")
+    with engine as tx:
+        assert tx.fetchall("SELECT name FROM items") == []
+
+
+@pytest.mark.backends("mysql")
+def test_mysql_temporary_tables_do_not_commit(backend: Backend, engine: Engine, peer: Peer) -> None:
+    with engine as tx:
+        tx.execute("CREATE TEMPORARY TABLE tmp_q (x INT)")
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        tx.rollback()
+    assert peer.fetchall("SELECT name FROM items") == []
+
+
+def test_raw_commit_sent_as_sql_is_detected(backend: Backend, engine: Engine, peer: Peer) -> None:
+    with pytest.raises(ImplicitCommitError, match=r"while running 'COMMIT'"), engine as tx:
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        tx.execute("COMMIT")
+    assert tx.state is TransactionState.BROKEN
+    assert peer.fetchall("SELECT name FROM items") == [("a",)]
+    with engine as tx:  # the engine and its pool are fine afterwards
+        assert tx.fetchscalar("SELECT count(*) FROM items") == 1
+
+
+@pytest.mark.backends("postgresql")
+def test_postgresql_aborted_transaction_cannot_commit(backend: Backend, engine: Engine, peer: Peer) -> None:
+    with pytest.raises(TransactionStateError) as info, engine as tx:
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        with pytest.raises(Exception, match="duplicate key"):
+            tx.execute("INSERT INTO items (id, name) VALUES (2, 'a')")
+    assert str(info.value) == (
+        "cannot commit transaction #1 (root): a statement in it failed and PostgreSQL aborts the transaction "
+        "until it is rolled back, so it was rolled back; catch errors inside a nested block "
+        "(with tx.begin_nested(): ...) to keep the rest of the work"
+    )
+    assert peer.fetchall("SELECT name FROM items") == []
+
+
+@pytest.mark.backends("postgresql")
+def test_postgresql_deferred_constraint_fails_at_commit(backend: Backend, engine: Engine, peer: Peer) -> None:
+    engine.executescript(
+        "DROP TABLE IF EXISTS quirk_child; CREATE TABLE quirk_child (id INT PRIMARY KEY, item_id INT "
+        "REFERENCES items(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    try:
+        with pytest.raises(Exception, match="foreign key"), engine as tx:
+            tx.execute("INSERT INTO quirk_child VALUES (1, 42)")  # fine until COMMIT
+        assert tx.state is TransactionState.ROLLED_BACK
+        with engine as tx:
+            tx.execute("INSERT INTO items (id, name) VALUES (1, 'after')")
+        assert peer.fetchall("SELECT name FROM items") == [("after",)]
+    finally:
+        engine.executescript("DROP TABLE IF EXISTS quirk_child")
+
+
+def test_executescript_is_atomic_where_ddl_is_transactional(backend: Backend, engine: Engine, peer: Peer) -> None:
+    script = "CREATE TABLE quirk_half (x INT); INSERT INTO items (id, name) VALUES (1, 'x'); SELEC broken"
+    with pytest.raises(Exception, match="(?i)syntax"):
+        engine.executescript(script)
+    tables = {
+        "sqlite": "SELECT name FROM sqlite_master WHERE name = 'quirk_half'",
+        "postgresql": "SELECT tablename FROM pg_tables WHERE tablename = 'quirk_half'",
+        "mysql": "SELECT table_name FROM information_schema.tables WHERE table_name = 'quirk_half' "
+        "AND table_schema = DATABASE()",
+    }
+    left = peer.fetchall(tables[backend.family])
+    if backend.family == "mysql":
+        assert left == [("quirk_half",)]  # MySQL commits DDL: documented, statement by statement
+        peer.execute("DROP TABLE quirk_half")
+    else:
+        assert left == []
+        assert peer.fetchall("SELECT name FROM items") == []
