@@ -1,6 +1,6 @@
 """pytest-txscope: unit-of-work transactions over DB-API connections, and a pytest plugin built on them.
 
-The core (this package without :mod:`pytest_txscope.plugin`) never imports pytest.
+The core (this package without `plugin`) never imports pytest.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .errors import (
     MissingDriverError,
     MissingEngineError,
     ParameterError,
+    ScriptError,
     TransactionStateError,
     TxScopeError,
     UnknownSchemeError,
@@ -37,6 +38,7 @@ __all__ = [
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "ScriptError",
     "Session",
     "Transaction",
     "TransactionBlock",

@@ -17,9 +17,9 @@ __all__ = ["ensure_transaction", "transaction"]
 
 
 class TransactionBlock:
-    """The context manager returned by :func:`transaction` and :func:`ensure_transaction`.
+    """The context manager returned by `transaction` and `ensure_transaction`.
 
-    Nothing happens until the block is entered; entering yields the :class:`~pytest_txscope.Transaction`.
+    Nothing happens until the block is entered; entering yields the `Transaction`.
     """
 
     __slots__ = ("_engine", "_join", "_name", "_tx")
@@ -67,8 +67,8 @@ def transaction(engine: Engine | None = None) -> TransactionBlock:
     """A transaction block in the current session: nested (a SAVEPOINT) when one is open, else the root one.
 
     Without ``engine`` the innermost current session of this thread or task is used, and
-    :class:`~pytest_txscope.errors.MissingEngineError` is raised when there is none. With ``engine``, that
-    engine's current session is used, or a new one is opened for the block (and closed after it)::
+    `MissingEngineError` is raised when there is none. With ``engine``, that
+    engine's current session is used, or a new one is opened for the block (and closed after it):
 
         with transaction(engine) as tx:
             tx.execute("INSERT INTO t (name) VALUES (:name)", {"name": "x"})
@@ -82,6 +82,6 @@ def ensure_transaction(engine: Engine | None = None) -> TransactionBlock:
     Joining yields a virtual transaction: it neither commits nor rolls back, the enclosing transaction decides.
     Inside a bare ``engine.session()`` block it joins the session's own implicit transaction, which is rolled
     back when the session closes. With nothing current, ``engine`` is required and a new transaction is opened
-    (and committed on a clean exit); without it :class:`~pytest_txscope.errors.MissingEngineError` is raised.
+    (and committed on a clean exit); without it `MissingEngineError` is raised.
     """
     return TransactionBlock(engine, join=True, name="ensure_transaction")

@@ -1,7 +1,7 @@
 """Which session and transaction are current: one immutable chain of scopes per thread and per asyncio task.
 
-The chain lives in a :class:`contextvars.ContextVar`. Every block that makes a session or transaction current
-sets a new :class:`Scope` whose ``parent`` is the previous one and keeps the token; leaving the block resets the
+The chain lives in a `contextvars.ContextVar`. Every block that makes a session or transaction current
+sets a new `Scope` whose ``parent`` is the previous one and keeps the token; leaving the block resets the
 token. A new thread starts with an empty context (no current session); an asyncio task starts with a copy of the
 context it was created in, so tasks never see sessions that *other* tasks open.
 """
@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from .session import Session
     from .transactions import Transaction
 
-__all__ = ["Scope", "current_scope", "current_session", "find_opened_by", "find_session", "push_scope", "reset_scope"]
+__all__ = [
+    "Scope",
+    "current_scope",
+    "current_session",
+    "find_opened_by",
+    "find_session",
+    "push_scope",
+    "reset_scope",
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ def push_scope(
 
 
 def reset_scope(token: Token[Scope | None]) -> None:
-    """Undo :func:`push_scope`."""
+    """Undo `push_scope`."""
     _current.reset(token)
 
 

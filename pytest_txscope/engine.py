@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,13 @@ from typing import Any
 
 from .context import find_session, push_scope, reset_scope
 from .dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
-from .errors import BackendUnavailableError, ConfigurationError, ConnectionBusyError, TxScopeError
+from .errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ConnectionBusyError,
+    ScriptError,
+    TxScopeError,
+)
 from .session import Session, exit_block_opened_by
 from .transactions import Transaction
 from .url import DatabaseURL
@@ -54,7 +61,9 @@ class Engine:
                 "for a URL use Engine.from_url(url), for a driver module Engine.from_dbapi(module, ...)"
             )
         if nested not in _NESTED_MODES:
-            raise ConfigurationError(f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}")
+            raise ConfigurationError(
+                f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}"
+            )
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
             raise ConfigurationError(f"pool_size={pool_size!r} is not valid; use a whole number >= 0")
         if max_connections is not None and (not isinstance(max_connections, int) or max_connections < 1):
@@ -64,8 +73,8 @@ class Engine:
         self.pool_size = pool_size
         self.max_connections = max_connections
         self.acquire_timeout = acquire_timeout
-        #: The parsed URL (password masked when shown), when the engine was made from one.
         self.url = url
+        """The parsed URL (password masked when shown), when the engine was made from one."""
         self._dialect = dialect
         self._idle: list[DBAPIConnection] = []
         self._open = 0
@@ -84,7 +93,11 @@ class Engine:
         """
         parsed = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
         dialect = dialect_for_backend(parsed.backend)
-        options = {k: connect_kwargs.pop(k) for k in ("nested", "pool_size", "acquire_timeout") if k in connect_kwargs}
+        options = {
+            k: connect_kwargs.pop(k)
+            for k in ("nested", "pool_size", "acquire_timeout")
+            if k in connect_kwargs
+        }
         limit = connect_kwargs.pop("max_connections", dialect.pool_limit(parsed))
         connect = dialect.connect_from_url(parsed, connect_kwargs)
         return cls(connect, url=parsed, dialect=dialect, max_connections=limit, **options)
@@ -104,12 +117,14 @@ class Engine:
                 f"use one of: {', '.join(_MODULE_BACKENDS)}, or pass a connect function to Engine()"
             )
         options = {
-            k: kwargs.pop(k) for k in ("nested", "pool_size", "max_connections", "acquire_timeout") if k in kwargs
+            k: kwargs.pop(k)
+            for k in ("nested", "pool_size", "max_connections", "acquire_timeout")
+            if k in kwargs
         }
         if backend == "sqlite":
             # Pooled connections move between threads (one at a time); sqlite3 refuses that unless told.
             kwargs.setdefault("check_same_thread", False)
-            if args and args[0] == ":memory:" or kwargs.get("database") == ":memory:":
+            if (args and args[0] == ":memory:") or kwargs.get("database") == ":memory:":
                 options.setdefault("max_connections", 1)
         return cls(lambda: module.connect(*args, **kwargs), dialect=dialect_for_backend(backend), **options)
 
@@ -145,6 +160,13 @@ class Engine:
                 if self.max_connections is None or self._open < self.max_connections:
                     self._open += 1
                     break
+                if find_session(self) is not None:
+                    # Waiting would wait for ourselves: this thread or task holds what we wait for.
+                    raise ConnectionBusyError(
+                        f"all {self.max_connections} connection(s) of {self.target} are held, one by a session "
+                        "open in this thread or task; use that session (engine.session() returns it) instead of "
+                        "opening another, or raise max_connections"
+                    )
                 deadline = deadline or time.monotonic() + self.acquire_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -198,7 +220,8 @@ class Engine:
         _close_quietly(connection)
 
     def dispose(self) -> None:
-        """Close every idle connection. Connections in use are closed when they come back."""
+        """Close every idle connection. Connections in use stay open and return to the pool when their
+        sessions close; the engine remains usable and opens new connections as needed."""
         with self._lock:
             idle, self._idle = self._idle, []
             self._open -= len(idle)
@@ -233,7 +256,11 @@ class Engine:
             session.close()
 
     def begin(self) -> Transaction:
-        """A transaction in the current session of this engine, or in a new session that it closes."""
+        """A transaction in the current session of this engine, or the root one of a new session.
+
+        A new session is closed (its connection returned to the pool) when that transaction ends, by
+        ``commit()``, ``rollback()`` or the end of its ``with`` block.
+        """
         session = find_session(self)
         if session is not None:
             return session.begin()
@@ -254,30 +281,53 @@ class Engine:
     ) -> None:
         exit_block_opened_by(self, exc)
 
-    def executescript(self, script: str) -> None:
-        """Run an SQL script (statements separated by ``;``) outside any transaction of the current context.
+    def executescript(self, script: str, *, source: str = "<script>") -> None:
+        """Run an SQL script (statements separated by ``;``) on a connection of its own, outside any
+        transaction of the current context.
 
         On SQLite and PostgreSQL the whole script runs in one transaction: if a statement fails, nothing of the
-        script is kept. MySQL/MariaDB commit DDL implicitly, so there each statement is committed on its own;
-        the error names the statement that failed.
+        script is kept. MySQL/MariaDB commit DDL implicitly, so there each statement is committed as it runs.
+        A failure raises `ScriptError` naming ``source``, the line, the statement and what was kept.
         """
         session = self._new_session()
         try:
             statements = session.dialect.split_script(script)
-            if session.dialect.ddl_commits:
-                for statement in statements:
-                    session.connection.cursor().execute(statement)
-                return
-            tx = session.begin()
-            for statement in statements:
-                tx.execute(statement)
-            tx.commit()
+            per_statement = session.dialect.ddl_commits
+            tx = None if per_statement else session.begin()
+            position = 0
+            for number, statement in enumerate(statements, 1):
+                position = script.find(statement, position)
+                try:
+                    if tx is None:
+                        session.connection.cursor().execute(statement)
+                    else:
+                        tx.execute(statement)
+                except Exception as exc:
+                    if tx is not None:
+                        tx.rollback()
+                    kept = (
+                        f"statements 1 to {number - 1} were committed ({session.dialect.display} commits DDL as "
+                        "it runs)"
+                        if per_statement and number > 1
+                        else "nothing of the script was kept"
+                    )
+                    line = script.count("\n", 0, position) + 1
+                    raise ScriptError(
+                        number=number,
+                        total=len(statements),
+                        statement=statement,
+                        line=line,
+                        source=source,
+                        cause=exc,
+                        kept=kept,
+                    ) from exc
+            if tx is not None:
+                tx.commit()
         finally:
             session.close()
 
 
 def _close_quietly(connection: DBAPIConnection) -> None:
-    try:
+    # Closing a broken connection may fail; it is being discarded anyway.
+    with contextlib.suppress(Exception):
         connection.close()
-    except Exception:  # noqa: S110 - closing a broken connection may fail; it is being discarded anyway.
-        pass

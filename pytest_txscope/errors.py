@@ -1,6 +1,6 @@
 """Every error pytest-txscope raises on purpose.
 
-All of them derive from :class:`TxScopeError`, and each also derives from the built-in exception that fits
+All of them derive from `TxScopeError`, and each also derives from the built-in exception that fits
 (``ValueError`` for bad configuration, ``ImportError`` for a missing driver, ``RuntimeError`` for misuse of a
 transaction), so callers can catch either. Messages are built from fields and always end with what to do.
 """
@@ -16,6 +16,7 @@ __all__ = [
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "ScriptError",
     "TransactionStateError",
     "TxScopeError",
     "UnknownSchemeError",
@@ -124,6 +125,35 @@ class UnsupportedConnectionError(TxScopeError, TypeError):
         super().__init__(
             f"cannot tell which database {kind} connects to; Session() accepts connections from: "
             f"{', '.join(known)}"
+        )
+
+
+class ScriptError(TxScopeError, RuntimeError):
+    """A statement of an SQL script failed; says which one, where, and what was kept."""
+
+    def __init__(
+        self,
+        *,
+        number: int,
+        total: int,
+        statement: str,
+        line: int,
+        source: str,
+        cause: BaseException,
+        kept: str,
+    ) -> None:
+        self.number = number
+        self.total = total
+        self.statement = statement
+        self.line = line
+        self.source = source
+        self.cause = cause
+        short = " ".join(statement.split())
+        if len(short) > 120:
+            short = short[:117] + "..."
+        super().__init__(
+            f"{source}, line {line}: statement {number} of {total} failed: {short!r}: "
+            f"{type(cause).__name__}: {str(cause).strip()}; {kept}"
         )
 
 

@@ -8,6 +8,7 @@ savepoint waits for the next statement, which carries it in the same round trip 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from contextvars import Token
 from types import TracebackType
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import Scope, find_opened_by, push_scope, reset_scope
 from .dialects import DBAPIConnection, DBAPICursor, Dialect, dialect_for_connection
-from .errors import ImplicitCommitError, TransactionStateError
+from .errors import ConfigurationError, ImplicitCommitError, TransactionStateError
 from .transactions import Executor, Transaction, TransactionKind, TransactionState
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ class Session(Executor):
 
     ``Session(conn)`` wraps a DB-API connection you opened yourself (sqlite3, psycopg 3 or PyMySQL): the
     dialect is detected from it, it is switched to autocommit while the session lasts so that the session can
-    send ``BEGIN`` / ``SAVEPOINT`` itself, and :meth:`close` rolls back what is open and restores the
-    connection's settings without closing it. Sessions of an :class:`~pytest_txscope.Engine` come from
+    send ``BEGIN`` / ``SAVEPOINT`` itself, and `close` rolls back what is open and restores the
+    connection's settings without closing it. Sessions of an `Engine` come from
     ``engine.session()`` and go back to its pool when closed.
 
     ``with session as tx:`` opens a transaction (nested when one is open) and makes the session current.
@@ -41,6 +42,8 @@ class Session(Executor):
     """
 
     def __init__(self, connection: DBAPIConnection, *, nested: str = "savepoint") -> None:
+        if nested not in ("savepoint", "virtual"):
+            raise ConfigurationError(f"nested={nested!r} is not valid; use one of: savepoint, virtual")
         dialect = dialect_for_connection(connection)
         restore = dialect.take_control(connection)
         self._setup(connection, dialect, None, restore, nested)
@@ -82,7 +85,7 @@ class Session(Executor):
     @property
     def connection(self) -> DBAPIConnection:
         """The underlying DB-API connection. Statements sent on it directly bypass pending BEGIN/SAVEPOINT
-        statements; prefer :meth:`execute`."""
+        statements; prefer `execute`."""
         return self._conn
 
     @property
@@ -112,7 +115,7 @@ class Session(Executor):
         return self._begin_child(inner)
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
-        """Run one statement in the innermost open transaction (see :meth:`Transaction.execute`)."""
+        """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
         inner = self._innermost
         if inner is None:
             self._autobegin()
@@ -165,9 +168,11 @@ class Session(Executor):
             sql, params = self._prepare(sql, params)
         try:
             cursor = self._run(self._conn, sql, params)
-        except Exception:
-            if self._server_open and not self._in_tx(self._conn):
-                self._break(f"the server ended the transaction when {_short(sql)!r} failed")
+        except Exception as exc:
+            if self._server_open and (
+                not self._in_tx(self._conn) or self.dialect.error_ends_transaction(exc)
+            ):
+                self._break(f"the server ended the transaction when {_short(sql)!r} failed: {exc}")
             raise
         if self._server_open and not self._in_tx(self._conn):
             self._break(f"the server ended the transaction while running {_short(sql)!r}")
@@ -180,9 +185,11 @@ class Session(Executor):
         sql, seq = self.dialect.prepare_many(sql, seq)
         try:
             cursor = self._run_many(self._conn, sql, seq)
-        except Exception:
-            if self._server_open and not self._in_tx(self._conn):
-                self._break(f"the server ended the transaction when {_short(sql)!r} failed")
+        except Exception as exc:
+            if self._server_open and (
+                not self._in_tx(self._conn) or self.dialect.error_ends_transaction(exc)
+            ):
+                self._break(f"the server ended the transaction when {_short(sql)!r} failed: {exc}")
             raise
         if self._server_open and not self._in_tx(self._conn):
             self._break(f"the server ended the transaction while running {_short(sql)!r}")
@@ -210,11 +217,10 @@ class Session(Executor):
             tx = tx.parent
         self._pending = []
         self._server_open = False
-        try:
+        # The connection may be failing already; the caller raises the real error.
+        with contextlib.suppress(Exception):
             if self._in_tx(self._conn):
                 self._run(self._conn, "ROLLBACK", None).close()
-        except Exception:  # noqa: S110 - the connection is already failing; the caller raises the real error.
-            pass
 
     # ------------------------------------------------------------------------------- begin and end
     def _require_open(self) -> None:
@@ -234,7 +240,9 @@ class Session(Executor):
         if self._nested_virtual:
             tx = Transaction(self, TransactionKind.VIRTUAL, parent, self._counter)
         else:
-            name = f"txscope_sp{self._counter}"
+            # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement cache
+            # is not churned by ever-new SAVEPOINT texts (each new text can trigger a DEALLOCATE ALL).
+            name = f"txscope_sp{_depth(parent) + 1}"
             tx = Transaction(self, TransactionKind.NESTED, parent, self._counter, name)
             self._pending.append(self.dialect.savepoint(name))
         self._innermost = tx
@@ -282,7 +290,8 @@ class Session(Executor):
             self._innermost = tx.parent
             return
         if kind is TransactionKind.NESTED:
-            assert tx.parent is not None and tx.savepoint is not None
+            assert tx.parent is not None
+            assert tx.savepoint is not None
             pending = self._pending
             if pending and pending[-1] == self.dialect.savepoint(tx.savepoint):
                 pending.pop()  # never sent: nothing ran inside it
@@ -303,8 +312,12 @@ class Session(Executor):
             except Exception:
                 tx.state = TransactionState.ROLLED_BACK
                 self._reset_after_failure()
+                if tx._owns_session:
+                    self.close()
                 raise
         tx.state = TransactionState.COMMITTED
+        if tx._owns_session:
+            self.close()
         self._fire(tx._callbacks)
 
     def _rollback(self, tx: Transaction) -> None:
@@ -330,13 +343,17 @@ class Session(Executor):
         if target.kind is TransactionKind.ROOT:
             self._root = None
             self._pending = []
-            if self._server_open:
-                self._server_open = False
-                try:
-                    self._run(self._conn, "ROLLBACK", None).close()
-                except Exception:
-                    self._reset_after_failure()
-                    raise
+            try:
+                if self._server_open:
+                    self._server_open = False
+                    try:
+                        self._run(self._conn, "ROLLBACK", None).close()
+                    except Exception:
+                        self._reset_after_failure()
+                        raise
+            finally:
+                if target._owns_session:
+                    self.close()
             return
         assert target.savepoint is not None
         savepoint = self.dialect.savepoint(target.savepoint)
@@ -346,7 +363,9 @@ class Session(Executor):
         else:
             # Everything queued was queued after the savepoint was sent, and rolling back to it discards it.
             pending.clear()
-            pending.extend((self.dialect.rollback_to(target.savepoint), self.dialect.release(target.savepoint)))
+            pending.extend(
+                (self.dialect.rollback_to(target.savepoint), self.dialect.release(target.savepoint))
+            )
 
     def _failed(self) -> bool:
         if not self.dialect.transaction_failed(self._conn):
@@ -359,10 +378,9 @@ class Session(Executor):
     def _reset_after_failure(self) -> None:
         self._pending = []
         self._server_open = False
-        try:
+        # The connection is failing; the caller re-raises the original error.
+        with contextlib.suppress(Exception):
             self.dialect.reset(self._conn)
-        except Exception:  # noqa: S110 - the connection is broken; the caller re-raises the original error.
-            pass
 
     @staticmethod
     def _fire(callbacks: list[Callable[[], object]]) -> None:
@@ -412,7 +430,9 @@ class Session(Executor):
                     for t in open_blocks:
                         if t._entered and t._token is not None:
                             t._forced = True
-                            t.failure = f"{t.describe()} was rolled back when the block of {tx.describe()} ended"
+                            t.failure = (
+                                f"{t.describe()} was rolled back when the block of {tx.describe()} ended"
+                            )
                     error = TransactionStateError(
                         f"the block of {tx.describe()} ended while {inner_name} was still open; both were rolled "
                         "back; leave inner blocks (or end inner transactions) before outer ones"
@@ -440,6 +460,15 @@ def exit_block_opened_by(owner: object, exc: BaseException | None) -> None:
         )
     tx = scope.transaction
     tx.session._exit_block(tx, exc)
+
+
+def _depth(tx: Transaction) -> int:
+    depth = 0
+    parent = tx.parent
+    while parent is not None:
+        depth += 1
+        parent = parent.parent
+    return depth
 
 
 def _short(sql: str) -> str:

@@ -44,7 +44,7 @@ def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator
                     break
                 j += 1
             end = min(j + 1, n)
-        elif c == "-" and sql.startswith("--", i) or c == "#" and hash_comments:
+        elif (c == "-" and sql.startswith("--", i)) or (c == "#" and hash_comments):
             j = sql.find("\n", i)
             end = n if j < 0 else j
         elif c == "/" and sql.startswith("/*", i):
@@ -66,7 +66,9 @@ def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator
         yield "code", sql[start:]
 
 
-def split_statements(script: str, *, backslash_escapes: bool = False, hash_comments: bool = False) -> list[str]:
+def split_statements(
+    script: str, *, backslash_escapes: bool = False, hash_comments: bool = False
+) -> list[str]:
     """Split an SQL script on ``;`` outside quotes and comments; empty statements are dropped."""
     statements: list[str] = []
     current: list[str] = []
@@ -148,7 +150,9 @@ class PyformatConverter:
         out: list[str] = []
         names: set[str] = set()
         positional = 0
-        for kind, text in _scan(sql, backslash_escapes=self._backslash_escapes, hash_comments=self._hash_comments):
+        for kind, text in _scan(
+            sql, backslash_escapes=self._backslash_escapes, hash_comments=self._hash_comments
+        ):
             if kind == "quoted":
                 out.append(text.replace("%", "%%"))
                 continue

@@ -8,7 +8,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .context import Scope, push_scope, reset_scope
+from .context import Scope, push_scope
 from .errors import TransactionStateError
 
 if TYPE_CHECKING:
@@ -21,13 +21,13 @@ __all__ = ["Executor", "Transaction", "TransactionKind", "TransactionState"]
 class TransactionKind(enum.Enum):
     """What ending a transaction does on the server."""
 
-    #: ``BEGIN`` ... ``COMMIT`` / ``ROLLBACK``: the only kind that really commits.
     ROOT = "root"
-    #: A ``SAVEPOINT``: commit releases it, rollback rolls back to it.
+    """``BEGIN`` ... ``COMMIT`` / ``ROLLBACK``: the only kind that really commits."""
     NESTED = "nested"
-    #: Joins the enclosing transaction: neither commits nor rolls back (``ensure_transaction()``, or nested
-    #: blocks on an engine created with ``nested="virtual"``).
+    """A ``SAVEPOINT``: commit releases it, rollback rolls back to it."""
     VIRTUAL = "virtual"
+    """Joins the enclosing transaction: neither commits nor rolls back (``ensure_transaction()``, or nested
+    blocks on an engine created with ``nested="virtual"``)."""
 
 
 class TransactionState(enum.Enum):
@@ -36,17 +36,17 @@ class TransactionState(enum.Enum):
     ACTIVE = "active"
     COMMITTED = "committed"
     ROLLED_BACK = "rolled back"
-    #: The server ended it behind the library's back (MySQL DDL, a raw COMMIT): see ``Transaction.failure``.
     BROKEN = "broken"
+    """The server ended it behind the library's back (MySQL DDL, a raw COMMIT): see ``Transaction.failure``."""
 
 
 class Executor:
-    """The statement helpers shared by :class:`Transaction` and :class:`~pytest_txscope.Session`."""
+    """The statement helpers shared by `Transaction` and `Session`."""
 
     __slots__ = ()
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
-        """Run one statement; see :meth:`Transaction.execute`."""
+        """Run one statement; see `Transaction.execute`."""
         raise NotImplementedError
 
     def fetchall(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -73,11 +73,11 @@ class Executor:
 
 
 class Transaction(Executor):
-    """A unit of work on a :class:`~pytest_txscope.Session`.
+    """A unit of work on a `Session`.
 
     Use it as a context manager: a clean exit commits (a nested transaction releases its savepoint, only the
     top-most one commits), an exception rolls back and propagates. ``commit()`` and ``rollback()`` end it
-    explicitly; leaving the block afterwards does nothing more. Statements run with :meth:`execute` and the
+    explicitly; leaving the block afterwards does nothing more. Statements run with `execute` and the
     ``fetch*`` helpers, always inside this transaction.
     """
 
@@ -111,10 +111,10 @@ class Transaction(Executor):
         self.number = number
         self.savepoint = savepoint
         self.state = TransactionState.ACTIVE
-        #: Why the transaction is BROKEN or was force-ended, for the errors raised when it is used again.
         self.failure: str | None = None
-        #: True for the transaction a bare session opens by itself for statements run outside any block.
+        """Why the transaction is BROKEN or was force-ended, for the errors raised when it is used again."""
         self.implicit = False
+        """True for the transaction a bare session opens by itself for statements run outside any block."""
         self._callbacks: list[Callable[[], object]] = []
         self._token: Token[Scope | None] | None = None
         self._entered = False
@@ -155,7 +155,7 @@ class Transaction(Executor):
         return self.session._execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
-        """Run one statement once per parameter set (portable placeholders, as :meth:`execute`)."""
+        """Run one statement once per parameter set (portable placeholders, as `execute`)."""
         if self.state is not TransactionState.ACTIVE or self.session._innermost is not self:
             self.session._check_executable(self)
         return self.session._executemany(sql, seq_of_params)
@@ -183,7 +183,7 @@ class Transaction(Executor):
     def commit(self) -> None:
         """Commit: release the savepoint of a nested transaction, COMMIT a root one, nothing for a virtual one.
 
-        Raises :class:`TransactionStateError` if a transaction opened inside this one is still active.
+        Raises `TransactionStateError` if a transaction opened inside this one is still active.
         """
         self._require_active("commit")
         self.session._commit(self)

@@ -52,9 +52,11 @@ class DatabaseURL:
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
-        """Parse ``url``; raise :class:`UnknownSchemeError` or :class:`MalformedURLError` naming the fix."""
+        """Parse ``url``; raise `UnknownSchemeError` or `MalformedURLError` naming the fix."""
         if not isinstance(url, str):
-            raise MalformedURLError(repr(url), f"expected a string, got {type(url).__name__}", EXAMPLES["sqlite"])
+            raise MalformedURLError(
+                repr(url), f"expected a string, got {type(url).__name__}", EXAMPLES["sqlite"]
+            )
         shown = mask_password(url)
         scheme, sep, rest = url.partition("://")
         if not sep or not scheme:

@@ -50,7 +50,9 @@ def _reason(backend: str) -> str | None:
             engine.dispose()
             _unreachable[backend] = ""
         except Exception as exc:
-            _unreachable[backend] = f"cannot be reached at {DatabaseURL.parse(url)}: {type(exc).__name__}: {exc}"
+            _unreachable[backend] = (
+                f"cannot be reached at {DatabaseURL.parse(url)}: {type(exc).__name__}: {exc}"
+            )
     return _unreachable[backend] or None
 
 
@@ -91,15 +93,23 @@ class Peer:
             import psycopg
 
             self.conn = psycopg.connect(
-                host=url.host, port=url.port, user=url.user, password=url.password or None,
-                dbname=url.database, autocommit=True,
+                host=url.host,
+                port=url.port,
+                user=url.user,
+                password=url.password or None,
+                dbname=url.database,
+                autocommit=True,
             )
         else:
             import pymysql
 
             self.conn = pymysql.connect(
-                host=url.host or "localhost", port=url.port or 3306, user=url.user,
-                password=url.password or "", database=url.database, autocommit=True,
+                host=url.host or "localhost",
+                port=url.port or 3306,
+                user=url.user,
+                password=url.password or "",
+                database=url.database,
+                autocommit=True,
             )
 
     def fetchall(self, sql: str) -> list[tuple[Any, ...]]:

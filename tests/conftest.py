@@ -19,14 +19,16 @@ ITEMS_DDL = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NU
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Tests that check through an independent connection cannot run on :memory: (no second connection
     # reaches it): they are not generated for it, rather than generated and skipped.
-    # Backend-specific tests say so with @pytest.mark.backends("mysql", ...): generated only for those.
+    # Backend-specific tests say so with @pytest.mark.backends("mysql", "sqlite-file", ...): generated only
+    # for those backends (or families).
     if "backend" in metafunc.fixturenames:
         wants_peer = "peer" in metafunc.fixturenames
         marker = metafunc.definition.get_closest_marker("backends")
-        families = set(marker.args) if marker else {"sqlite", "postgresql", "mysql"}
+        wanted = set(marker.args) if marker else {"sqlite", "postgresql", "mysql"}
         names = [
-            b for b in ALL
-            if not (wants_peer and b == "sqlite-memory") and b.split("-")[0] in families
+            b
+            for b in ALL
+            if not (wants_peer and b == "sqlite-memory") and (b in wanted or b.split("-")[0] in wanted)
         ]
         metafunc.parametrize("backend", names, indirect=True)
 

@@ -10,12 +10,10 @@ import pytest
 
 from pytest_txscope import Engine, MissingEngineError, Session, current_session, transaction
 
-from .backends import Backend
 
-
-def test_concurrent_threads_get_separate_sessions(backend: Backend, engine: Engine) -> None:
-    if backend.name == "sqlite-memory":
-        pytest.skip("one connection per :memory: engine: covered by test_memory_engine_serialises_threads")
+# One connection per :memory: engine: threads wait for it (test_memory_engine_serialises_threads).
+@pytest.mark.backends("sqlite-file", "postgresql", "mysql")
+def test_concurrent_threads_get_separate_sessions(engine: Engine) -> None:
     barrier = threading.Barrier(3, timeout=10)
 
     def work(i: int) -> tuple[int, int]:
@@ -99,9 +97,8 @@ def test_a_thread_started_inside_a_session_sees_none(engine: Engine) -> None:
     assert isinstance(seen[1], MissingEngineError)
 
 
-def test_asyncio_tasks_do_not_see_each_others_sessions(backend: Backend, engine: Engine) -> None:
-    if backend.name == "sqlite-memory":
-        pytest.skip("one connection per :memory: engine: two tasks cannot both hold a session")
+@pytest.mark.backends("sqlite-file", "postgresql", "mysql")  # two tasks cannot both hold :memory:'s one
+def test_asyncio_tasks_do_not_see_each_others_sessions(engine: Engine) -> None:
 
     async def task(name: str, mine: asyncio.Event, other: asyncio.Event) -> tuple[Session, Session | None]:
         before = current_session()

@@ -33,7 +33,9 @@ def test_a_returned_connection_is_rolled_back(engine: Engine, peer: Peer) -> Non
         assert again.fetchall("SELECT name FROM items") == []
 
 
-def test_a_connection_left_dirty_outside_the_library_is_rolled_back_on_return(engine: Engine, peer: Peer) -> None:
+def test_a_connection_left_dirty_outside_the_library_is_rolled_back_on_return(
+    engine: Engine, peer: Peer
+) -> None:
     with engine.session() as session:
         # Someone used the raw connection behind the session's back and left a transaction open.
         cur = session.connection.cursor()
@@ -107,7 +109,9 @@ def test_session_refuses_a_connection_inside_a_transaction(backend: Backend, pee
     cur = conn.cursor()
     cur.execute("INSERT INTO items (id, name) VALUES (1, 'pending')")  # the driver opened a transaction
     cur.close()
-    with pytest.raises(TransactionStateError, match=r"has an open transaction; commit or roll it back before"):
+    with pytest.raises(
+        TransactionStateError, match=r"has an open transaction; commit or roll it back before"
+    ):
         Session(conn)
     conn.rollback()
     conn.close()

@@ -18,14 +18,22 @@ MY = PyformatConverter(backslash_escapes=True, hash_comments=True)
         ("SELECT ?, ?", (1, 2), "SELECT %s, %s"),
         ("SELECT x::text FROM t WHERE y = :y", {"y": 1}, "SELECT x::text FROM t WHERE y = %(y)s"),
         ("SELECT ':not' , '%' , :v", {"v": 1}, "SELECT ':not' , '%%' , %(v)s"),
-        ('SELECT "col:x" FROM t WHERE a LIKE \'a%\' AND b = ?', [1], 'SELECT "col:x" FROM t WHERE a LIKE \'a%%\' AND b = %s'),
+        (
+            "SELECT \"col:x\" FROM t WHERE a LIKE 'a%' AND b = ?",
+            [1],
+            "SELECT \"col:x\" FROM t WHERE a LIKE 'a%%' AND b = %s",
+        ),
         ("SELECT 1 -- :c ? comment\n, :d", {"d": 1}, "SELECT 1 -- :c ? comment\n, %(d)s"),
         ("SELECT /* :c ? */ :d", {"d": 1}, "SELECT /* :c ? */ %(d)s"),
         ("SELECT $$ :x ? $$, :y", {"y": 1}, "SELECT $$ :x ? $$, %(y)s"),
         ("SELECT $fn$ it's :x $fn$, ?", [1], "SELECT $fn$ it's :x $fn$, %s"),
         ("SELECT 'it''s :x', :y", {"y": 1}, "SELECT 'it''s :x', %(y)s"),
         ("SELECT 5 % 2, :y", {"y": 1}, "SELECT 5 %% 2, %(y)s"),
-        ("SELECT data ? 'key' FROM t WHERE id = :id", {"id": 1}, "SELECT data ? 'key' FROM t WHERE id = %(id)s"),
+        (
+            "SELECT data ? 'key' FROM t WHERE id = :id",
+            {"id": 1},
+            "SELECT data ? 'key' FROM t WHERE id = %(id)s",
+        ),
     ],
 )
 def test_postgresql_rewriting(sql: str, params: object, expected: str) -> None:
@@ -77,7 +85,8 @@ def test_split_statements() -> None:
     """
     assert split_statements(script) == [
         "CREATE TABLE a (x TEXT DEFAULT ';')",
-        "-- trailing ; comment\n        /* ; */\n        CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql",
+        "-- trailing ; comment\n        /* ; */\n"
+        "        CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql",
         "INSERT INTO a VALUES ('it''s; fine')",
     ]
 
@@ -91,7 +100,10 @@ def test_one_text_runs_unchanged_on_every_backend(engine: Engine) -> None:
         tx.executemany("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)", [(2, "b", 5), (3, "c", 7)])
         assert tx.fetchone("SELECT name, qty FROM items WHERE id = ?", [1]) == ("50% off: 'quoted'", 3)
         assert tx.fetchscalar("SELECT count(*) FROM items WHERE name LIKE '%' AND qty > :q", {"q": 4}) == 2
-        assert tx.fetchall("SELECT id FROM items WHERE qty BETWEEN ? AND ? ORDER BY id", (4, 8)) == [(2,), (3,)]
+        assert tx.fetchall("SELECT id FROM items WHERE qty BETWEEN ? AND ? ORDER BY id", (4, 8)) == [
+            (2,),
+            (3,),
+        ]
         assert tx.fetchone("SELECT id FROM items WHERE id = :id", {"id": 99}) is None
         assert tx.fetchscalar("SELECT id FROM items WHERE id = :id", {"id": 99}) is None
         cursor = tx.execute("UPDATE items SET qty = qty + 1 WHERE qty > :q", {"q": 4})

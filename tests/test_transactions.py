@@ -119,8 +119,10 @@ def test_nested_blocks_that_run_nothing_send_nothing_and_still_work(engine: Engi
 
 def test_virtual_nesting_keeps_the_seed_behaviour(backend: Backend) -> None:
     engine = backend.engine(nested="virtual")
-    engine.executescript("DROP TABLE IF EXISTS items; CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), "
-                         "qty INTEGER)")
+    engine.executescript(
+        "DROP TABLE IF EXISTS items; CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50), "
+        "qty INTEGER)"
+    )
     try:
         with engine as outer:
             with pytest.raises(ValueError), engine as inner:
@@ -201,7 +203,9 @@ def test_engine_session_yields_the_current_session(engine: Engine) -> None:
 def test_closed_session_refuses_work(engine: Engine) -> None:
     with engine.session() as session:
         pass
-    with pytest.raises(TransactionStateError, match=r"this session is closed; open a new one with engine\.session"):
+    with pytest.raises(
+        TransactionStateError, match=r"this session is closed; open a new one with engine\.session"
+    ):
         session.execute("SELECT 1")
 
 
@@ -310,7 +314,9 @@ def test_using_a_transaction_after_it_ended(engine: Engine) -> None:
         "cannot run a statement: transaction #1 (root) is already committed; "
         "open a new transaction block for more work"
     )
-    with pytest.raises(TransactionStateError, match=r"cannot commit: transaction #1 \(root\) is already committed"):
+    with pytest.raises(
+        TransactionStateError, match=r"cannot commit: transaction #1 \(root\) is already committed"
+    ):
         tx.commit()
 
 

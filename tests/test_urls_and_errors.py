@@ -43,7 +43,10 @@ def test_url_parts_and_masked_rendering() -> None:
     assert url.options == {"sslmode": "require"}
     assert str(url) == "postgresql://alice:***@db.example:5433/app_test?sslmode=require"
     assert "s3cret" not in repr(url)
-    assert str(url.with_database("other_test")) == "postgresql://alice:***@db.example:5433/other_test?sslmode=require"
+    assert (
+        str(url.with_database("other_test"))
+        == "postgresql://alice:***@db.example:5433/other_test?sslmode=require"
+    )
 
 
 def test_unknown_scheme() -> None:
@@ -141,7 +144,9 @@ def test_unreachable_server_is_a_clear_error_without_the_password() -> None:
     with pytest.raises(BackendUnavailableError) as info, engine.session():
         pass
     message = str(info.value)
-    assert message.startswith("cannot connect to postgresql://u:***@127.0.0.1:9/nodb_test: OperationalError: ")
+    assert message.startswith(
+        "cannot connect to postgresql://u:***@127.0.0.1:9/nodb_test: OperationalError: "
+    )
     assert message.endswith(
         "check that the server is running and the URL (host, port, user, database) is right"
     )
@@ -191,7 +196,10 @@ def test_bad_sqlite_url_options(tmp_path: object) -> None:
 
 def test_engine_from_dbapi_and_from_a_callable(tmp_path: object) -> None:
     path = f"{tmp_path}/x.db"
-    for engine in (Engine.from_dbapi(sqlite3, path), Engine(lambda: sqlite3.connect(path, check_same_thread=False))):
+    for engine in (
+        Engine.from_dbapi(sqlite3, path),
+        Engine(lambda: sqlite3.connect(path, check_same_thread=False)),
+    ):
         with engine as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
             tx.execute("INSERT INTO t VALUES (1)")

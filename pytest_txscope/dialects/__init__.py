@@ -1,4 +1,4 @@
-"""Per-driver quirks, one module per backend, behind one :class:`Dialect` contract."""
+"""Per-driver quirks, one module per backend, behind one `Dialect` contract."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def dialect_for_backend(name: str) -> Dialect:
 
 
 def dialect_for_connection(connection: object) -> Dialect:
-    """The dialect whose driver made ``connection``; raise :class:`UnsupportedConnectionError` otherwise."""
+    """The dialect whose driver made ``connection``; raise `UnsupportedConnectionError` otherwise."""
     for dialect in _DIALECTS.values():
         if dialect.owns(connection):
             return dialect

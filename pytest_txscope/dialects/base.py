@@ -26,20 +26,20 @@ class Dialect(ABC):
     transaction on its own, and the core always knows the state of the server.
     """
 
-    #: Short name used in URLs, options and test ids: ``sqlite``, ``postgresql``, ``mysql``.
     name: str
-    #: Name shown to people.
+    """Short name used in URLs, options and test ids: ``sqlite``, ``postgresql``, ``mysql``."""
     display: str
-    #: Import name of the DB-API driver, and the extra that installs it.
+    """Name shown to people."""
     driver: str
+    """Import name of the DB-API driver, and the extra that installs it."""
     extra: str
-    #: True when ``BEGIN`` and savepoints can be sent as one text in one round trip.
     batches_control: bool = False
-    #: True when DDL silently commits the open transaction (MySQL, MariaDB).
+    """True when ``BEGIN`` and savepoints can be sent as one text in one round trip."""
     ddl_commits: bool = False
+    """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
 
     def load_driver(self) -> ModuleType:
-        """Import the driver, or raise :class:`MissingDriverError` naming the extra to install."""
+        """Import the driver, or raise `MissingDriverError` naming the extra to install."""
         try:
             return importlib.import_module(self.driver)
         except ImportError:
@@ -61,13 +61,17 @@ class Dialect(ABC):
     def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
         """Put a connection someone else opened in autocommit mode; return a function that restores it.
 
-        Raises :class:`TransactionStateError` if the connection is inside a transaction (the work in it would
+        Raises `TransactionStateError` if the connection is inside a transaction (the work in it would
         otherwise be committed or lost without the owner knowing).
         """
 
     @abstractmethod
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         """Whether the server holds an open transaction on ``connection`` (no round trip)."""
+
+    def error_ends_transaction(self, error: BaseException) -> bool:
+        """Whether the server rolled back the whole transaction when this error happened."""
+        return False
 
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         """Whether an error aborted the open transaction, so that it can only be rolled back (PostgreSQL)."""
@@ -93,7 +97,7 @@ class Dialect(ABC):
         return sql, params
 
     def prepare_many(self, sql: str, seq: Sequence[Any]) -> tuple[str, Sequence[Any]]:
-        """Like :meth:`prepare` for ``executemany``: the first parameter set decides the style."""
+        """Like `prepare` for ``executemany``: the first parameter set decides the style."""
         if not seq:
             return sql, seq
         converted, _ = self.prepare(sql, seq[0])
@@ -131,7 +135,7 @@ class Dialect(ABC):
             self.execute(connection, "ROLLBACK", None).close()
 
     def split_script(self, script: str) -> list[str]:
-        """Split a script into statements for :meth:`Engine.executescript`."""
+        """Split a script into statements for `Engine.executescript`."""
         from ..sql import split_statements
 
         return split_statements(script)

@@ -2,7 +2,7 @@
 
 These servers commit implicitly before and after most DDL. The server reports whether a transaction is open in
 the status flags of every reply, which PyMySQL keeps in ``Connection.server_status``; the core reads that flag
-after each statement (no extra round trip) and stops with :class:`ImplicitCommitError` when a statement ended
+after each statement (no extra round trip) and stops with `ImplicitCommitError` when a statement ended
 the transaction, instead of going on in autocommit.
 """
 
@@ -20,6 +20,7 @@ __all__ = ["MySQLDialect"]
 
 _IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _MULTI_STATEMENTS = 1 << 16  # pymysql.constants.CLIENT.MULTI_STATEMENTS
+_ER_LOCK_DEADLOCK = 1213
 
 
 class MySQLDialect(Dialect):
@@ -75,6 +76,12 @@ class MySQLDialect(Dialect):
                 connection.autocommit(previous)
 
         return restore
+
+    def error_ends_transaction(self, error: BaseException) -> bool:
+        # A deadlock rolls back the whole transaction, but an error reply carries no status flags, so
+        # server_status still says "in transaction" until the next successful statement.
+        args: tuple[object, ...] = error.args
+        return len(args) > 0 and args[0] == _ER_LOCK_DEADLOCK
 
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.server_status & _IN_TRANS)
