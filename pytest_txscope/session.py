@@ -1,22 +1,22 @@
-"""Sessions: one DB-API connection, and the stack of transactions open on it.
+"""Sessions: the transactions one piece of code opens on a connection.
 
-Transaction-control SQL is sent as late as possible and batched: ``BEGIN`` and ``SAVEPOINT`` wait for the first
-statement that needs them (a block that runs nothing costs nothing), and releasing or rolling back to a
-savepoint waits for the next statement, which carries it in the same round trip where the driver allows. Only
-``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they end the unit of work.
+A session usually owns its connection (``engine.session()``, ``Session(conn)``). A *guest* session shares a
+connection another session holds open in a transaction (the sandbox): its root transaction is sent as a
+SAVEPOINT, its commit releases it and fires its ``on_commit`` callbacks, its rollback rolls back to it.
+Transactions of all sessions on one connection form one stack on the server and must end in reverse order.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .context import Scope, find_opened_by, push_scope, reset_scope
+from .channel import Channel
+from .context import Scope, current_scope, find_opened_by, reset_scope
 from .dialects import DBAPIConnection, DBAPICursor, Dialect, dialect_for_connection
-from .errors import ConfigurationError, ImplicitCommitError, TransactionStateError
+from .errors import ConfigurationError, TransactionStateError
 from .transactions import Executor, Transaction, TransactionKind, TransactionState
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 _ACTIVE = TransactionState.ACTIVE
+_NESTED_MODES = ("savepoint", "virtual")
 
 
 class Session(Executor):
@@ -32,66 +33,84 @@ class Session(Executor):
 
     ``Session(conn)`` wraps a DB-API connection you opened yourself (sqlite3, psycopg 3 or PyMySQL): the
     dialect is detected from it, it is switched to autocommit while the session lasts so that the session can
-    send ``BEGIN`` / ``SAVEPOINT`` itself, and `close` rolls back what is open and restores the
-    connection's settings without closing it. Sessions of an `Engine` come from
-    ``engine.session()`` and go back to its pool when closed.
+    send ``BEGIN`` / ``SAVEPOINT`` itself, and `close()` rolls back what is open and restores the connection's
+    settings without closing it. Sessions of an `Engine` come from ``engine.session()`` and go back to its pool
+    when closed.
 
     ``with session as tx:`` opens a transaction (nested when one is open) and makes the session current.
     Statements run on the session outside any block open a transaction of their own, which is rolled back when
     the session closes, unless a later ``with session:`` block takes it over and commits it.
     """
 
+    engine: Engine | None
+    """The engine the session came from (None for ``Session(conn)``)."""
+    dialect: Dialect
+    """The backend's dialect."""
+    closed: bool
+    """True once `close()` ran."""
+
     def __init__(self, connection: DBAPIConnection, *, nested: str = "savepoint") -> None:
-        if nested not in ("savepoint", "virtual"):
-            raise ConfigurationError(f"nested={nested!r} is not valid; use one of: savepoint, virtual")
+        _check_nested(nested)
         dialect = dialect_for_connection(connection)
         restore = dialect.take_control(connection)
-        self._setup(connection, dialect, None, restore, nested)
+        self._setup(Channel(connection, dialect), None, nested)
+        self._restore: Callable[[], None] | None = restore
 
     @classmethod
     def _for_engine(cls, engine: Engine, connection: DBAPIConnection, dialect: Dialect) -> Session:
         session = cls.__new__(cls)
-        session._setup(connection, dialect, engine, None, engine.nested)
+        session._setup(Channel(connection, dialect), engine, engine.nested)
+        session._release = True
         return session
 
-    def _setup(
-        self,
-        connection: DBAPIConnection,
-        dialect: Dialect,
+    @classmethod
+    def _guest(
+        cls,
+        channel: Channel,
         engine: Engine | None,
-        restore: Callable[[], None] | None,
-        nested: str,
-    ) -> None:
-        self._conn = connection
-        self.dialect = dialect
+        *,
+        nested: str = "savepoint",
+        implicit_savepoint: bool = True,
+        protect_statements: bool = False,
+    ) -> Session:
+        """A session on ``channel``, whose root transactions are savepoints on what is open there."""
+        session = cls.__new__(cls)
+        session._setup(channel, engine, nested)
+        session._is_guest = True
+        session._implicit_savepoint = implicit_savepoint
+        session._protect = protect_statements
+        return session
+
+    def _setup(self, channel: Channel, engine: Engine | None, nested: str) -> None:
+        self._channel = channel
+        self.dialect = channel.dialect
         self.engine = engine
-        self._restore = restore
-        self._nested_virtual = nested == "virtual"
         self.closed = False
+        self._nested_virtual = nested == "virtual"
         self._root: Transaction | None = None
         self._innermost: Transaction | None = None
-        self._pending: list[str] = []
-        self._server_open = False
-        self._counter = 0
-        self._begin_sql = dialect.begin_statement()
-        self._run = dialect.execute
-        self._run_many = dialect.executemany
-        self._prepare: Callable[[str, Any], tuple[str, Any]] | None = (
-            None if dialect.prepare.__func__ is Dialect.prepare else dialect.prepare  # type: ignore[attr-defined]
-        )
-        self._in_tx = dialect.in_transaction
+        self._restore = None
+        self._release = False
+        self._is_guest = False
+        self._implicit_savepoint = True
+        self._protect = False
 
     # ------------------------------------------------------------------------------------------- public
     @property
     def connection(self) -> DBAPIConnection:
-        """The underlying DB-API connection. Statements sent on it directly bypass pending BEGIN/SAVEPOINT
-        statements; prefer `execute`."""
-        return self._conn
+        """The underlying DB-API connection. Statements sent on it directly bypass queued BEGIN/SAVEPOINT
+        statements; prefer `execute()`."""
+        return self._channel.connection
 
     @property
     def transaction(self) -> Transaction | None:
         """The innermost open transaction, or None."""
         return self._innermost
+
+    @property
+    def is_guest(self) -> bool:
+        """True for a session sharing a connection another session holds (inside a sandbox)."""
+        return self._is_guest
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"innermost={self._innermost!r}"
@@ -100,13 +119,19 @@ class Session(Executor):
     def begin(self) -> Transaction:
         """Open a transaction: the root one, or a nested one inside the innermost open transaction.
 
-        It is not made current; use it as a ``with`` block for that, or end it with ``commit()``/``rollback()``.
+        It is not made current; use it as a ``with`` block for that, or end it with ``commit()`` or
+        ``rollback()``.
         """
         self._require_open()
         inner = self._innermost
         if inner is None:
             return self._new_root()
         if inner.implicit:
+            if inner.kind is TransactionKind.VIRTUAL:
+                # A guest's implicit work joined the host directly; a block needs a real (savepoint) root.
+                inner.state = TransactionState.COMMITTED
+                self._pop(inner)
+                return self._new_root()
             # The transaction statements outside blocks opened becomes this block's; its work is kept.
             inner.implicit = False
             return inner
@@ -118,22 +143,29 @@ class Session(Executor):
         """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
         inner = self._innermost
         if inner is None:
-            self._autobegin()
+            inner = self._autobegin()
         elif inner.state is not _ACTIVE:
             inner._require_active("run a statement")
-        return self._execute(sql, params)
+        if self._protect and inner.implicit:
+            return self._execute_protected(sql, params, many=False)
+        return self._channel.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set, in the innermost open transaction."""
         inner = self._innermost
         if inner is None:
-            self._autobegin()
+            inner = self._autobegin()
         elif inner.state is not _ACTIVE:
             inner._require_active("run a statement")
-        return self._executemany(sql, seq_of_params)
+        if self._protect and inner.implicit:
+            return self._execute_protected(sql, seq_of_params, many=True)
+        return self._channel.executemany(sql, seq_of_params)
 
     def close(self) -> None:
-        """Roll back whatever is open and give the connection back (to the pool, or to its owner)."""
+        """Roll back whatever is open and give the connection back (to the pool, or to its owner).
+
+        A guest session only rolls back its own transactions; the connection stays with its host.
+        """
         if self.closed:
             return
         try:
@@ -143,9 +175,10 @@ class Session(Executor):
         finally:
             self.closed = True
             self._root = self._innermost = None
-            self._pending = []
-            if self.engine is not None:
-                self.engine._release(self._conn)
+            if self._release:
+                assert self.engine is not None
+                self._channel.pending = []
+                self.engine._release(self._channel.connection)
             elif self._restore is not None:
                 self._restore()
 
@@ -157,103 +190,100 @@ class Session(Executor):
     ) -> None:
         exit_block_opened_by(self, exc)
 
-    # ------------------------------------------------------------------------------------ statements
-    def _autobegin(self) -> None:
-        self._new_root().implicit = True
-
-    def _execute(self, sql: str, params: Any) -> DBAPICursor:
-        if self._pending:
-            self._flush()
-        if params is not None and self._prepare is not None:
-            sql, params = self._prepare(sql, params)
+    # ---------------------------------------------------------------------------------- statements
+    def _execute_protected(self, sql: str, params: Any, *, many: bool) -> DBAPICursor:
+        """Run one statement inside its own savepoint, so that its failure leaves the transaction usable
+        (PostgreSQL otherwise refuses every later statement with "current transaction is aborted")."""
+        channel = self._channel
+        name = f"txscope_stmt{channel.top.depth + 1 if channel.top else 1}"
+        channel.pending.append(self.dialect.savepoint(name))
         try:
-            cursor = self._run(self._conn, sql, params)
-        except Exception as exc:
-            if self._server_open and (
-                not self._in_tx(self._conn) or self.dialect.error_ends_transaction(exc)
-            ):
-                self._break(f"the server ended the transaction when {_short(sql)!r} failed: {exc}")
+            cursor = channel.executemany(sql, params) if many else channel.execute(sql, params)
+        except Exception:
+            if channel.server_open:
+                channel.pending.extend((self.dialect.rollback_to(name), self.dialect.release(name)))
             raise
-        if self._server_open and not self._in_tx(self._conn):
-            self._break(f"the server ended the transaction while running {_short(sql)!r}")
-            raise ImplicitCommitError(sql, self.dialect.display)
+        channel.pending.append(self.dialect.release(name))
         return cursor
-
-    def _executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
-        if self._pending:
-            self._flush()
-        sql, seq = self.dialect.prepare_many(sql, seq)
-        try:
-            cursor = self._run_many(self._conn, sql, seq)
-        except Exception as exc:
-            if self._server_open and (
-                not self._in_tx(self._conn) or self.dialect.error_ends_transaction(exc)
-            ):
-                self._break(f"the server ended the transaction when {_short(sql)!r} failed: {exc}")
-            raise
-        if self._server_open and not self._in_tx(self._conn):
-            self._break(f"the server ended the transaction while running {_short(sql)!r}")
-            raise ImplicitCommitError(sql, self.dialect.display)
-        return cursor
-
-    def _flush(self) -> None:
-        statements, self._pending = self._pending, []
-        try:
-            self.dialect.run_control(self._conn, statements)
-        except Exception as exc:
-            self._break(f"sending {'; '.join(statements)!r} failed: {type(exc).__name__}: {exc}")
-            raise
-        if statements[0] is self._begin_sql:
-            self._server_open = True
-
-    def _break(self, reason: str) -> None:
-        """The server no longer holds our transaction: mark every open one BROKEN with ``reason``."""
-        tx = self._innermost
-        while tx is not None:
-            if tx.state is _ACTIVE:
-                tx.state = TransactionState.BROKEN
-                tx.failure = reason
-                tx._callbacks.clear()
-            tx = tx.parent
-        self._pending = []
-        self._server_open = False
-        # The connection may be failing already; the caller raises the real error.
-        with contextlib.suppress(Exception):
-            if self._in_tx(self._conn):
-                self._run(self._conn, "ROLLBACK", None).close()
 
     # ------------------------------------------------------------------------------- begin and end
     def _require_open(self) -> None:
         if self.closed:
             raise TransactionStateError("this session is closed; open a new one with engine.session()")
 
-    def _new_root(self) -> Transaction:
-        self._require_open()
-        self._counter += 1
-        tx = Transaction(self, TransactionKind.ROOT, None, self._counter)
-        self._pending.append(self._begin_sql)
-        self._root = self._innermost = tx
+    def _push(self, tx: Transaction) -> Transaction:
+        self._innermost = tx
+        self._channel.top = tx
         return tx
 
-    def _begin_child(self, parent: Transaction) -> Transaction:
-        self._counter += 1
-        if self._nested_virtual:
-            tx = Transaction(self, TransactionKind.VIRTUAL, parent, self._counter)
+    def _pop(self, tx: Transaction) -> None:
+        self._innermost = tx.parent
+        if tx.parent is None:
+            self._root = None
+        if self._channel.top is tx:
+            self._channel.top = tx.below
+
+    def _autobegin(self) -> Transaction:
+        if self._is_guest and not self._implicit_savepoint:
+            self._require_open()
+            channel = self._channel
+            channel.counter += 1
+            tx = Transaction(self, TransactionKind.VIRTUAL, None, channel.counter, below=channel.top)
         else:
-            # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement cache
-            # is not churned by ever-new SAVEPOINT texts (each new text can trigger a DEALLOCATE ALL).
-            name = f"txscope_sp{_depth(parent) + 1}"
-            tx = Transaction(self, TransactionKind.NESTED, parent, self._counter, name)
-            self._pending.append(self.dialect.savepoint(name))
-        self._innermost = tx
-        return tx
+            tx = self._new_root()
+        tx.implicit = True
+        self._root = tx
+        return self._push(tx)
+
+    def _new_root(self) -> Transaction:
+        self._require_open()
+        channel = self._channel
+        channel.counter += 1
+        below = channel.top
+        if self._is_guest:
+            if below is None or below.state is not _ACTIVE:
+                raise TransactionStateError(
+                    "this session shares a sandbox connection whose transaction is no longer open; the sandbox "
+                    "has ended (or was broken): open sessions inside the sandbox's lifetime"
+                )
+            tx = Transaction(self, TransactionKind.ROOT, None, channel.counter, below=below)
+            tx.savepoint = f"txscope_sp{tx.depth}"
+            channel.pending.append(self.dialect.savepoint(tx.savepoint))
+        else:
+            tx = Transaction(self, TransactionKind.ROOT, None, channel.counter, below=below)
+            channel.pending.append(channel.begin_sql)
+        self._root = tx
+        return self._push(tx)
+
+    def _begin_child(self, parent: Transaction) -> Transaction:
+        channel = self._channel
+        self._check_on_top(parent, "open a transaction inside")
+        channel.counter += 1
+        if self._nested_virtual:
+            tx = Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=parent)
+        else:
+            tx = Transaction(self, TransactionKind.NESTED, parent, channel.counter, below=parent)
+            # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement
+            # cache is not churned by ever-new SAVEPOINT texts (each new text can trigger DEALLOCATE ALL).
+            tx.savepoint = f"txscope_sp{tx.depth}"
+            channel.pending.append(self.dialect.savepoint(tx.savepoint))
+        return self._push(tx)
 
     def _join(self, parent: Transaction) -> Transaction:
         """A virtual transaction joined to ``parent`` (``ensure_transaction()``)."""
-        self._counter += 1
-        tx = Transaction(self, TransactionKind.VIRTUAL, parent, self._counter)
-        self._innermost = tx
-        return tx
+        channel = self._channel
+        channel.counter += 1
+        return self._push(Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=parent))
+
+    def _check_on_top(self, tx: Transaction, action: str) -> None:
+        top = self._channel.top
+        if top is tx or top is None or top.session is self:
+            return
+        raise TransactionStateError(
+            f"cannot {action} {tx.describe()}: {top.describe()} of another session sharing this connection was "
+            "opened after it and is still open; sessions sharing a connection (in a sandbox) must end their "
+            "transactions in reverse order of opening"
+        )
 
     def _check_executable(self, tx: Transaction) -> None:
         tx._require_active("run a statement")
@@ -277,110 +307,130 @@ class Session(Executor):
                 f"cannot commit {tx.describe()}: {self._innermost.describe()}, opened inside it, is still "
                 "active; commit or roll back the inner transaction first"
             )
+        channel = self._channel
         kind = tx.kind
-        if kind is not TransactionKind.VIRTUAL and self._server_open and self._failed():
+        if kind is TransactionKind.VIRTUAL:
+            tx.state = TransactionState.COMMITTED
+            self._pop(tx)
+            return
+        self._check_on_top(tx, "commit")
+        if channel.failed():
             self._rollback(tx)
             raise TransactionStateError(
                 f"cannot commit {tx.describe()}: a statement in it failed and PostgreSQL aborts the "
                 "transaction until it is rolled back, so it was rolled back; catch errors inside a nested "
                 "block (with tx.begin_nested(): ...) to keep the rest of the work"
             )
-        if kind is TransactionKind.VIRTUAL:
-            tx.state = TransactionState.COMMITTED
-            self._innermost = tx.parent
-            return
-        if kind is TransactionKind.NESTED:
-            assert tx.parent is not None
-            assert tx.savepoint is not None
-            pending = self._pending
+        if tx.savepoint is not None:
+            pending = channel.pending
             if pending and pending[-1] == self.dialect.savepoint(tx.savepoint):
                 pending.pop()  # never sent: nothing ran inside it
             else:
                 pending.append(self.dialect.release(tx.savepoint))
-            tx.parent._callbacks.extend(tx._callbacks)
             tx.state = TransactionState.COMMITTED
-            self._innermost = tx.parent
+            self._pop(tx)
+            if tx.parent is not None:
+                tx.parent._callbacks.extend(tx._callbacks)
+            else:  # a guest's root: its commit is the application's commit
+                self._end_root(tx)
             return
-        # The root transaction.
-        statements, self._pending = self._pending, []
-        self._root = self._innermost = None
-        if self._server_open:
-            self._server_open = False
+        # The root transaction of a session that owns its connection.
+        statements, channel.pending = channel.pending, []
+        self._pop(tx)
+        if channel.server_open:
+            channel.server_open = False
             statements.append("COMMIT")
             try:
-                self.dialect.run_control(self._conn, statements)
+                self.dialect.run_control(channel.connection, statements)
             except Exception:
                 tx.state = TransactionState.ROLLED_BACK
-                self._reset_after_failure()
+                channel.reset_after_failure()
                 if tx._owns_session:
                     self.close()
                 raise
         tx.state = TransactionState.COMMITTED
+        self._end_root(tx)
+
+    def _end_root(self, tx: Transaction) -> None:
         if tx._owns_session:
             self.close()
-        self._fire(tx._callbacks)
+        if tx.state is TransactionState.COMMITTED:
+            self._fire(tx._callbacks)
 
     def _rollback(self, tx: Transaction) -> None:
+        channel = self._channel
         chain: list[Transaction] = []
-        inner = self._innermost
+        inner = channel.top
         while inner is not None and inner is not tx:
             chain.append(inner)
-            inner = inner.parent
+            inner = inner.below
         if inner is None:
             if tx.state is TransactionState.BROKEN:
-                return  # already unwound
-            raise TransactionStateError(f"{tx.describe()} is not open on this session")
+                self._unwind_broken(tx)
+                return
+            raise TransactionStateError(f"{tx.describe()} is not open on this connection")
         chain.append(tx)
-        # The outermost real (root or savepoint) transaction among tx and what is open inside it.
+        # The outermost real (root or savepoint) transaction among tx and what is open above it.
         target = next((t for t in reversed(chain) if t.kind is not TransactionKind.VIRTUAL), None)
         for t in chain:
             if t.state is _ACTIVE:
-                t.state = TransactionState.ROLLED_BACK
+                if t.session is self:
+                    t.state = TransactionState.ROLLED_BACK
+                else:
+                    t.state = TransactionState.BROKEN
+                    t.failure = (
+                        f"it was rolled back when {tx.describe()}, opened before it by another session on the "
+                        "same connection, rolled back"
+                    )
             t._callbacks.clear()
-        self._innermost = tx.parent
-        if target is None or tx.state is TransactionState.BROKEN:
+            if t.session._innermost is t:
+                t.session._innermost = t.parent
+                if t.parent is None:
+                    t.session._root = None
+        channel.top = tx.below
+        broken = tx.state is TransactionState.BROKEN
+        if target is None or broken:
+            if broken and tx._owns_session:
+                self.close()
             return
-        if target.kind is TransactionKind.ROOT:
-            self._root = None
-            self._pending = []
-            try:
-                if self._server_open:
-                    self._server_open = False
-                    try:
-                        self._run(self._conn, "ROLLBACK", None).close()
-                    except Exception:
-                        self._reset_after_failure()
-                        raise
-            finally:
-                if target._owns_session:
-                    self.close()
+        if target.savepoint is None:  # the root of a session that owns its connection
+            self._rollback_owned_root(target)
             return
-        assert target.savepoint is not None
         savepoint = self.dialect.savepoint(target.savepoint)
-        pending = self._pending
+        pending = channel.pending
         if savepoint in pending:
             del pending[pending.index(savepoint) :]  # never sent: drop it and all queued after it
         else:
-            # Everything queued was queued after the savepoint was sent, and rolling back to it discards it.
+            # Everything queued was queued after the savepoint was sent; rolling back to it discards it.
             pending.clear()
             pending.extend(
                 (self.dialect.rollback_to(target.savepoint), self.dialect.release(target.savepoint))
             )
+        if tx.parent is None and tx._owns_session:
+            self.close()
 
-    def _failed(self) -> bool:
-        if not self.dialect.transaction_failed(self._conn):
-            return False
-        if self._pending:  # a queued ROLLBACK TO may be what recovers the transaction
-            self._flush()
-            return self.dialect.transaction_failed(self._conn)
-        return True
+    def _rollback_owned_root(self, root: Transaction) -> None:
+        channel = self._channel
+        channel.pending = []
+        try:
+            if channel.server_open:
+                channel.server_open = False
+                try:
+                    channel.run(channel.connection, "ROLLBACK", None).close()
+                except Exception:
+                    channel.reset_after_failure()
+                    raise
+        finally:
+            if root._owns_session:
+                self.close()
 
-    def _reset_after_failure(self) -> None:
-        self._pending = []
-        self._server_open = False
-        # The connection is failing; the caller re-raises the original error.
-        with contextlib.suppress(Exception):
-            self.dialect.reset(self._conn)
+    def _unwind_broken(self, tx: Transaction) -> None:
+        if self._innermost is tx:
+            self._innermost = tx.parent
+            if tx.parent is None:
+                self._root = None
+        if tx._owns_session:
+            self.close()
 
     @staticmethod
     def _fire(callbacks: list[Callable[[], object]]) -> None:
@@ -405,42 +455,14 @@ class Session(Executor):
         error: TransactionStateError | None = None
         try:
             if tx.state is TransactionState.BROKEN:
-                if self._innermost is tx:
-                    self._innermost = tx.parent
-                    if tx.parent is None:
-                        self._root = None
+                self._unwind_broken(tx)
                 if exc is None:
                     error = TransactionStateError(
                         f"{tx.describe()} cannot commit: {tx.failure}; "
                         "its work is not where you expect it, and the transaction is gone"
                     )
             elif tx.state is _ACTIVE:
-                from .context import current_scope
-
-                scope = current_scope()
-                inner = self._innermost
-                if inner is not tx or scope is None or scope.transaction is not tx:
-                    inner_name = inner.describe() if inner is not tx and inner else "a block opened inside it"
-                    open_blocks = []
-                    t = inner
-                    while t is not None and t is not tx:
-                        open_blocks.append(t)
-                        t = t.parent
-                    self._rollback(tx)
-                    for t in open_blocks:
-                        if t._entered and t._token is not None:
-                            t._forced = True
-                            t.failure = (
-                                f"{t.describe()} was rolled back when the block of {tx.describe()} ended"
-                            )
-                    error = TransactionStateError(
-                        f"the block of {tx.describe()} ended while {inner_name} was still open; both were rolled "
-                        "back; leave inner blocks (or end inner transactions) before outer ones"
-                    )
-                elif exc is None:
-                    self._commit(tx)
-                else:
-                    self._rollback(tx)
+                error = self._end_block(tx, exc)
         finally:
             if token is not None:
                 reset_scope(token)
@@ -448,6 +470,41 @@ class Session(Executor):
                 self.close()
         if error is not None:
             raise error
+
+    def _end_block(self, tx: Transaction, exc: BaseException | None) -> TransactionStateError | None:
+        scope = current_scope()
+        inner = self._innermost
+        top = self._channel.top
+        in_order = inner is tx and scope is not None and scope.transaction is tx
+        if in_order and (
+            top is tx or top is None or top.session is self or tx.kind is TransactionKind.VIRTUAL
+        ):
+            if exc is None:
+                self._commit(tx)
+            else:
+                self._rollback(tx)
+            return None
+        above = top if in_order else inner
+        above_name = above.describe() if above is not None and above is not tx else "a block opened inside it"
+        open_blocks = []
+        t = top
+        while t is not None and t is not tx:
+            open_blocks.append(t)
+            t = t.below
+        self._rollback(tx)
+        for t in open_blocks:
+            if t._entered and t._token is not None and t.session is self:
+                t._forced = True
+                t.failure = f"{t.describe()} was rolled back when the block of {tx.describe()} ended"
+        return TransactionStateError(
+            f"the block of {tx.describe()} ended while {above_name} was still open; both were rolled "
+            "back; leave inner blocks (or end inner transactions) before outer ones"
+        )
+
+
+def _check_nested(nested: str) -> None:
+    if nested not in _NESTED_MODES:
+        raise ConfigurationError(f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}")
 
 
 def exit_block_opened_by(owner: object, exc: BaseException | None) -> None:
@@ -460,22 +517,3 @@ def exit_block_opened_by(owner: object, exc: BaseException | None) -> None:
         )
     tx = scope.transaction
     tx.session._exit_block(tx, exc)
-
-
-def _depth(tx: Transaction) -> int:
-    depth = 0
-    parent = tx.parent
-    while parent is not None:
-        depth += 1
-        parent = parent.parent
-    return depth
-
-
-def _short(sql: str) -> str:
-    text = " ".join(sql.split())
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def push_session(session: Session, opened_by: object | None = None) -> Token[Scope | None]:
-    """Make a session current without opening a transaction (``engine.session()`` blocks)."""
-    return push_scope(session, None, opened_by)[1]

@@ -87,6 +87,8 @@ class Transaction(Executor):
         "_forced",
         "_owns_session",
         "_token",
+        "below",
+        "depth",
         "failure",
         "implicit",
         "kind",
@@ -103,11 +105,18 @@ class Transaction(Executor):
         kind: TransactionKind,
         parent: Transaction | None,
         number: int,
+        *,
+        below: Transaction | None,
         savepoint: str | None = None,
     ) -> None:
         self.session = session
         self.kind = kind
         self.parent = parent
+        self.below = below
+        """The transaction under this one on the connection, whatever its session (for a guest session's root,
+        the host's transaction it sits on)."""
+        self.depth: int = 0 if below is None else below.depth + (0 if kind is TransactionKind.VIRTUAL else 1)
+        """How many savepoints deep this transaction is on the connection."""
         self.number = number
         self.savepoint = savepoint
         self.state = TransactionState.ACTIVE
@@ -132,7 +141,12 @@ class Transaction(Executor):
 
     def describe(self) -> str:
         """Short text naming this transaction in error messages."""
-        return f"transaction #{self.number} ({self.kind.value})"
+        kind = (
+            "root, as a savepoint"
+            if self.kind is TransactionKind.ROOT and self.savepoint
+            else self.kind.value
+        )
+        return f"transaction #{self.number} ({kind})"
 
     def _require_active(self, action: str) -> None:
         if self.state is TransactionState.ACTIVE:
@@ -152,13 +166,13 @@ class Transaction(Executor):
         """
         if self.state is not TransactionState.ACTIVE or self.session._innermost is not self:
             self.session._check_executable(self)
-        return self.session._execute(sql, params)
+        return self.session._channel.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set (portable placeholders, as `execute`)."""
         if self.state is not TransactionState.ACTIVE or self.session._innermost is not self:
             self.session._check_executable(self)
-        return self.session._executemany(sql, seq_of_params)
+        return self.session._channel.executemany(sql, seq_of_params)
 
     # ------------------------------------------------------------------------------------------- control
     def begin_nested(self) -> Transaction:

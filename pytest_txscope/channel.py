@@ -1,0 +1,140 @@
+"""The state of one DB-API connection: what the server holds, what is queued to send, and the stack of
+transactions open on it across every session that shares it.
+
+Transaction-control SQL is sent as late as possible and batched: ``BEGIN`` and ``SAVEPOINT`` wait for the
+first statement that needs them (a block that runs nothing costs nothing), and releasing or rolling back to a
+savepoint waits for the next statement, whose control statements then go in one round trip where the driver
+allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they end the unit of work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .dialects import DBAPIConnection, DBAPICursor, Dialect
+from .errors import ImplicitCommitError
+from .transactions import TransactionState
+
+if TYPE_CHECKING:
+    from .transactions import Transaction
+
+__all__ = ["Channel"]
+
+
+class Channel:
+    """One connection's transaction state, shared by the sessions that use the connection."""
+
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self.pending: list[str] = []
+        """Control statements queued for the next round trip."""
+        self.server_open = False
+        """True once BEGIN reached the server and until COMMIT/ROLLBACK."""
+        self.top: Transaction | None = None
+        """The most recently opened transaction still open on this connection, whatever its session."""
+        self.counter = 0
+        """Numbers transactions for messages, unique on this connection."""
+        self.begin_sql = dialect.begin_statement()
+        self.run = dialect.execute
+        self.run_many = dialect.executemany
+        self.prepare: Callable[[str, Any], tuple[str, Any]] | None = (
+            None if dialect.prepare.__func__ is Dialect.prepare else dialect.prepare  # type: ignore[attr-defined]
+        )
+        self.in_tx = dialect.in_transaction
+
+    def execute(self, sql: str, params: Any) -> DBAPICursor:
+        """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
+        if self.pending:
+            self.flush()
+        if params is not None and self.prepare is not None:
+            sql, params = self.prepare(sql, params)
+        return self.execute_native(sql, params)
+
+    def execute_native(self, sql: str, params: Any) -> DBAPICursor:
+        """Like :meth:`execute` for SQL already in the driver's own parameter style; control is flushed."""
+        if self.pending:
+            self.flush()
+        try:
+            cursor = self.run(self.connection, sql, params)
+        except Exception as exc:
+            self.after_failure(sql, exc)
+            raise
+        self.after_success(sql)
+        return cursor
+
+    def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+        """Send queued control statements, then ``sql`` once per parameter set."""
+        if self.pending:
+            self.flush()
+        sql, seq = self.dialect.prepare_many(sql, seq)
+        try:
+            cursor = self.run_many(self.connection, sql, seq)
+        except Exception as exc:
+            self.after_failure(sql, exc)
+            raise
+        self.after_success(sql)
+        return cursor
+
+    def after_success(self, sql: str) -> None:
+        """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""
+        if self.server_open and not self.in_tx(self.connection):
+            self.break_all(f"the server ended the transaction while running {short_sql(sql)!r}")
+            raise ImplicitCommitError(sql, self.dialect.display)
+
+    def after_failure(self, sql: str, exc: BaseException) -> None:
+        """Mark everything broken if the failure ended the transaction (connection lost, MySQL deadlock)."""
+        if self.server_open and (not self.in_tx(self.connection) or self.dialect.error_ends_transaction(exc)):
+            self.break_all(f"the server ended the transaction when {short_sql(sql)!r} failed: {exc}")
+
+    def flush(self) -> None:
+        """Send the queued control statements."""
+        statements, self.pending = self.pending, []
+        try:
+            self.dialect.run_control(self.connection, statements)
+        except Exception as exc:
+            self.break_all(f"sending {'; '.join(statements)!r} failed: {type(exc).__name__}: {exc}")
+            raise
+        if statements[0] is self.begin_sql:
+            self.server_open = True
+
+    def break_all(self, reason: str) -> None:
+        """The server no longer holds our transaction: mark every open one BROKEN with ``reason``."""
+        tx = self.top
+        while tx is not None:
+            if tx.state is TransactionState.ACTIVE:
+                tx.state = TransactionState.BROKEN
+                tx.failure = reason
+                tx._callbacks.clear()
+            tx = tx.below
+        self.pending = []
+        self.server_open = False
+        # The connection may be failing already; the caller raises the real error.
+        with contextlib.suppress(Exception):
+            if self.in_tx(self.connection):
+                self.run(self.connection, "ROLLBACK", None).close()
+
+    def failed(self) -> bool:
+        """Whether an error aborted the server transaction (PostgreSQL), after sending what is queued."""
+        if not self.server_open or not self.dialect.transaction_failed(self.connection):
+            return False
+        if self.pending:  # a queued ROLLBACK TO may be what recovers the transaction
+            self.flush()
+            return self.dialect.transaction_failed(self.connection)
+        return True
+
+    def reset_after_failure(self) -> None:
+        """Forget queued work and roll back whatever the server still holds."""
+        self.pending = []
+        self.server_open = False
+        # The connection is failing; the caller re-raises the original error.
+        with contextlib.suppress(Exception):
+            self.dialect.reset(self.connection)
+
+
+def short_sql(sql: str) -> str:
+    """A statement on one line, cut to 80 characters, for messages."""
+    text = " ".join(sql.split())
+    return text if len(text) <= 80 else text[:77] + "..."
