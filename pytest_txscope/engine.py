@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from .context import find_session, push_scope, reset_scope
 from .dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
@@ -27,6 +27,12 @@ __all__ = ["Engine"]
 
 _MODULE_BACKENDS = {"sqlite3": "sqlite", "psycopg": "postgresql", "pymysql": "mysql"}
 _NESTED_MODES = ("savepoint", "virtual")
+
+
+class _Pin(Protocol):
+    """What a sandbox offers the engines it pins (the sandbox layer implements it)."""
+
+    def guest_session(self, engine: Engine) -> Session: ...
 
 
 class Engine:
@@ -76,6 +82,7 @@ class Engine:
         self.url = url
         """The parsed URL (password masked when shown), when the engine was made from one."""
         self._dialect = dialect
+        self._pin: _Pin | None = None
         self._idle: list[DBAPIConnection] = []
         self._open = 0
         self._lock = threading.Condition()
@@ -230,7 +237,15 @@ class Engine:
             _close_quietly(connection)
 
     # ------------------------------------------------------------------------------------ sessions
+    @property
+    def pinned(self) -> bool:
+        """True while a sandbox (or a blocker) holds this engine: its sessions go where the sandbox says."""
+        return self._pin is not None
+
     def _new_session(self) -> Session:
+        pin = self._pin
+        if pin is not None:
+            return pin.guest_session(self)
         connection, dialect = self._acquire()
         return Session._for_engine(self, connection, dialect)
 
@@ -292,7 +307,9 @@ class Engine:
         session = self._new_session()
         try:
             statements = session.dialect.split_script(script)
-            per_statement = session.dialect.ddl_commits
+            # Inside a sandbox the script runs in a savepoint like any app transaction (on MySQL its DDL
+            # then ends the sandbox's transaction, which the sandbox reports).
+            per_statement = session.dialect.ddl_commits and not session.is_guest
             tx = None if per_statement else session.begin()
             position = 0
             for number, statement in enumerate(statements, 1):

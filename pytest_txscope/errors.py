@@ -11,11 +11,14 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectionBusyError",
+    "DatabaseAccessError",
     "ImplicitCommitError",
     "MalformedURLError",
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "SandboxEscapeError",
+    "SandboxThreadError",
     "ScriptError",
     "TransactionStateError",
     "TxScopeError",
@@ -102,6 +105,46 @@ class ImplicitCommitError(TransactionStateError):
             f"{backend} committed the transaction implicitly while running {short!r}: the transaction and its "
             "savepoints are gone, and the session refuses further statements in them; run DDL outside "
             "transactions (engine.executescript(...)) or use CREATE TEMPORARY TABLE, which does not commit"
+        )
+
+
+class SandboxEscapeError(TxScopeError, RuntimeError):
+    """The sandbox's outer transaction was ended before the sandbox could roll it back: work escaped."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the test's outer transaction was ended before the sandbox rolled it back ({reason}); what was "
+            "committed then is in the database now. Send the code's commits through the sandbox (its engines, "
+            "sandbox.connection()), run DDL on MySQL/MariaDB outside the test, or mark the test "
+            "@pytest.mark.txscope(commit=True) so that it runs without a sandbox and its tables are cleaned"
+        )
+
+
+class SandboxThreadError(TxScopeError, RuntimeError):
+    """A thread other than the sandbox's used an engine the sandbox pins."""
+
+    def __init__(self, thread: str, owner: str, engine: str) -> None:
+        self.thread = thread
+        self.owner = owner
+        self.engine = engine
+        super().__init__(
+            f"thread {thread!r} used {engine}, which the sandbox of thread {owner!r} pins to its connection; "
+            "another thread's work would escape the test's rollback, so it is refused. Run the work in the "
+            "test's thread, or share the sandbox with other threads explicitly"
+        )
+
+
+class DatabaseAccessError(TxScopeError, RuntimeError):
+    """A test that asked for no sandbox used a database engine while blocking is on."""
+
+    def __init__(self, test: str, engine: str) -> None:
+        self.test = test
+        self.engine = engine
+        super().__init__(
+            f"{test} used {engine}, but it asked for no database sandbox and txscope_block is on; request the "
+            "db_session or db_sandbox fixture, or mark it @pytest.mark.txscope (or "
+            "@pytest.mark.txscope(commit=True) for real commits)"
         )
 
 

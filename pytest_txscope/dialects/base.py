@@ -37,6 +37,9 @@ class Dialect(ABC):
     """True when ``BEGIN`` and savepoints can be sent as one text in one round trip."""
     ddl_commits: bool = False
     """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
+    aborts_on_error: bool = False
+    """True when one failed statement aborts the whole transaction until a rollback (PostgreSQL)."""
+    """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
 
     def load_driver(self) -> ModuleType:
         """Import the driver, or raise `MissingDriverError` naming the extra to install."""

@@ -29,6 +29,7 @@ class PostgreSQLDialect(Dialect):
     driver = "psycopg"
     extra = "postgresql"
     batches_control = True
+    aborts_on_error = True
 
     def __init__(self) -> None:
         self._converter = PyformatConverter(backslash_escapes=False, hash_comments=False)

@@ -1,0 +1,209 @@
+"""A DB-API connection object over a sandbox's connection, for code that wants a raw connection.
+
+It behaves like the driver's own connection in its default (non-autocommit) mode: the first statement opens a
+transaction, ``commit()`` ends it, ``rollback()`` undoes it, ``close()`` discards what is uncommitted. Inside the
+sandbox those become a SAVEPOINT, its RELEASE and a ROLLBACK TO it. Statements use the driver's own parameter
+style, as they would on the real connection. What would end the sandbox's transaction is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from .errors import TransactionStateError, TxScopeError
+from .session import Session
+
+__all__ = ["SandboxConnection", "SandboxCursor", "SandboxRefusal"]
+
+
+class SandboxRefusal(TxScopeError, RuntimeError):
+    """Something was asked of a sandbox's DB-API connection that would end the test's transaction."""
+
+    def __init__(self, what: str, why: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} is refused on the sandbox's connection: {why}; the test's transaction must stay open "
+            "until the sandbox rolls it back (mark the test @pytest.mark.txscope(commit=True) to run it with "
+            "real commits instead)"
+        )
+
+
+class SandboxCursor:
+    """A cursor whose statements run inside the sandbox (the driver's cursor does the rest)."""
+
+    def __init__(self, connection: SandboxConnection, cursor: Any) -> None:
+        self._connection = connection
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any = None) -> SandboxCursor:
+        """Run a statement (driver's parameter style) inside the connection's current savepoint."""
+        channel = self._connection._begin()
+        if channel.pending:
+            channel.flush()
+        try:
+            if params is None:
+                self._cursor.execute(sql)
+            else:
+                self._cursor.execute(sql, params)
+        except Exception as exc:
+            channel.after_failure(sql, exc)
+            raise
+        channel.after_success(sql)
+        return self
+
+    def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
+        """Run a statement once per parameter set inside the connection's current savepoint."""
+        channel = self._connection._begin()
+        if channel.pending:
+            channel.flush()
+        try:
+            self._cursor.executemany(sql, seq_of_params)
+        except Exception as exc:
+            channel.after_failure(sql, exc)
+            raise
+        channel.after_success(sql)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def __enter__(self) -> SandboxCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # fetchone, fetchall, rowcount, description, lastrowid ...: the driver's own cursor answers.
+        return getattr(self._cursor, name)
+
+
+class SandboxConnection:
+    """A DB-API connection on the sandbox's connection; see the module documentation."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._closed = False
+
+    @property
+    def session(self) -> Session:
+        """The guest session behind this connection."""
+        return self._session
+
+    def _begin(self) -> Any:
+        if self._closed:
+            raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+        session = self._session
+        if session._innermost is None:
+            session._autobegin()
+        return session._channel
+
+    def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
+        """A cursor on the sandbox connection."""
+        self._begin()
+        return SandboxCursor(self, self._session.connection.cursor(*args, **kwargs))
+
+    def execute(self, sql: str, params: Any = None) -> SandboxCursor:
+        """Shortcut of sqlite3 and psycopg: a new cursor, executed."""
+        return self.cursor().execute(sql, params)
+
+    def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
+        """Shortcut of sqlite3: a new cursor, ``executemany``'d."""
+        return self.cursor().executemany(sql, seq_of_params)
+
+    def executescript(self, script: str) -> SandboxCursor:
+        """sqlite3's ``executescript`` commits first; here the statements run one by one in the savepoint."""
+        cursor = self.cursor()
+        for statement in self._session.dialect.split_script(script):
+            cursor.execute(statement)
+        return cursor
+
+    def commit(self) -> None:
+        """Release the current savepoint (the application's commit) and fire its callbacks."""
+        tx = self._session._innermost
+        if tx is not None and tx.is_active:
+            tx.commit()
+
+    def rollback(self) -> None:
+        """Roll back to the current savepoint (the application's rollback)."""
+        tx = self._session._innermost
+        if tx is not None:
+            tx.rollback()
+
+    def close(self) -> None:
+        """Discard what is uncommitted; the real connection stays open for the sandbox."""
+        if not self._closed:
+            self._closed = True
+            self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        """psycopg's and the DB-API's flag."""
+        return self._closed
+
+    # ---------------------------------------------------------------------- what would end the transaction
+    @property
+    def autocommit(self) -> Any:
+        """False: the sandbox keeps a transaction open. PyMySQL's ``autocommit(False)`` is accepted."""
+        return _AutocommitFlag(self)
+
+    @autocommit.setter
+    def autocommit(self, value: object) -> None:
+        if value:
+            raise SandboxRefusal("switching to autocommit", "every statement would commit at once")
+
+    def get_autocommit(self) -> bool:
+        """PyMySQL's getter: always False in a sandbox."""
+        return False
+
+    @property
+    def isolation_level(self) -> str:
+        """sqlite3's setting: a transaction is always open."""
+        return "DEFERRED"
+
+    @isolation_level.setter
+    def isolation_level(self, value: object) -> None:
+        if value is None:
+            raise SandboxRefusal(
+                "isolation_level = None (autocommit)", "every statement would commit at once"
+            )
+
+    def __enter__(self) -> SandboxConnection:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # As psycopg and sqlite3 do: commit on a clean exit, roll back on an exception.
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def __getattr__(self, name: str) -> Any:
+        # Read-only driver attributes (info, server_version, in_transaction, ...) come from the real one.
+        return getattr(self._session.connection, name)
+
+
+class _AutocommitFlag:
+    """``conn.autocommit`` reads False (psycopg) and ``conn.autocommit(False)`` works (PyMySQL)."""
+
+    def __init__(self, connection: SandboxConnection) -> None:
+        self._connection = connection
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is False or other == 0
+
+    def __hash__(self) -> int:
+        return hash(False)
+
+    def __repr__(self) -> str:
+        return "False"
+
+    def __call__(self, value: object) -> None:
+        self._connection.autocommit = value

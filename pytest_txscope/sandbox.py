@@ -1,0 +1,199 @@
+"""The sandbox: one connection inside an outer transaction, which every pinned engine uses until it ends.
+
+While a sandbox is active, each pinned engine's sessions are *guests* on the sandbox's connection: the code
+under test's top-level transaction is sent as a SAVEPOINT, its commit releases it (and fires its ``on_commit``
+callbacks), its rollback rolls back to it. When the sandbox ends, everything is rolled back, and the sandbox
+checks that its outer transaction was still open, i.e. that nothing committed behind its back.
+
+A sandbox started while its engine is already pinned by another sandbox nests inside it: its outer transaction
+is a savepoint there. That is how data written once per module (or class, or run) is seen by every test in that
+scope, each test rolling back to it, and the data itself rolled back when the scope ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+
+from .channel import Channel
+from .dbapi import SandboxConnection
+from .engine import Engine
+from .errors import SandboxEscapeError, SandboxThreadError, TransactionStateError
+from .session import Session
+from .transactions import Transaction, TransactionState
+
+__all__ = ["Sandbox"]
+
+
+class Sandbox:
+    """Pin engines to one connection inside an outer transaction that is rolled back at the end.
+
+    Args:
+        engine: the engine whose connection the sandbox holds (it is pinned too).
+        engines: more engines to pin: the application's own engines on the same database.
+        protect_statements: run statements that the test's session (and the app's bare sessions) send
+            outside any transaction block in a savepoint each, so that a failing one (``pytest.raises``) leaves
+            the test usable. None (default) turns it on where one error aborts the transaction (PostgreSQL).
+
+    Use it as a context manager::
+
+        with Sandbox(engine, engines=[app_engine]) as sandbox:
+            sandbox.session().execute("INSERT INTO t (x) VALUES (1)")
+            app.do_work()  # its commits are savepoint releases
+        # everything above is rolled back here
+    """
+
+    def __init__(
+        self, engine: Engine, *, engines: Iterable[Engine] = (), protect_statements: bool | None = None
+    ) -> None:
+        self.engine = engine
+        self.engines: tuple[Engine, ...] = (engine, *(e for e in engines if e is not engine))
+        self.protect_statements = protect_statements
+        self.active = False
+        """True between `start()` and `stop()`."""
+        self.parent: Sandbox | None = None
+        """The sandbox this one nests in (wider scopes), or None."""
+        self._channel: Channel | None = None
+        self._host: Session | None = None
+        self._base: Transaction | None = None
+        self._owner = threading.current_thread()
+        self._pins: list[tuple[Engine, object]] = []
+        self._guests: list[Session] = []
+        self._test_session: Session | None = None
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return f"<Sandbox {self.engine.target} {state}>"
+
+    # ----------------------------------------------------------------------------------------- life
+    def start(self) -> Sandbox:
+        """Take a connection (or nest in the active sandbox of ``engine``) and pin the engines."""
+        if self.active:
+            raise TransactionStateError("this sandbox is already active; start a new Sandbox instead")
+        self._owner = threading.current_thread()
+        outer = self.engine._pin
+        if isinstance(outer, Sandbox) and outer.active:
+            outer._check_thread(self.engine)
+            self.parent = outer
+            assert outer._channel is not None
+            self._channel = outer._channel
+            self._host = Session._guest(outer._channel, self.engine, implicit_savepoint=False)
+            engines = (*outer.engines, *(e for e in self.engines if e not in outer.engines))
+            self.engines = engines
+        else:
+            self._host = self.engine._new_session()
+            self._channel = self._host._channel
+        self._base = self._host.begin()  # BEGIN (or a SAVEPOINT when nested), sent with the first statement
+        if self.protect_statements is None:
+            self.protect_statements = self._channel.dialect.aborts_on_error
+        for engine in self.engines:
+            self._pins.append((engine, engine._pin))
+            engine._pin = self
+        self.active = True
+        return self
+
+    def stop(self) -> None:
+        """Roll everything back, unpin the engines and give the connection back.
+
+        Raises `SandboxEscapeError` if the outer transaction had already been ended (a raw ``COMMIT``, MySQL
+        DDL): what was committed then could not be rolled back.
+        """
+        if not self.active:
+            return
+        self.active = False
+        for engine, previous in reversed(self._pins):
+            engine._pin = previous  # type: ignore[assignment]  # a sandbox or blocker set it, restore as it was
+        self._pins.clear()
+        channel, host, base = self._channel, self._host, self._base
+        assert channel is not None
+        assert host is not None
+        assert base is not None
+        escaped: str | None = None
+        try:
+            self._end_guests(channel, base)
+            if base.state is TransactionState.BROKEN:
+                escaped = base.failure or "the server ended it"
+            elif channel.server_open and not channel.in_tx(channel.connection):
+                escaped = "the server reports no open transaction"
+            if base.state is TransactionState.ACTIVE:
+                base.rollback()
+        finally:
+            host.close()
+        if escaped is not None:
+            raise SandboxEscapeError(escaped)
+
+    def _end_guests(self, channel: Channel, base: Transaction) -> None:
+        """Mark what the code under test left open as rolled back (the base rollback below undoes it)."""
+        tx = channel.top
+        while tx is not None and tx is not base:
+            if tx.state is TransactionState.ACTIVE:
+                tx.state = TransactionState.ROLLED_BACK
+                tx.failure = "it was rolled back when the sandbox ended"
+            tx._callbacks.clear()
+            tx.session._innermost = tx.session._root = None
+            tx = tx.below
+        channel.top = base
+        for guest in self._guests:
+            guest.closed = True
+        self._guests.clear()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------- handing out
+    def session(self) -> Session:
+        """The test's own session on the sandbox connection (the same one on every call).
+
+        Statements it runs outside blocks go straight into the sandbox's transaction; ``with session as tx:``
+        opens a transaction that behaves as the application's would (a savepoint, released on commit).
+        """
+        self._require_active()
+        if self._test_session is None or self._test_session.closed:
+            assert self._channel is not None
+            self._test_session = self._new_guest(self.engine, implicit_savepoint=False)
+        return self._test_session
+
+    def connection(self) -> SandboxConnection:
+        """A DB-API connection object on the sandbox connection, for code (or a library) that wants one.
+
+        Its ``commit()`` releases a savepoint and ``rollback()`` rolls back to it; ``close()`` leaves the real
+        connection open; switching it to autocommit is refused.
+        """
+        self._require_active()
+        return SandboxConnection(self._new_guest(self.engine, implicit_savepoint=True))
+
+    def guest_session(self, engine: Engine) -> Session:
+        """A new session of a pinned ``engine`` (what ``engine.session()`` gets while the sandbox is active)."""
+        self._check_thread(engine)
+        return self._new_guest(engine, implicit_savepoint=True)
+
+    def _new_guest(self, engine: Engine, *, implicit_savepoint: bool) -> Session:
+        assert self._channel is not None
+        guest = Session._guest(
+            self._channel,
+            engine,
+            nested=engine.nested,
+            implicit_savepoint=implicit_savepoint,
+            protect_statements=bool(self.protect_statements),
+        )
+        self._guests.append(guest)
+        return guest
+
+    def _require_active(self) -> None:
+        if not self.active:
+            raise TransactionStateError("this sandbox is not active; use it inside 'with Sandbox(...)'")
+
+    def _check_thread(self, engine: Engine) -> None:
+        if not self.active:
+            raise TransactionStateError(
+                f"{engine!r} is pinned to a sandbox that has ended; this is a bug in pinning, please report it"
+            )
+        current = threading.current_thread()
+        if current is not self._owner:
+            raise SandboxThreadError(current.name, self._owner.name, repr(engine))
