@@ -12,22 +12,10 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
-from .errors import TransactionStateError, TxScopeError
+from .errors import SandboxRefusedError, TransactionStateError
 from .session import Session
 
-__all__ = ["SandboxConnection", "SandboxCursor", "SandboxRefusal"]
-
-
-class SandboxRefusal(TxScopeError, RuntimeError):
-    """Something was asked of a sandbox's DB-API connection that would end the test's transaction."""
-
-    def __init__(self, what: str, why: str) -> None:
-        self.what = what
-        super().__init__(
-            f"{what} is refused on the sandbox's connection: {why}; the test's transaction must stay open "
-            "until the sandbox rolls it back (mark the test @pytest.mark.txscope(commit=True) to run it with "
-            "real commits instead)"
-        )
+__all__ = ["SandboxConnection", "SandboxCursor"]
 
 
 class SandboxCursor:
@@ -152,7 +140,7 @@ class SandboxConnection:
     @autocommit.setter
     def autocommit(self, value: object) -> None:
         if value:
-            raise SandboxRefusal("switching to autocommit", "every statement would commit at once")
+            raise SandboxRefusedError("switching to autocommit", "every statement would commit at once")
 
     def get_autocommit(self) -> bool:
         """PyMySQL's getter: always False in a sandbox."""
@@ -166,7 +154,7 @@ class SandboxConnection:
     @isolation_level.setter
     def isolation_level(self, value: object) -> None:
         if value is None:
-            raise SandboxRefusal(
+            raise SandboxRefusedError(
                 "isolation_level = None (autocommit)", "every statement would commit at once"
             )
 

@@ -18,6 +18,7 @@ __all__ = [
     "MissingEngineError",
     "ParameterError",
     "SandboxEscapeError",
+    "SandboxRefusedError",
     "SandboxThreadError",
     "ScriptError",
     "TransactionStateError",
@@ -118,6 +119,18 @@ class SandboxEscapeError(TxScopeError, RuntimeError):
             "committed then is in the database now. Send the code's commits through the sandbox (its engines, "
             "sandbox.connection()), run DDL on MySQL/MariaDB outside the test, or mark the test "
             "@pytest.mark.txscope(commit=True) so that it runs without a sandbox and its tables are cleaned"
+        )
+
+
+class SandboxRefusedError(TxScopeError, RuntimeError):
+    """Something was asked of a sandbox's DB-API connection that would end the test's transaction."""
+
+    def __init__(self, what: str, why: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} is refused on the sandbox's connection: {why}; the test's transaction must stay open "
+            "until the sandbox rolls it back (mark the test @pytest.mark.txscope(commit=True) to run it with "
+            "real commits instead)"
         )
 
 
