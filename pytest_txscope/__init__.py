@@ -7,22 +7,28 @@ from __future__ import annotations
 
 from .blocks import TransactionBlock, ensure_transaction, transaction
 from .context import current_session
+from .dbapi import SandboxConnection
 from .engine import Engine
 from .errors import (
     BackendUnavailableError,
     ConfigurationError,
     ConnectionBusyError,
+    DatabaseAccessError,
     ImplicitCommitError,
     MalformedURLError,
     MissingDriverError,
     MissingEngineError,
     ParameterError,
+    SandboxEscapeError,
+    SandboxRefusedError,
+    SandboxThreadError,
     ScriptError,
     TransactionStateError,
     TxScopeError,
     UnknownSchemeError,
     UnsupportedConnectionError,
 )
+from .sandbox import Sandbox
 from .session import Session
 from .transactions import Transaction, TransactionKind, TransactionState
 from .url import DatabaseURL
@@ -31,6 +37,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectionBusyError",
+    "DatabaseAccessError",
     "DatabaseURL",
     "Engine",
     "ImplicitCommitError",
@@ -38,6 +45,11 @@ __all__ = [
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "Sandbox",
+    "SandboxConnection",
+    "SandboxEscapeError",
+    "SandboxRefusedError",
+    "SandboxThreadError",
     "ScriptError",
     "Session",
     "Transaction",

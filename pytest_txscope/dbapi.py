@@ -8,6 +8,7 @@ style, as they would on the real connection. What would end the sandbox's transa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -69,7 +70,14 @@ class SandboxCursor:
 
 
 class SandboxConnection:
-    """A DB-API connection on the sandbox's connection; see the module documentation."""
+    """A DB-API connection on the sandbox's connection, for code (or a library) that wants a raw one.
+
+    It behaves like the driver's connection in its default, non-autocommit mode: the first statement opens a
+    transaction (a SAVEPOINT in the sandbox), ``commit()`` releases it, ``rollback()`` rolls back to it,
+    ``close()`` discards uncommitted work and leaves the real connection open. Statements use the driver's own
+    parameter style. Switching to autocommit and two-phase commit are refused with `SandboxRefusedError`;
+    psycopg's ``with conn.transaction():`` and PyMySQL's ``begin()`` map onto savepoints.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -108,6 +116,22 @@ class SandboxConnection:
             cursor.execute(statement)
         return cursor
 
+    def begin(self) -> None:
+        """PyMySQL's explicit ``begin()``: opens the transaction that ``commit()`` ends (a savepoint)."""
+        self._begin()
+
+    @contextlib.contextmanager
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Any]:
+        """psycopg's ``with conn.transaction():``: a savepoint, released on a clean exit and rolled back on an
+        exception (or always, with ``force_rollback``). ``savepoint_name`` is ignored: the sandbox names
+        savepoints itself."""
+        if self._closed:
+            raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+        with self._session.begin() as tx:
+            yield tx
+            if force_rollback and tx.is_active:
+                tx.rollback()
+
     def commit(self) -> None:
         """Release the current savepoint (the application's commit) and fire its callbacks."""
         tx = self._session._innermost
@@ -134,7 +158,8 @@ class SandboxConnection:
     # ---------------------------------------------------------------------- what would end the transaction
     @property
     def autocommit(self) -> Any:
-        """False: the sandbox keeps a transaction open. PyMySQL's ``autocommit(False)`` is accepted."""
+        """False: the sandbox keeps a transaction open. Setting it to True (or PyMySQL's
+        ``autocommit(True)``) raises `SandboxRefusedError`; ``autocommit(False)`` is accepted."""
         return _AutocommitFlag(self)
 
     @autocommit.setter
@@ -170,7 +195,15 @@ class SandboxConnection:
         else:
             self.rollback()
 
+    def set_autocommit(self, value: object) -> None:
+        """psycopg's setter method: refused for True, as the attribute is."""
+        self.autocommit = value
+
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("tpc_"):
+            raise SandboxRefusedError(
+                f"two-phase commit ({name})", "it commits outside the sandbox's transaction"
+            )
         # Read-only driver attributes (info, server_version, in_transaction, ...) come from the real one.
         return getattr(self._session.connection, name)
 

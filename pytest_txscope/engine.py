@@ -246,6 +246,10 @@ class Engine:
         pin = self._pin
         if pin is not None:
             return pin.guest_session(self)
+        return self._owned_session()
+
+    def _owned_session(self) -> Session:
+        """A session on a connection of the pool, whatever pins the engine (the sandbox takes its own)."""
         connection, dialect = self._acquire()
         return Session._for_engine(self, connection, dialect)
 
@@ -322,9 +326,9 @@ class Engine:
                 except Exception as exc:
                     if tx is not None:
                         tx.rollback()
+                    done = "statement 1 was" if number == 2 else f"statements 1 to {number - 1} were"
                     kept = (
-                        f"statements 1 to {number - 1} were committed ({session.dialect.display} commits DDL as "
-                        "it runs)"
+                        f"{done} committed ({session.dialect.display} commits DDL as it runs)"
                         if per_statement and number > 1
                         else "nothing of the script was kept"
                     )

@@ -143,8 +143,8 @@ class SandboxThreadError(TxScopeError, RuntimeError):
         self.engine = engine
         super().__init__(
             f"thread {thread!r} used {engine}, which the sandbox of thread {owner!r} pins to its connection; "
-            "another thread's work would escape the test's rollback, so it is refused. Run the work in the "
-            "test's thread, or share the sandbox with other threads explicitly"
+            "another thread's work would escape the test's rollback, so it is refused; run the work in the "
+            "test's thread"
         )
 
 

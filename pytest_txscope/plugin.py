@@ -1,6 +1,436 @@
-"""The pytest plugin (``-p txscope``). Fixtures, marker and options arrive with the sandbox; this module is
-import-light on purpose: loading it must never slow down or break an unrelated pytest run."""
+"""The pytest plugin (``-p txscope``): every test that asks for it runs in a sandbox rolled back afterwards.
+
+Import-light on purpose: pytest loads it in every run where it is installed, so drivers and the database are
+touched only when a test asks for them.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .engine import Engine
+from .errors import ConfigurationError, DatabaseAccessError, SandboxEscapeError
+from .options import SETTINGS, SchemaEntry, Settings, add_options, resolve
+from .sandbox import Sandbox
+from .session import Session
+from .url import DatabaseURL
+
+__all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object"]
+
+MARKER = "txscope"
+
+
+@dataclass
+class _RunState:
+    """What one run (one xdist worker) knows beyond its settings."""
+
+    engine: Engine | None = None
+    app_engines: tuple[Engine, ...] | None = None
+    baseline: dict[str, int] | None = None
+    snapshot: Any = None
+    created: list[DatabaseURL] = field(default_factory=list)
+
+
+_STATE = pytest.StashKey[_RunState]()
+
+
+class ImportPathError(ConfigurationError):
+    """An import path from the configuration does not import, or names the wrong kind of object."""
+
+    def __init__(
+        self, key: str, path: str, problem: str, fix: str = "write it as package.module:attribute"
+    ) -> None:
+        super().__init__(f"{key} entry {path!r} {problem}; {fix}")
+
+
+def import_object(key: str, path: str) -> Any:
+    """Import ``package.module:attribute`` (the attribute may be dotted)."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportPathError(key, path, f"cannot be imported: {type(exc).__name__}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportPathError(
+                key, path, f"cannot be imported: {obj!r} has no attribute {part!r}"
+            ) from None
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ hooks
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(commit=False): run the test in a database sandbox rolled back afterwards; commit=True runs it "
+        "with real commits instead and cleans the tables it changed",
+    )
+    config.stash[SETTINGS] = resolve(config)
+    config.stash[_STATE] = _RunState()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS]
+    backend = settings.url.backend if settings.url else "sqlite"
+    savepoints = settings.statement_savepoints
+    if savepoints == "auto":
+        savepoints = "on" if backend == "postgresql" else "off"
+    extras = []
+    if settings.check_leaks:
+        extras.append("leak check")
+    if settings.block:
+        extras.append("blocking")
+    if settings.reuse_db:
+        extras.append("reuse-db")
+    tail = f", {', '.join(extras)}" if extras else ""
+    return [
+        f"txscope: {settings.describe_target()} [{backend}, from {settings.url_source}]; rollback per test, "
+        f"statement savepoints {savepoints}{tail}"
+    ]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None or settings.reuse_db or not settings.schema or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if settings.url is not None and settings.url.backend == "postgresql":
+        from .provision import drop_templates
+
+        drop_templates(settings.url, allow=settings.allow_databases)
+
+
+# --------------------------------------------------------------------------------------------- schema
+def _schema_key(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
+    parts: list[bytes | str] = []
+    for entry in entries:
+        parts.append(entry.text)
+        if entry.path is not None:
+            parts.append(entry.path.read_bytes())
+        elif entry.import_path is not None:
+            import_object("txscope_schema", entry.import_path)
+            module = importlib.import_module(entry.import_path.partition(":")[0])
+            source = inspect.getsourcefile(module)
+            parts.append(Path(source).read_bytes() if source else entry.import_path)
+    return parts
+
+
+def _build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
+    def build(engine: Engine) -> None:
+        for entry in entries:
+            if entry.path is not None:
+                engine.executescript(entry.path.read_text(encoding="utf-8"), source=str(entry.path))
+            else:
+                assert entry.import_path is not None
+                target = import_object("txscope_schema", entry.import_path)
+                if not callable(target):
+                    raise ImportPathError(
+                        "txscope_schema",
+                        entry.import_path,
+                        f"is a {type(target).__name__}, not a callable",
+                        "point it at a function that takes the engine and builds the schema",
+                    )
+                target(engine)
+
+    return build
+
+
+def _lock_dir(config: pytest.Config) -> Path:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("txscope"))
+    path = Path(tempfile.gettempdir()) / "pytest-txscope"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    settings = config.stash[SETTINGS]
+    state = config.stash[_STATE]
+    url = settings.url
+    if (
+        url is None
+    ):  # the embedded default: a file per run (and per xdist worker), in WAL mode for cheap rollbacks
+        url = DatabaseURL.parse(
+            f"sqlite:///{tmp_path_factory.getbasetemp() / 'txscope_test.db'}?journal_mode=wal"
+        )
+    if settings.schema:
+        from .provision import provision, schema_key, worker_url
+
+        target = worker_url(url, os.environ.get("PYTEST_XDIST_WORKER"))
+        build = _build_schema(settings.schema)
+        if target.backend == "sqlite" and target.database == ":memory:":
+            engine = Engine.from_url(target)
+            build(engine)
+            return engine
+        done = provision(
+            target,
+            key=schema_key(_schema_key(settings.schema)),
+            build=build,
+            reuse=settings.reuse_db,
+            allow=settings.allow_databases,
+            lock_dir=_lock_dir(config),
+        )
+        if done.created and not settings.reuse_db:
+            state.created.append(done.url)
+        return Engine.from_url(done.url)
+    return Engine.from_url(url)
+
+
+def _app_engines(config: pytest.Config) -> tuple[Engine, ...]:
+    state = config.stash[_STATE]
+    if state.app_engines is None:
+        engines = []
+        for path in config.stash[SETTINGS].engines:
+            obj = import_object("txscope_engines", path)
+            if not isinstance(obj, Engine):
+                raise ImportPathError(
+                    "txscope_engines",
+                    path,
+                    f"is a {type(obj).__name__}, not a pytest_txscope.Engine",
+                    "point it at the application's Engine object",
+                )
+            engines.append(obj)
+        state.app_engines = tuple(engines)
+    return state.app_engines
+
+
+def _dispose_app_engines(config: pytest.Config) -> None:
+    """Close the pool connections tests opened through the app's engines (commit=True tests use them for real).
+
+    Only modules already imported are looked at: the end of the run imports nothing new.
+    """
+    for path in config.stash[SETTINGS].engines:
+        module_name, _, attribute = path.partition(":")
+        obj: Any = sys.modules.get(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, Engine):
+            obj.dispose()
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def db_engine(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """The configured `pytest_txscope.Engine` (session scope), its database ready with ``txscope_schema``.
+
+    The database comes from ``--txscope-url``, ini ``txscope_url`` or ``$TXSCOPE_URL``, else an embedded
+    SQLite file in pytest's temporary directory. Under pytest-xdist each worker gets its own database. While a
+    sandbox is active (``db_sandbox``, ``db_session``, ``@pytest.mark.txscope``) the engine is pinned to it.
+    Databases the run created are dropped at the end unless ``--txscope-reuse-db``.
+    """
+    from .tables import snapshot
+
+    state = pytestconfig.stash[_STATE]
+    engine = _open_engine(pytestconfig, tmp_path_factory)
+    state.engine = engine
+    # What the database holds before any test: commit=True tests and escaped commits are cleaned back to it,
+    # and the leak check compares with its row counts.
+    state.snapshot = snapshot(engine)
+    state.baseline = dict(state.snapshot.counts)
+    try:
+        yield engine
+    finally:
+        state.engine = None
+        engine.dispose()
+        _dispose_app_engines(pytestconfig)
+        if state.created:
+            from .provision import drop
+
+            for url in state.created:
+                drop(url, allow=pytestconfig.stash[SETTINGS].allow_databases)
+            state.created.clear()
+
+
+@pytest.fixture
+def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
+    """The test's rollback scope (function scope): a `Sandbox` on ``db_engine``.
+
+    While it is active, ``db_engine`` and the application's engines from ``txscope_engines`` are pinned to its
+    connection: the code under test commits and rolls back as usual (savepoints), and everything is rolled
+    back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
+    """
+    options = _marker_options(request.node)
+    if options.get("commit"):
+        pytest.fail(
+            "@pytest.mark.txscope(commit=True) runs the test without a sandbox; do not request db_sandbox or "
+            "db_session in it (use db_engine)",
+            pytrace=False,
+        )
+    settings = request.config.stash[SETTINGS]
+    sandbox = Sandbox(
+        db_engine, engines=_app_engines(request.config), protect_statements=settings.protect_statements()
+    )
+    sandbox.start()
+    yield sandbox
+    try:
+        sandbox.stop()
+    except SandboxEscapeError:
+        _clean_changed(request, db_engine)  # so that the next test starts clean
+        raise
+
+
+@pytest.fixture
+def db_session(db_sandbox: Sandbox) -> Session:
+    """A `pytest_txscope.Session` inside the test's sandbox (function scope).
+
+    ``db_session.execute(...)`` runs in the sandbox's transaction; ``with db_session as tx:`` behaves as the
+    application's own transaction (committed as a savepoint release). All of it is rolled back after the
+    test::
+
+        def test_insert(db_session):
+            db_session.execute("INSERT INTO users (name) VALUES (:name)", {"name": "ada"})
+            assert db_session.fetchscalar("SELECT count(*) FROM users") == 1
+    """
+    return db_sandbox.session()
+
+
+def _marker_signature(*, commit: bool = False) -> dict[str, Any]:
+    if not isinstance(commit, bool):
+        raise TypeError(f"commit must be True or False, not {commit!r}")
+    return {"commit": commit}
+
+
+def _marker_options(item: pytest.Item) -> dict[str, Any]:
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return {}
+    try:
+        return _marker_signature(*marker.args, **marker.kwargs)
+    except TypeError as exc:
+        message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
+    pytest.fail(f"{item.nodeid}: {message}; valid arguments: commit=False", pytrace=False)
+
+
+class _Blocker:
+    """Pins engines during tests that asked for no sandbox, so that using them is a clear error."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    def guest_session(self, engine: Engine) -> Session:
+        raise DatabaseAccessError(self.test, repr(engine))
+
+
+@pytest.fixture(autouse=True)
+def _txscope_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Applies the ``txscope`` marker, blocking, the leak check and ``commit=True`` cleanup (private)."""
+    settings: Settings = request.config.stash[SETTINGS]
+    marker = request.node.get_closest_marker(MARKER)
+    wants_sandbox = marker is not None or "db_sandbox" in request.fixturenames
+    if not (wants_sandbox or settings.block or settings.check_leaks):
+        yield
+        return
+    options = _marker_options(request.node) if marker is not None else {}
+    commit = bool(options.get("commit"))
+    if settings.check_leaks:
+        request.getfixturevalue("db_engine")  # takes the run's snapshot: the baseline of the leak check
+    if commit:
+        yield from _commit_mode(request)
+    elif marker is not None:
+        request.getfixturevalue("db_sandbox")
+        yield
+    elif settings.block and not wants_sandbox:
+        yield from _blocked(request)
+    else:
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # After every fixture of the test is torn down (its sandbox rolled back), not before.
+    result = yield
+    settings = item.config.stash[SETTINGS]
+    if settings.check_leaks:
+        _check_leaks(item)
+    return result
+
+
+def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
+    state = request.config.stash[_STATE]
+    if "db_engine" in request.fixturenames:
+        request.getfixturevalue("db_engine")  # block it from this test's first use on
+    engines = [*_app_engines(request.config), *([state.engine] if state.engine else [])]
+    blocker = _Blocker(request.node.nodeid)
+    pins = [(engine, engine._pin) for engine in engines]
+    for engine, _ in pins:
+        engine._pin = blocker
+    try:
+        yield
+    finally:
+        for engine, previous in pins:
+            engine._pin = previous
+
+
+def _check_leaks(item: pytest.Item) -> None:
+    from .tables import row_counts
+
+    state = item.config.stash[_STATE]
+    if state.engine is None or state.baseline is None:
+        return
+    with _unpinned(state.engine) as engine:
+        now = row_counts(engine)
+    leaks = {t: now.get(t, 0) - state.baseline.get(t, 0) for t in set(now) | set(state.baseline)}
+    leaks = {t: d for t, d in sorted(leaks.items()) if d}
+    if leaks:
+        state.baseline = now  # report each leak once: the next test is compared with what this one left
+        listing = ", ".join(f"{t} ({d:+d} rows)" for t, d in leaks.items())
+        pytest.fail(
+            f"{item.nodeid} left rows behind: {listing} (compared with the start of the run); "
+            "write through db_session / the sandboxed engines, or mark the test @pytest.mark.txscope",
+            pytrace=False,
+        )
+
+
+def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    from .provision import check_safe
+
+    engine: Engine = request.getfixturevalue("db_engine")
+    if engine.url is not None:  # refuse before the test commits anything, not after
+        check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
+    yield
+    _clean_changed(request, engine)
+
+
+def _clean_changed(request: pytest.FixtureRequest, engine: Engine) -> None:
+    """Bring every table the test changed for real back to the run's snapshot."""
+    from .provision import check_safe
+    from .tables import changed_tables, restore
+
+    state = request.config.stash[_STATE]
+    with _unpinned(engine) as cleaner:
+        changed = changed_tables(cleaner, state.snapshot)
+        if changed:
+            if engine.url is not None:
+                check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
+            restore(cleaner, state.snapshot, changed)
+
+
+@contextlib.contextmanager
+def _unpinned(engine: Engine) -> Iterator[Engine]:
+    """An engine on the same database that no sandbox pins (a wider-scope sandbox may pin ``engine``)."""
+    if not engine.pinned or engine.url is None or engine.url.database == ":memory:":
+        yield engine
+        return
+    other = Engine.from_url(engine.url)
+    try:
+        yield other
+    finally:
+        other.dispose()

@@ -36,7 +36,7 @@ class Sandbox:
             outside any transaction block in a savepoint each, so that a failing one (``pytest.raises``) leaves
             the test usable. None (default) turns it on where one error aborts the transaction (PostgreSQL).
 
-    Use it as a context manager::
+    Use it as a context manager:
 
         with Sandbox(engine, engines=[app_engine]) as sandbox:
             sandbox.session().execute("INSERT INTO t (x) VALUES (1)")
@@ -82,7 +82,7 @@ class Sandbox:
             engines = (*outer.engines, *(e for e in self.engines if e not in outer.engines))
             self.engines = engines
         else:
-            self._host = self.engine._new_session()
+            self._host = self.engine._owned_session()
             self._channel = self._host._channel
         self._base = self._host.begin()  # BEGIN (or a SAVEPOINT when nested), sent with the first statement
         if self.protect_statements is None:

@@ -1,0 +1,440 @@
+"""Test databases: the name rule that guards destructive actions, per-worker names, and building a database
+once per schema (PostgreSQL through a template database, MySQL/MariaDB and SQLite directly).
+
+Nothing here imports pytest: the plugin decides when to call these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import sys
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .dialects import DBAPIConnection, dialect_for_backend
+from .engine import Engine
+from .errors import BackendUnavailableError, ConfigurationError
+from .url import DatabaseURL
+
+__all__ = [
+    "Provisioned",
+    "UnsafeDatabaseError",
+    "check_safe",
+    "drop",
+    "drop_templates",
+    "looks_like_test_database",
+    "provision",
+    "schema_key",
+    "worker_url",
+]
+
+_MARK = "txscope:"  # prefix of the key recorded on each database we build
+_PG_MAX = 63  # bytes in a PostgreSQL identifier (longer names are silently truncated by the server)
+_MYSQL_MAX = 64  # characters in a MySQL/MariaDB database name
+_KEY_FIELD = 16  # bytes of a template name reserved for the schema key
+_PG_OBJECT_IN_USE = "55006"
+
+
+class UnsafeDatabaseError(ConfigurationError):
+    """A destructive action was refused because the database's name does not look like a test database."""
+
+    def __init__(self, name: str, action: str, url: str, example: str) -> None:
+        self.name = name
+        self.action = action
+        self.url = url
+        self.fix = f"rename it (e.g. {example}) or allow it with txscope_allow_databases = {name}"
+        super().__init__(
+            f"refusing to {action} database {name!r} ({url}): its name does not look like a test database "
+            f"(no 'test' word part); {self.fix}"
+        )
+
+
+# ------------------------------------------------------------------------------------------ naming rules
+def looks_like_test_database(name: str) -> bool:
+    """Whether a word part of ``name`` starts with "test" (``app_test``, ``tests``, ``Test01``, ``testdb``).
+
+    Word parts are split on non-alphanumeric characters and where letters and digits meet, so ``contest``
+    and ``latest`` do not count.
+    """
+    return any(token.lower().startswith("test") for token in re.findall(r"[^\W\d_]+|\d+", name))
+
+
+def _is_memory(url: DatabaseURL) -> bool:
+    return url.database == ":memory:" or url.database.startswith("file::memory:")
+
+
+def _sqlite_path(url: DatabaseURL) -> Path:
+    database = url.database
+    return Path(database[len("file:") :] if database.startswith("file:") else database)
+
+
+def check_safe(url: DatabaseURL, action: str, allow: Collection[str]) -> None:
+    """Raise `UnsafeDatabaseError` unless the database's name looks like a test database or is allowed.
+
+    For SQLite the name is the file's base name without extension (``tests/app.db`` is ``app``)."""
+    if url.backend == "sqlite" and url.database in (":memory:", "file::memory:"):
+        return  # a private in-memory database cannot be anyone's real data
+    name, example = url.database, f"{url.database}_test"
+    if url.backend == "sqlite":
+        path = _sqlite_path(url)
+        name, example = path.stem, f"{path.stem}_test{path.suffix}"
+    # Allowing "myapp" also allows the databases xdist workers derive from it ("myapp_gw0").
+    if looks_like_test_database(name) or {name, _base_name(name), url.database} & set(allow):
+        return
+    raise UnsafeDatabaseError(name, action, str(url), example)
+
+
+def _digest(text: str, size: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+def _cut(name: str, size: int) -> str:
+    """``name`` shortened to at most ``size`` UTF-8 bytes, without splitting a character."""
+    return name.encode()[:size].decode(errors="ignore")
+
+
+def _fit(name: str, backend: str) -> str:
+    """``name`` as is when the server keeps it whole, else shortened and made unique by a hash of it."""
+    if backend == "postgresql" and len(name.encode()) > _PG_MAX:
+        return f"{_cut(name, _PG_MAX - 9)}_{_digest(name, 8)}"
+    if backend == "mysql" and len(name) > _MYSQL_MAX:
+        return f"{name[: _MYSQL_MAX - 9]}_{_digest(name, 8)}"
+    return name
+
+
+def worker_url(url: DatabaseURL, worker: str | None) -> DatabaseURL:
+    """The database a pytest-xdist worker uses: ``<name>_<worker>`` (``app_test_gw0``); for an SQLite file,
+    ``<stem>_<worker><suffix>`` next to it. The controller (``None`` or ``"master"``) and ``:memory:`` keep
+    ``url``. Names too long for the server are shortened and end in a hash, so they stay distinct."""
+    if worker is None or worker == "master" or (url.backend == "sqlite" and _is_memory(url)):
+        return url
+    if url.backend == "sqlite":
+        prefix = "file:" if url.database.startswith("file:") else ""
+        path = _sqlite_path(url)
+        return url.with_database(prefix + str(path.with_name(f"{path.stem}_{worker}{path.suffix}")))
+    return url.with_database(_fit(f"{url.database}_{worker}", url.backend))
+
+
+def _base_name(database: str) -> str:
+    """The database name before `worker_url` added an xdist worker id (``app_test_gw3`` -> ``app_test``)."""
+    match = re.fullmatch(r"(.+)_gw\d+", database)
+    return match.group(1) if match else database
+
+
+def _template_prefix(base: str) -> str:
+    prefix = f"{base}_tpl_"
+    if len(prefix.encode()) > _PG_MAX - _KEY_FIELD:
+        prefix = f"{_cut(base, _PG_MAX - _KEY_FIELD - 14)}_{_digest(base, 8)}_tpl_"
+    return prefix
+
+
+def _template_name(base: str, key: str) -> str:
+    # A key that fits the _KEY_FIELD bytes reserved for it is kept readable; others are hashed.
+    part = key if re.fullmatch(r"[0-9a-z_]{1,16}", key) else _digest(key, 12)
+    return _template_prefix(base) + part
+
+
+def schema_key(parts: Iterable[bytes | str]) -> str:
+    """A short key (12 hex digits of SHA-256) identifying a schema built from ``parts`` (scripts, files...)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big"))  # framed, so that ("ab", "c") != ("a", "bc")
+        digest.update(data)
+    return digest.hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def _file_lock(lock_dir: Path, label: str) -> Iterator[None]:
+    """An exclusive lock shared by processes and threads on this machine, held for the block."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    if len(safe) > 120 or safe != label:
+        safe = f"{safe[:100]}_{_digest(label, 8)}"
+    with open(lock_dir / f"{safe}.lock", "a+b") as handle:
+        fd = handle.fileno()
+        if sys.platform == "win32":
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+# ------------------------------------------------------------------------------------------- databases
+@dataclass
+class Provisioned:
+    """What `provision` did."""
+
+    url: DatabaseURL
+    """The database the run uses."""
+    created: bool
+    """The run created it (so it may drop it at the end)."""
+    reused: bool
+    """An existing database built from the same schema key was kept."""
+
+
+def _build(url: DatabaseURL, build: Callable[[Engine], None]) -> None:
+    engine = Engine.from_url(url)
+    try:
+        build(engine)
+    finally:
+        engine.dispose()
+
+
+class _SQLiteFile:
+    """An SQLite database file; the schema key lives in ``<file>.txscope-key`` next to it."""
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+        self.path = _sqlite_path(url)
+        self.key_file = Path(f"{self.path}.txscope-key")
+
+    def close(self) -> None:
+        pass
+
+    def recorded(self) -> str | None:
+        if not self.path.exists():
+            return None
+        return self.key_file.read_text().strip() if self.key_file.exists() else ""
+
+    def remove(self) -> None:
+        for end in ("", "-wal", "-shm", "-journal", ".txscope-key"):
+            Path(f"{self.path}{end}").unlink(missing_ok=True)
+
+    def replace(self, key: str, build: Callable[[Engine], None]) -> None:
+        self.remove()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        try:
+            _build(self.url, build)
+        except BaseException:
+            self.remove()
+            raise
+        self.key_file.write_text(_MARK + key + "\n")
+
+
+class _Server:
+    """A PostgreSQL or MySQL/MariaDB server, through an autocommit connection to the ``postgres`` database
+    (PostgreSQL) or to no database (MySQL).
+
+    PostgreSQL keeps the schema key as a database comment, MariaDB too (``ALTER DATABASE ... COMMENT``, 10.5+).
+    MySQL has no database comments: there the key goes to ``<lock_dir>/<host>_<port>_<db>.key``.
+    """
+
+    def __init__(self, url: DatabaseURL, lock_dir: Path | None = None) -> None:
+        self.url = url
+        self.backend = url.backend
+        admin = url.with_database("postgres" if self.backend == "postgresql" else "")
+        try:
+            self.conn: DBAPIConnection = dialect_for_backend(self.backend).connect_from_url(admin, {})()
+        except Exception as exc:
+            if isinstance(exc, OSError) or type(exc).__name__ in ("OperationalError", "InterfaceError"):
+                raise BackendUnavailableError(str(admin), exc) from exc
+            raise
+        self.key_file: Path | None = None
+        if self.backend == "mysql":
+            # DROP DATABASE waits for metadata locks: fail after a while rather than hang for a day.
+            self.run("SET SESSION lock_wait_timeout = 60")
+            if lock_dir is not None and not self._schema_comments():
+                label = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{url.host}_{url.port}_{url.database}")
+                self.key_file = lock_dir / f"{label}.key"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def run(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    def quote(self, name: str) -> str:
+        if self.backend == "postgresql":
+            return '"' + name.replace('"', '""') + '"'
+        return "`" + name.replace("`", "``") + "`"
+
+    def literal(self, text: str) -> str:
+        if self.backend == "mysql":
+            return str(self.conn.escape(text))
+        from psycopg import sql
+
+        return sql.Literal(text).as_string(self.conn)
+
+    def _schema_comments(self) -> bool:
+        return bool(
+            self.run(
+                "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'information_schema' "
+                "AND TABLE_NAME = 'SCHEMATA' AND COLUMN_NAME = 'SCHEMA_COMMENT'"
+            )
+        )
+
+    def comments(self) -> dict[str, str]:
+        """Every database on the server, mapped to its comment ("" when none)."""
+        if self.backend == "postgresql":
+            rows = self.run("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database")
+        elif self.key_file is None:
+            rows = self.run("SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA")
+        else:
+            rows = self.run("SELECT SCHEMA_NAME, '' FROM information_schema.SCHEMATA")
+        return {str(name): str(comment or "") for name, comment in rows}
+
+    def recorded(self) -> str | None:
+        comment = self.comments().get(self.url.database)
+        if comment is None or self.key_file is None:
+            return comment
+        return self.key_file.read_text().strip() if self.key_file.exists() else ""
+
+    def record(self, name: str, key: str) -> None:
+        if self.key_file is not None:
+            self.key_file.write_text(_MARK + key + "\n")
+        elif self.backend == "postgresql":
+            self.run(f"COMMENT ON DATABASE {self.quote(name)} IS {self.literal(_MARK + key)}")
+        else:
+            self.run(f"ALTER DATABASE {self.quote(name)} COMMENT {self.literal(_MARK + key)}")
+
+    def terminate(self, name: str) -> None:
+        """PostgreSQL: disconnect every other session on database ``name``, so it can be dropped or cloned.
+        (MySQL drops a database in use; ``lock_wait_timeout`` bounds the wait for open transactions on it.)"""
+        if self.backend == "postgresql":
+            self.run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    def drop(self, name: str) -> None:
+        self.terminate(name)
+        self.run(f"DROP DATABASE IF EXISTS {self.quote(name)}")
+
+    def create(self, name: str, options: str = "") -> None:
+        self.run(f"CREATE DATABASE {self.quote(name)}{options}")
+
+    def build_into(self, name: str, build: Callable[[Engine], None]) -> None:
+        """Run ``build`` on database ``name``; drop the database if it raises."""
+        try:
+            _build(self.url.with_database(name), build)
+        except BaseException:
+            self.drop(name)
+            raise
+
+    def remove(self) -> None:
+        if self.key_file is not None:
+            self.key_file.unlink(missing_ok=True)
+        self.drop(self.url.database)
+
+    def replace(self, key: str, build: Callable[[Engine], None]) -> None:
+        name = self.url.database
+        if self.backend == "postgresql":
+            template = _template_name(_base_name(name), key)
+            comments = self.comments()
+            if comments.get(template) != _MARK + key:
+                self._drop_stale_templates(template, comments)
+                self.drop(template)  # half-built by a run that was killed: it has no key recorded
+                self.create(template)
+                self.build_into(template, build)
+                self.record(template, key)
+            self.drop(name)
+            self.terminate(template)  # a connection build() left open would make the clone fail
+            self.create(name, f" TEMPLATE {self.quote(template)}")
+        else:
+            # A database that is replaced keeps its character set and collation.
+            charset = self.run(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_NAME = %s",
+                (name,),
+            )
+            self.remove()
+            self.create(name, f" CHARACTER SET {charset[0][0]} COLLATE {charset[0][1]}" if charset else "")
+            self.build_into(name, build)
+        self.record(name, key)
+
+    def _drop_stale_templates(self, template: str, comments: Collection[str]) -> None:
+        """Drop the templates of this base built for other keys (and any a killed run left half-built)."""
+        prefix = _template_prefix(_base_name(self.url.database))
+        for other in comments:
+            if other != template and other.startswith(prefix):
+                try:
+                    self.run(f"DROP DATABASE IF EXISTS {self.quote(other)}")
+                except Exception as exc:
+                    if getattr(exc, "sqlstate", None) != _PG_OBJECT_IN_USE:  # in use by another run: leave it
+                        raise
+
+
+def provision(
+    url: DatabaseURL,
+    *,
+    key: str,
+    build: Callable[[Engine], None],
+    reuse: bool,
+    allow: Collection[str],
+    lock_dir: Path,
+) -> Provisioned:
+    """Make ``url``'s database exist with the schema ``build(engine)`` creates, identified by ``key``.
+
+    With ``reuse``, a database built earlier with the same key is kept as it is. Otherwise it is dropped if it
+    exists and built again (both guarded by `check_safe`). If ``build`` raises, what was created is removed
+    and the error propagates. PostgreSQL builds a template database ``<base>_tpl_<key>`` once (under a file
+    lock in ``lock_dir``, so concurrent xdist workers wait for it) and clones it; stale templates of the same
+    base are dropped. ``sqlite:///:memory:`` is returned as is: it only exists inside its own engine.
+    """
+    if url.backend == "sqlite" and _is_memory(url):
+        return Provisioned(url, created=False, reused=False)
+    if url.backend == "postgresql":
+        label = _template_name(_base_name(url.database), key)
+    elif url.backend == "mysql":
+        label = f"mysql_{url.host}_{url.port}_{url.database}"
+    else:
+        label = f"sqlite_{_sqlite_path(url).resolve()}"
+    with _file_lock(lock_dir, label):
+        target = _SQLiteFile(url) if url.backend == "sqlite" else _Server(url, lock_dir)
+        with contextlib.closing(target):
+            recorded = target.recorded()
+            if reuse and recorded == _MARK + key:
+                return Provisioned(url, created=False, reused=True)
+            if recorded is not None:
+                check_safe(url, "drop", allow)
+            check_safe(url, "create", allow)
+            target.replace(key, build)
+    return Provisioned(url, created=True, reused=False)
+
+
+def drop(url: DatabaseURL, *, allow: Collection[str]) -> None:
+    """Drop ``url``'s database (guarded by `check_safe`). PostgreSQL disconnects other sessions on it first;
+    SQLite removes the file and its -wal, -shm, -journal and key files."""
+    if url.backend == "sqlite" and _is_memory(url):
+        return
+    check_safe(url, "drop", allow)
+    with contextlib.closing(_SQLiteFile(url) if url.backend == "sqlite" else _Server(url)) as target:
+        target.remove()
+
+
+def drop_templates(url: DatabaseURL, *, allow: Collection[str]) -> None:
+    """PostgreSQL: drop every template `provision` built for ``url``'s database (``<base>_tpl_*``); no-op on
+    the other backends."""
+    if url.backend != "postgresql":
+        return
+    base = _base_name(url.database)
+    check_safe(url.with_database(base), "drop", allow)
+    prefix = _template_prefix(base)
+    with contextlib.closing(_Server(url)) as server:
+        for name in server.comments():
+            if name.startswith(prefix):
+                server.drop(name)
