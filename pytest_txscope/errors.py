@@ -13,10 +13,12 @@ __all__ = [
     "ConnectionBusyError",
     "DatabaseAccessError",
     "ImplicitCommitError",
+    "ImportPathError",
     "MalformedURLError",
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "RestoreError",
     "SandboxEscapeError",
     "SandboxRefusedError",
     "SandboxThreadError",
@@ -24,6 +26,7 @@ __all__ = [
     "TransactionStateError",
     "TxScopeError",
     "UnknownSchemeError",
+    "UnsafeDatabaseError",
     "UnsupportedConnectionError",
 ]
 
@@ -211,6 +214,37 @@ class ScriptError(TxScopeError, RuntimeError):
             f"{source}, line {line}: statement {number} of {total} failed: {short!r}: "
             f"{type(cause).__name__}: {str(cause).strip()}; {kept}"
         )
+
+
+class UnsafeDatabaseError(ConfigurationError):
+    """A destructive action was refused because the database's name does not look like a test database."""
+
+    def __init__(self, name: str, action: str, url: str, example: str) -> None:
+        self.name = name
+        self.action = action
+        self.url = url
+        self.fix = f"rename it (e.g. {example}) or allow it with txscope_allow_databases = {name}"
+        super().__init__(
+            f"refusing to {action} database {name!r} ({url}): its name does not look like a test database "
+            f"(no 'test' word part); {self.fix}"
+        )
+
+
+class RestoreError(TxScopeError, RuntimeError):
+    """A table cannot be put back as the snapshot had it."""
+
+    def __init__(self, table: str, problem: str) -> None:
+        self.table = table
+        super().__init__(f"cannot restore table {table!r}: {problem}")
+
+
+class ImportPathError(ConfigurationError):
+    """An import path from the configuration does not import, or names the wrong kind of object."""
+
+    def __init__(
+        self, key: str, path: str, problem: str, fix: str = "write it as package.module:attribute"
+    ) -> None:
+        super().__init__(f"{key} entry {path!r} {problem}; {fix}")
 
 
 class ParameterError(TxScopeError, TypeError):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from .engine import Engine
-from .errors import ConfigurationError, DatabaseAccessError, SandboxEscapeError
+from .errors import DatabaseAccessError, ImportPathError, SandboxEscapeError
 from .options import SETTINGS, SchemaEntry, Settings, add_options, resolve
 from .sandbox import Sandbox
 from .session import Session
@@ -43,15 +43,6 @@ class _RunState:
 
 
 _STATE = pytest.StashKey[_RunState]()
-
-
-class ImportPathError(ConfigurationError):
-    """An import path from the configuration does not import, or names the wrong kind of object."""
-
-    def __init__(
-        self, key: str, path: str, problem: str, fix: str = "write it as package.module:attribute"
-    ) -> None:
-        super().__init__(f"{key} entry {path!r} {problem}; {fix}")
 
 
 def import_object(key: str, path: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .dialects import DBAPIConnection, dialect_for_backend
 from .engine import Engine
-from .errors import BackendUnavailableError, ConfigurationError
+from .errors import BackendUnavailableError, UnsafeDatabaseError
 from .url import DatabaseURL
 
 __all__ = [
@@ -38,20 +38,6 @@ _PG_MAX = 63  # bytes in a PostgreSQL identifier (longer names are silently trun
 _MYSQL_MAX = 64  # characters in a MySQL/MariaDB database name
 _KEY_FIELD = 16  # bytes of a template name reserved for the schema key
 _PG_OBJECT_IN_USE = "55006"
-
-
-class UnsafeDatabaseError(ConfigurationError):
-    """A destructive action was refused because the database's name does not look like a test database."""
-
-    def __init__(self, name: str, action: str, url: str, example: str) -> None:
-        self.name = name
-        self.action = action
-        self.url = url
-        self.fix = f"rename it (e.g. {example}) or allow it with txscope_allow_databases = {name}"
-        super().__init__(
-            f"refusing to {action} database {name!r} ({url}): its name does not look like a test database "
-            f"(no 'test' word part); {self.fix}"
-        )
 
 
 # ------------------------------------------------------------------------------------------ naming rules

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .engine import Engine
-from .errors import TxScopeError
+from .errors import RestoreError
 from .session import Session
 
 __all__ = [
@@ -86,14 +86,6 @@ _PROLOGUE = {
 }
 _MYSQL_EPILOGUE = "SET foreign_key_checks = @txscope_fkc, sql_mode = @txscope_mode"
 _PG_MAX_PARAMS = 65535
-
-
-class RestoreError(TxScopeError, RuntimeError):
-    """A table cannot be put back as the snapshot had it."""
-
-    def __init__(self, table: str, problem: str) -> None:
-        self.table = table
-        super().__init__(f"cannot restore table {table!r}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,23 @@
-"""A tiny application: it manages its own transactions, as production code does."""
+"""A tiny application with its own engine: it commits, rolls back and nests as production code does."""
 
 from __future__ import annotations
 
-from pytest_txscope import Engine, transaction
+import os
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS customers (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY,
-    customer_id INTEGER NOT NULL REFERENCES customers(id),
-    total INTEGER NOT NULL
-);
-"""
+from pytest_txscope import Engine
+
+# In production this would come from the app's settings.
+engine = Engine.from_url(os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop_dev.db"))
 
 
-def register(engine: Engine, email: str) -> int:
+def register(email: str) -> int:
     """Create a customer and commit."""
     with engine as tx:
         tx.execute("INSERT INTO customers (email) VALUES (:email)", {"email": email})
         return int(tx.fetchscalar("SELECT id FROM customers WHERE email = :email", {"email": email}))
 
 
-def place_order(engine: Engine, customer_id: int, totals: list[int]) -> int:
+def place_order(customer_id: int, totals: list[int]) -> int:
     """Place one order per total; all or nothing."""
     with engine as tx:
         for total in totals:
@@ -34,6 +30,6 @@ def place_order(engine: Engine, customer_id: int, totals: list[int]) -> int:
 
 
 def order_count() -> int:
-    """Count orders in whatever transaction is current (the caller's)."""
-    with transaction() as tx:
-        return int(tx.fetchscalar("SELECT count(*) FROM orders"))
+    """How many orders there are."""
+    with engine.session() as session:
+        return int(session.fetchscalar("SELECT count(*) FROM orders"))
