@@ -425,7 +425,7 @@ def test_import_path_that_does_not_import(pytester: pytest.Pytester, backend: Ba
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E *pytest_txscope.plugin.ImportPathError: txscope_engines entry 'nosuchapp.db:engine' cannot be "
+            "E *pytest_txscope.errors.ImportPathError: txscope_engines entry 'nosuchapp.db:engine' cannot be "
             "imported: ModuleNotFoundError: No module named 'nosuchapp'; write it as package.module:attribute"
         ]
     )
