@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dialects import DBAPIConnection, DBAPICursor, Dialect
 from .errors import ImplicitCommitError
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .transactions import Transaction
 
 __all__ = ["Channel"]
+
+_T = TypeVar("_T")
 
 
 class Channel:
@@ -47,14 +49,13 @@ class Channel:
 
     def execute(self, sql: str, params: Any) -> DBAPICursor:
         """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
-        if self.pending:
-            self.flush()
         if params is not None and self.prepare is not None:
             sql, params = self.prepare(sql, params)
         return self.execute_native(sql, params)
 
     def execute_native(self, sql: str, params: Any) -> DBAPICursor:
         """Like :meth:`execute` for SQL already in the driver's own parameter style; control is flushed."""
+        # `checked` inlined: this runs for every statement, and a closure per call is measurable.
         if self.pending:
             self.flush()
         try:
@@ -67,16 +68,21 @@ class Channel:
 
     def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
+        sql, seq = self.dialect.prepare_many(sql, seq)
+        return self.checked(sql, lambda: self.run_many(self.connection, sql, seq))
+
+    def checked(self, sql: str, send: Callable[[], _T]) -> _T:
+        """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
+        a failure or success that ended our transaction marks it broken."""
         if self.pending:
             self.flush()
-        sql, seq = self.dialect.prepare_many(sql, seq)
         try:
-            cursor = self.run_many(self.connection, sql, seq)
+            result = send()
         except Exception as exc:
             self.after_failure(sql, exc)
             raise
         self.after_success(sql)
-        return cursor
+        return result
 
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""

@@ -28,31 +28,14 @@ class SandboxCursor:
 
     def execute(self, sql: str, params: Any = None) -> SandboxCursor:
         """Run a statement (driver's parameter style) inside the connection's current savepoint."""
-        channel = self._connection._begin()
-        if channel.pending:
-            channel.flush()
-        try:
-            if params is None:
-                self._cursor.execute(sql)
-            else:
-                self._cursor.execute(sql, params)
-        except Exception as exc:
-            channel.after_failure(sql, exc)
-            raise
-        channel.after_success(sql)
+        cursor = self._cursor
+        send = (lambda: cursor.execute(sql)) if params is None else (lambda: cursor.execute(sql, params))
+        self._connection._begin().checked(sql, send)
         return self
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
         """Run a statement once per parameter set inside the connection's current savepoint."""
-        channel = self._connection._begin()
-        if channel.pending:
-            channel.flush()
-        try:
-            self._cursor.executemany(sql, seq_of_params)
-        except Exception as exc:
-            channel.after_failure(sql, exc)
-            raise
-        channel.after_success(sql)
+        self._connection._begin().checked(sql, lambda: self._cursor.executemany(sql, seq_of_params))
         return self
 
     def __iter__(self) -> Iterator[Any]:

@@ -141,22 +141,14 @@ class Session(Executor):
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
         """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
-        inner = self._innermost
-        if inner is None:
-            inner = self._autobegin()
-        elif inner.state is not _ACTIVE:
-            inner._require_active("run a statement")
+        inner = self._statement_transaction()
         if self._protect and inner.implicit:
             return self._execute_protected(sql, params, many=False)
         return self._channel.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set, in the innermost open transaction."""
-        inner = self._innermost
-        if inner is None:
-            inner = self._autobegin()
-        elif inner.state is not _ACTIVE:
-            inner._require_active("run a statement")
+        inner = self._statement_transaction()
         if self._protect and inner.implicit:
             return self._execute_protected(sql, seq_of_params, many=True)
         return self._channel.executemany(sql, seq_of_params)
@@ -191,6 +183,15 @@ class Session(Executor):
         exit_block_opened_by(self, exc)
 
     # ---------------------------------------------------------------------------------- statements
+    def _statement_transaction(self) -> Transaction:
+        """The transaction a statement sent on the session runs in (opened implicitly if none is)."""
+        inner = self._innermost
+        if inner is None:
+            return self._autobegin()
+        if inner.state is not _ACTIVE:
+            inner._require_active("run a statement")
+        return inner
+
     def _execute_protected(self, sql: str, params: Any, *, many: bool) -> DBAPICursor:
         """Run one statement inside its own savepoint, so that its failure leaves the transaction usable
         (PostgreSQL otherwise refuses every later statement with "current transaction is aborted")."""

@@ -52,6 +52,20 @@ class Dialect(ABC):
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         """Return a zero-argument function that opens a new connection, already in autocommit mode."""
 
+    @staticmethod
+    def server_params(url: DatabaseURL, database_key: str) -> dict[str, Any]:
+        """Host, port, user, password and database from ``url``, as a driver's ``connect()`` keywords."""
+        given = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.user,
+            "password": url.password,
+            database_key: url.database or None,
+        }
+        params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        params.update(url.options)
+        return params
+
     def pool_limit(self, url: DatabaseURL) -> int | None:
         """The most connections an engine for ``url`` may open at once (None: no limit)."""
         return None

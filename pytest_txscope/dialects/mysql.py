@@ -38,19 +38,7 @@ class MySQLDialect(Dialect):
 
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         pymysql = self.load_driver()
-        params: dict[str, Any] = {"charset": "utf8mb4"}
-        if url.host:
-            params["host"] = url.host
-        if url.port:
-            params["port"] = url.port
-        if url.user:
-            params["user"] = url.user
-        if url.password is not None:
-            params["password"] = url.password
-        if url.database:
-            params["database"] = url.database
-        params.update(url.options)
-        params.update(kwargs)
+        params: dict[str, Any] = {"charset": "utf8mb4", **self.server_params(url, "database"), **kwargs}
         params["autocommit"] = True
         params["client_flag"] = int(params.get("client_flag", 0)) | _MULTI_STATEMENTS
 

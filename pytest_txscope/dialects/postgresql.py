@@ -37,19 +37,7 @@ class PostgreSQLDialect(Dialect):
 
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         psycopg = self.load_driver()
-        params: dict[str, Any] = {}
-        if url.host:
-            params["host"] = url.host
-        if url.port:
-            params["port"] = url.port
-        if url.user:
-            params["user"] = url.user
-        if url.password is not None:
-            params["password"] = url.password
-        if url.database:
-            params["dbname"] = url.database
-        params.update(url.options)
-        params.update(kwargs)
+        params: dict[str, Any] = {**self.server_params(url, "dbname"), **kwargs}
         params["autocommit"] = True
 
         def connect() -> DBAPIConnection:
