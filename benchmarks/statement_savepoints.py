@@ -26,7 +26,9 @@ def _inserts(engine: Engine, protect: bool) -> float:
         session.execute("SELECT 1").close()  # BEGIN is sent with the first statement: not measured
         start = time.perf_counter()
         for i in range(N):
-            session.execute("INSERT INTO bench_stmt (id, name) VALUES (:id, :name)", {"id": i, "name": f"n{i}"})
+            session.execute(
+                "INSERT INTO bench_stmt (id, name) VALUES (:id, :name)", {"id": i, "name": f"n{i}"}
+            )
         return (time.perf_counter() - start) / N
 
 
