@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -26,7 +26,7 @@ from .sandbox import Sandbox
 from .session import Session
 from .url import DatabaseURL
 
-__all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object"]
+__all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
 MARKER = "txscope"
 
@@ -37,6 +37,7 @@ class _RunState:
 
     engine: Engine | None = None
     app_engines: tuple[Engine, ...] | None = None
+    sa_engines: tuple[Any, ...] = ()
     baseline: dict[str, int] | None = None
     snapshot: Any = None
     created: list[DatabaseURL] = field(default_factory=list)
@@ -131,6 +132,12 @@ def _build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
             else:
                 assert entry.import_path is not None
                 target = import_object("txscope_schema", entry.import_path)
+                if _is_metadata(target):
+                    from .sqlalchemy import create_all
+
+                    assert engine.url is not None
+                    create_all(target, engine.url)
+                    continue
                 if not callable(target):
                     raise ImportPathError(
                         "txscope_schema",
@@ -185,22 +192,36 @@ def _open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
     return Engine.from_url(url)
 
 
+def _is_metadata(target: object) -> bool:
+    return "sqlalchemy" in sys.modules and bool(_sqlalchemy().is_metadata(target))
+
+
 def _app_engines(config: pytest.Config) -> tuple[Engine, ...]:
+    """The app's pytest-txscope engines; its SQLAlchemy engines go to ``state.sa_engines``."""
     state = config.stash[_STATE]
     if state.app_engines is None:
-        engines = []
+        engines, sa_engines = [], []
         for path in config.stash[SETTINGS].engines:
             obj = import_object("txscope_engines", path)
-            if not isinstance(obj, Engine):
+            if isinstance(obj, Engine):
+                engines.append(obj)
+            elif "sqlalchemy" in sys.modules and _sqlalchemy().is_sqlalchemy_engine(obj):
+                sa_engines.append(obj)
+            else:
                 raise ImportPathError(
                     "txscope_engines",
                     path,
-                    f"is a {type(obj).__name__}, not a pytest_txscope.Engine",
-                    "point it at the application's Engine object",
+                    f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
+                    "point it at the application's engine object",
                 )
-            engines.append(obj)
-        state.app_engines = tuple(engines)
+        state.app_engines, state.sa_engines = tuple(engines), tuple(sa_engines)
     return state.app_engines
+
+
+def _sqlalchemy() -> Any:
+    from . import sqlalchemy
+
+    return sqlalchemy
 
 
 def _dispose_app_engines(config: pytest.Config) -> None:
@@ -213,8 +234,14 @@ def _dispose_app_engines(config: pytest.Config) -> None:
         obj: Any = sys.modules.get(module_name)
         for part in attribute.split("."):
             obj = getattr(obj, part, None)
-        if isinstance(obj, Engine):
+        if isinstance(obj, Engine) or _is_sqlalchemy_engine(obj):
             obj.dispose()
+    if "pytest_txscope.sqlalchemy" in sys.modules:
+        _sqlalchemy().dispose_test_engines()
+
+
+def _is_sqlalchemy_engine(obj: object) -> bool:
+    return "sqlalchemy" in sys.modules and bool(_sqlalchemy().is_sqlalchemy_engine(obj))
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -270,6 +297,9 @@ def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sa
         db_engine, engines=_app_engines(request.config), protect_statements=settings.protect_statements()
     )
     sandbox.start()
+    sa_engines = request.config.stash[_STATE].sa_engines
+    if sa_engines:
+        _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
     yield sandbox
     try:
         sandbox.stop()
@@ -291,6 +321,23 @@ def db_session(db_sandbox: Sandbox) -> Session:
             assert db_session.fetchscalar("SELECT count(*) FROM users") == 1
     """
     return db_sandbox.session()
+
+
+@pytest.fixture
+def sa_session(db_sandbox: Sandbox) -> Any:
+    """A SQLAlchemy ORM ``Session`` in the test's sandbox (function scope; needs the ``sqlalchemy`` extra).
+
+    It shares the sandbox's connection and transaction with ``db_session``: rows written through either are
+    visible to the other during the test and gone after it. ``sa_session.commit()`` releases a savepoint and
+    ``sa_session.rollback()`` rolls back to it, as the application's own sessions do. It is also what
+    ``pytest_txscope.sqlalchemy.current_session()`` returns (for factory_boy)::
+
+        def test_user(sa_session):
+            sa_session.add(User(name="ada"))
+            sa_session.commit()
+            assert sa_session.scalar(select(func.count()).select_from(User)) == 1
+    """
+    return _sqlalchemy().session_for(db_sandbox)
 
 
 def _marker_signature(*, commit: bool = False) -> dict[str, Any]:
@@ -317,7 +364,10 @@ class _Blocker:
         self.test = test
 
     def guest_session(self, engine: Engine) -> Session:
-        raise DatabaseAccessError(self.test, repr(engine))
+        self.refuse(repr(engine))
+
+    def refuse(self, engine: str) -> NoReturn:
+        raise DatabaseAccessError(self.test, engine)
 
 
 @pytest.fixture(autouse=True)
@@ -363,11 +413,15 @@ def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     pins = [(engine, engine._pin) for engine in engines]
     for engine, _ in pins:
         engine._pin = blocker
+    for sa_engine in state.sa_engines:
+        _sqlalchemy().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)))
     try:
         yield
     finally:
         for engine, previous in pins:
             engine._pin = previous
+        for sa_engine in state.sa_engines:
+            _sqlalchemy().detach(sa_engine)
 
 
 def _check_leaks(item: pytest.Item) -> None:

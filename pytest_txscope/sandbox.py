@@ -13,7 +13,7 @@ scope, each test rolling back to it, and the data itself rolled back when the sc
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from .channel import Channel
@@ -24,6 +24,9 @@ from .session import Session
 from .transactions import Transaction, TransactionState
 
 __all__ = ["Sandbox"]
+
+# Active sandboxes, innermost last (wider scopes nest); integrations find the test's sandbox here.
+_active: list[Sandbox] = []
 
 
 class Sandbox:
@@ -61,6 +64,16 @@ class Sandbox:
         self._pins: list[tuple[Engine, object]] = []
         self._guests: list[Session] = []
         self._test_session: Session | None = None
+        self._cleanups: list[Callable[[], object]] = []
+
+    @staticmethod
+    def current() -> Sandbox | None:
+        """The innermost active sandbox (the running test's, under the plugin), or None."""
+        return _active[-1] if _active else None
+
+    def add_cleanup(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the sandbox stops, before it rolls back (integrations unpin and close here)."""
+        self._cleanups.append(callback)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
@@ -91,6 +104,7 @@ class Sandbox:
             self._pins.append((engine, engine._pin))
             engine._pin = self
         self.active = True
+        _active.append(self)
         return self
 
     def stop(self) -> None:
@@ -101,7 +115,16 @@ class Sandbox:
         """
         if not self.active:
             return
+        errors: list[BaseException] = []
+        for callback in reversed(self._cleanups):
+            try:
+                callback()
+            except Exception as exc:  # every cleanup runs; the first failure is raised below
+                errors.append(exc)
+        self._cleanups.clear()
         self.active = False
+        if self in _active:
+            _active.remove(self)
         for engine, previous in reversed(self._pins):
             engine._pin = previous  # type: ignore[assignment]  # a sandbox or blocker set it, restore as it was
         self._pins.clear()
@@ -122,6 +145,8 @@ class Sandbox:
             host.close()
         if escaped is not None:
             raise SandboxEscapeError(escaped)
+        if errors:
+            raise errors[0]
 
     def _end_guests(self, channel: Channel, base: Transaction) -> None:
         """Mark what the code under test left open as rolled back (the base rollback below undoes it)."""
@@ -166,6 +191,7 @@ class Sandbox:
         connection open; switching it to autocommit is refused.
         """
         self._require_active()
+        self._check_thread(self.engine)
         return SandboxConnection(self._new_guest(self.engine, implicit_savepoint=True))
 
     def guest_session(self, engine: Engine) -> Session:

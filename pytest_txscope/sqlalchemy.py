@@ -1,0 +1,197 @@
+"""SQLAlchemy inside the sandbox, through SQLAlchemy's public API only.
+
+An application's SQLAlchemy ``Engine`` is pinned with the documented ``do_connect`` event: while a sandbox is
+active, every DB-API connection the engine's pool asks for is the sandbox's `SandboxConnection`, and the pool is
+emptied when pinning starts and ends. Whatever the application builds on the engine (``engine.connect()``,
+``engine.begin()``, ``Session(engine)``, ``sessionmaker(bind=engine)``, a ``scoped_session`` made at import
+time) reaches the sandbox: SQLAlchemy's commits are savepoint releases, its rollbacks roll back to the savepoint,
+its ``begin_nested()`` savepoints nest inside, and nothing survives the sandbox. SQLite needs no pysqlite
+transaction fix on top: the sandbox connection opens its transactions itself, so SQLite savepoints work.
+
+`current_session()` is the ORM session of the running sandboxed test (the ``sa_session`` fixture), made for
+factory_boy's ``sqlalchemy_session_factory``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import TxScopeError
+from .sandbox import Sandbox
+from .url import DatabaseURL
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.engine import Engine as SAEngine
+    from sqlalchemy.orm import Session as ORMSession
+
+    from .dbapi import SandboxConnection
+
+__all__ = ["NoSandboxError", "attach", "current_session", "detach", "is_sqlalchemy_engine", "sqlalchemy_url"]
+
+_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+# What each pinned engine's pool gets instead of a new connection; absent: connect normally.
+_providers: weakref.WeakKeyDictionary[Any, Callable[[], Any]] = weakref.WeakKeyDictionary()
+_listening: weakref.WeakSet[Any] = weakref.WeakSet()
+# The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
+_orm_sessions: weakref.WeakKeyDictionary[Sandbox, ORMSession] = weakref.WeakKeyDictionary()
+_test_engines: dict[str, SAEngine] = {}
+
+
+class NoSandboxError(TxScopeError, RuntimeError):
+    """`current_session()` was called where no sandbox is active."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "pytest_txscope.sqlalchemy.current_session() found no active sandbox: it is meant for factories used "
+            "inside a sandboxed test; request the sa_session, db_session or db_sandbox fixture, or mark the test "
+            "@pytest.mark.txscope"
+        )
+
+
+def is_sqlalchemy_engine(obj: object) -> bool:
+    """Whether ``obj`` is a SQLAlchemy ``Engine`` (checked without importing SQLAlchemy)."""
+    return any(
+        c.__module__.startswith("sqlalchemy.") and c.__name__ == "Engine" for c in type(obj).__mro__
+    ) and hasattr(obj, "dispose")
+
+
+def sqlalchemy_url(url: DatabaseURL) -> URL:
+    """The SQLAlchemy URL for a pytest-txscope URL (psycopg 3 and PyMySQL drivers)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        _DRIVERS[url.backend],
+        username=url.user,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database or None,
+        query=dict(url.query),
+    )
+
+
+def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:
+    engine = engine_ref()
+    provider = _providers.get(engine) if engine is not None else None
+    return provider() if provider is not None else None
+
+
+def attach(sa_engine: SAEngine, provider: Callable[[], Any]) -> None:
+    """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`."""
+    from sqlalchemy import event
+
+    if sa_engine.dialect.server_version_info is None:
+        # SQLAlchemy reads server facts once, on the engine's first connection; psycopg's type lookups then
+        # insist on a real psycopg connection. Let that first, read-only connection be a real one.
+        with sa_engine.connect():
+            pass
+    if sa_engine not in _listening:
+        ref = weakref.ref(sa_engine)
+        event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
+        _listening.add(sa_engine)
+    sa_engine.dispose()  # connections pooled before must not serve the sandbox
+    _providers[sa_engine] = provider
+
+
+def detach(sa_engine: SAEngine) -> None:
+    """Undo `attach()`: the pool's sandbox connections are closed and new ones are real again."""
+    _providers.pop(sa_engine, None)
+    sa_engine.dispose()
+
+
+def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
+    """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops."""
+    for sa_engine in sa_engines:
+        attach(sa_engine, sandbox.connection)
+        sandbox.add_cleanup(_detacher(sa_engine))
+
+
+def _detacher(sa_engine: SAEngine) -> Callable[[], None]:
+    return lambda: detach(sa_engine)
+
+
+def _test_engine(url: DatabaseURL) -> SAEngine:
+    """The SQLAlchemy engine behind every test's ORM session on ``url``: its connections are the sandbox's."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    key = str(url)
+    engine = _test_engines.get(key)
+    if engine is None:
+
+        def provide() -> SandboxConnection:
+            sandbox = Sandbox.current()
+            if sandbox is None:
+                raise NoSandboxError
+            return sandbox.connection()
+
+        # NullPool: every checkout is a fresh sandbox connection, closed (rolled back) at check-in, so
+        # nothing is ever pooled across tests.
+        engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+        attach(engine, provide)
+        _test_engines[key] = engine
+    return engine
+
+
+def session_for(sandbox: Sandbox) -> ORMSession:
+    """The ORM session of ``sandbox`` (the same one on every call), closed when the sandbox stops."""
+    session = _orm_sessions.get(sandbox)
+    if session is None:
+        from sqlalchemy.orm import Session as ORMSession
+
+        if sandbox.engine.url is None:
+            raise TxScopeError(
+                "an ORM session needs the sandbox's engine to have a URL (Engine.from_url) to choose the "
+                "SQLAlchemy dialect; build the engine from a URL"
+            )
+        session = ORMSession(bind=_test_engine(sandbox.engine.url))
+        _orm_sessions[sandbox] = session
+        sandbox.add_cleanup(session.close)
+    return session
+
+
+def current_session() -> ORMSession:
+    """The ORM session of the running sandboxed test (the ``sa_session`` fixture's session).
+
+    Made for factory_boy: ``sqlalchemy_session_factory = pytest_txscope.sqlalchemy.current_session``. Outside a
+    sandboxed test it raises `NoSandboxError` (instead of factory_boy's ``'NoneType' object has no attribute
+    'add'``).
+    """
+    sandbox = Sandbox.current()
+    if sandbox is None:
+        raise NoSandboxError
+    return session_for(sandbox)
+
+
+def dispose_test_engines() -> None:
+    """Close the SQLAlchemy engines made for tests' ORM sessions (end of the run)."""
+    for engine in _test_engines.values():
+        detach(engine)
+    _test_engines.clear()
+
+
+def create_all(target: Any, url: DatabaseURL) -> None:
+    """``create_all`` for a ``MetaData`` or a declarative base (anything with ``.metadata``) on ``url``."""
+    from sqlalchemy import MetaData, create_engine
+
+    metadata = target if isinstance(target, MetaData) else getattr(target, "metadata", None)
+    if not isinstance(metadata, MetaData):
+        raise TypeError(f"{target!r} is neither a SQLAlchemy MetaData nor a declarative base")
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def is_metadata(target: object) -> bool:
+    """Whether ``target`` is a SQLAlchemy ``MetaData`` or a declarative base (without importing SQLAlchemy)."""
+    for obj in (target, getattr(target, "metadata", None)):
+        if any(
+            c.__module__.startswith("sqlalchemy.") and c.__name__ == "MetaData" for c in type(obj).__mro__
+        ):
+            return True
+    return False
