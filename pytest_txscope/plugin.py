@@ -12,6 +12,7 @@ import inspect
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from .url import DatabaseURL
 __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
 MARKER = "txscope"
+_RUN_ID = uuid.uuid4().hex
 
 
 @dataclass
@@ -178,9 +180,14 @@ def _open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
             engine = Engine.from_url(target)
             build(engine)
             return engine
+        key = schema_key(_schema_key(settings.schema))
+        if not settings.reuse_db:
+            # Without reuse the schema is built afresh once per run (a schema function's own imports are not
+            # in the key); the run's id keeps it one build for all xdist workers of the run.
+            key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or _RUN_ID])
         done = provision(
             target,
-            key=schema_key(_schema_key(settings.schema)),
+            key=key,
             build=build,
             reuse=settings.reuse_db,
             allow=settings.allow_databases,
