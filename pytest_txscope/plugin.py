@@ -306,7 +306,11 @@ def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sa
     sandbox.start()
     sa_engines = request.config.stash[_STATE].sa_engines
     if sa_engines:
-        _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
+        try:
+            _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
+        except BaseException:
+            sandbox.stop()
+            raise
     yield sandbox
     try:
         sandbox.stop()
@@ -392,7 +396,9 @@ def _txscope_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("db_engine")  # takes the run's snapshot: the baseline of the leak check
     if commit:
         yield from _commit_mode(request)
-    elif marker is not None:
+    elif wants_sandbox:
+        # Started here, before the test's other fixtures (factories' fixtures may need it), whatever order
+        # the test lists them in.
         request.getfixturevalue("db_sandbox")
         yield
     elif settings.block and not wants_sandbox:
@@ -421,7 +427,7 @@ def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     for engine, _ in pins:
         engine._pin = blocker
     for sa_engine in state.sa_engines:
-        _sqlalchemy().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)))
+        _sqlalchemy().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
     try:
         yield
     finally:

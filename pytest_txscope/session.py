@@ -94,6 +94,8 @@ class Session(Executor):
         self._is_guest = False
         self._implicit_savepoint = True
         self._protect = False
+        self._off_stack: Transaction | None = None
+        """A guest's joined implicit transaction: it sends nothing and is not on the connection's stack."""
 
     # ------------------------------------------------------------------------------------------- public
     @property
@@ -218,6 +220,8 @@ class Session(Executor):
         return tx
 
     def _pop(self, tx: Transaction) -> None:
+        if tx is self._off_stack:
+            self._off_stack = None
         self._innermost = tx.parent
         if tx.parent is None:
             self._root = None
@@ -226,15 +230,18 @@ class Session(Executor):
 
     def _autobegin(self) -> Transaction:
         if self._is_guest and not self._implicit_savepoint:
+            # It joins whatever is open on the connection and sends nothing, so it is not on the
+            # connection's stack: other sessions' transactions may begin and end around it.
             self._require_open()
             channel = self._channel
             channel.counter += 1
             tx = Transaction(self, TransactionKind.VIRTUAL, None, channel.counter, below=channel.top)
-        else:
-            tx = self._new_root()
+            tx.implicit = True
+            self._root = self._innermost = self._off_stack = tx
+            return tx
+        tx = self._new_root()
         tx.implicit = True
-        self._root = tx
-        return self._push(tx)
+        return tx
 
     def _new_root(self) -> Transaction:
         self._require_open()
@@ -258,12 +265,14 @@ class Session(Executor):
 
     def _begin_child(self, parent: Transaction) -> Transaction:
         channel = self._channel
-        self._check_on_top(parent, "open a transaction inside")
+        if parent is not self._off_stack:
+            self._check_on_top(parent, "open a transaction inside")
         channel.counter += 1
+        below = channel.top if parent is self._off_stack else parent
         if self._nested_virtual:
-            tx = Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=parent)
+            tx = Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=below)
         else:
-            tx = Transaction(self, TransactionKind.NESTED, parent, channel.counter, below=parent)
+            tx = Transaction(self, TransactionKind.NESTED, parent, channel.counter, below=below)
             # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement
             # cache is not churned by ever-new SAVEPOINT texts (each new text can trigger DEALLOCATE ALL).
             tx.savepoint = f"txscope_sp{tx.depth}"
@@ -274,7 +283,8 @@ class Session(Executor):
         """A virtual transaction joined to ``parent`` (``ensure_transaction()``)."""
         channel = self._channel
         channel.counter += 1
-        return self._push(Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=parent))
+        below = channel.top if parent is self._off_stack else parent
+        return self._push(Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=below))
 
     def _check_on_top(self, tx: Transaction, action: str) -> None:
         top = self._channel.top
@@ -359,6 +369,14 @@ class Session(Executor):
             self._fire(tx._callbacks)
 
     def _rollback(self, tx: Transaction) -> None:
+        if tx is self._off_stack:
+            # A joined implicit transaction (off the connection's stack): nothing to send.
+            tx.state = TransactionState.ROLLED_BACK
+            tx._callbacks.clear()
+            self._pop(tx)
+            if tx._owns_session:
+                self.close()
+            return
         channel = self._channel
         chain: list[Transaction] = []
         inner = channel.top

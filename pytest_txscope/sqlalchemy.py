@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import TxScopeError
+from .errors import ConfigurationError, TxScopeError
 from .sandbox import Sandbox
 from .url import DatabaseURL
 
@@ -62,6 +62,11 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
     """The SQLAlchemy URL for a pytest-txscope URL (psycopg 3 and PyMySQL drivers)."""
     from sqlalchemy.engine import URL
 
+    query = dict(url.query)
+    if url.backend == "sqlite":
+        # pytest-txscope's own SQLite options: applied by its connections, unknown to pysqlite.
+        for option in ("journal_mode", "foreign_keys", "timeout"):
+            query.pop(option, None)
     return URL.create(
         _DRIVERS[url.backend],
         username=url.user,
@@ -69,7 +74,7 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
         host=url.host,
         port=url.port,
         database=url.database or None,
-        query=dict(url.query),
+        query=query,
     )
 
 
@@ -79,11 +84,14 @@ def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, 
     return provider() if provider is not None else None
 
 
-def attach(sa_engine: SAEngine, provider: Callable[[], Any]) -> None:
-    """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`."""
+def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool = True) -> None:
+    """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`.
+
+    ``initialize=False`` skips the real first connection (for a provider that only refuses).
+    """
     from sqlalchemy import event
 
-    if sa_engine.dialect.server_version_info is None:
+    if initialize and sa_engine.dialect.server_version_info is None:
         # SQLAlchemy reads server facts once, on the engine's first connection; psycopg's type lookups then
         # insist on a real psycopg connection. Let that first, read-only connection be a real one.
         with sa_engine.connect():
@@ -104,7 +112,15 @@ def detach(sa_engine: SAEngine) -> None:
 
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
     """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops."""
+    backend = sandbox.engine.dialect.name
     for sa_engine in sa_engines:
+        name = "mysql" if sa_engine.dialect.name in ("mysql", "mariadb") else sa_engine.dialect.name
+        if name != backend:
+            raise ConfigurationError(
+                f"txscope_engines: {sa_engine!r} speaks {sa_engine.dialect.name} but the test database is "
+                f"{backend} ({sandbox.engine.target}); point the application's engine at the test database "
+                "(for example from the same environment variable)"
+            )
         attach(sa_engine, sandbox.connection)
         sandbox.add_cleanup(_detacher(sa_engine))
 
