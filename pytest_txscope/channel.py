@@ -10,19 +10,84 @@ allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dialects import DBAPIConnection, DBAPICursor, Dialect
-from .errors import ImplicitCommitError
+from .errors import ConnectionBusyError, ImplicitCommitError
 from .transactions import TransactionState
 
 if TYPE_CHECKING:
     from .transactions import Transaction
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "Lease"]
 
 _T = TypeVar("_T")
+
+
+class Lease:
+    """Which thread may use a shared connection now: one at a time, re-entrant, with a timeout.
+
+    A guest session holds it for the whole of its top-level transaction; a statement sent outside one holds it
+    for that statement. Waiting longer than ``timeout`` raises `ConnectionBusyError` naming the holder.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self.owner: threading.Thread | None = None
+        self.where = ""
+        self._depth = 0
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lease (again, if this thread holds it), waiting up to ``timeout`` seconds."""
+        me = threading.current_thread()
+        with self._cond:
+            if self.owner is me:
+                self._depth += 1
+                return
+            limit = self.timeout if timeout is None else timeout
+            deadline = time.monotonic() + limit
+            while self.owner is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectionBusyError(
+                        f"thread {me.name!r} waited {limit:g}s for the sandbox's connection, which thread "
+                        f"{self.owner.name!r} holds since {self.where}; a thread holds it for the whole of its "
+                        "transaction (or ORM session transaction): commit or roll back sooner there, or raise "
+                        "txscope_thread_timeout"
+                    )
+                self._cond.wait(remaining)
+            self.owner = me
+            self._depth = 1
+            self.where = _caller()
+
+    def release(self) -> None:
+        """Give the lease back (once per acquire)."""
+        with self._cond:
+            self._depth -= 1
+            if self._depth <= 0:
+                self.owner = None
+                self._depth = 0
+                self._cond.notify()
+
+    def reset(self) -> None:
+        """Forget the holder (the sandbox is ending and rolls its work back)."""
+        with self._cond:
+            self.owner = None
+            self._depth = 0
+            self._cond.notify_all()
+
+
+def _caller() -> str:
+    """The innermost stack frame outside this library, as ``file:line in function``."""
+    for frame in reversed(traceback.extract_stack(limit=24)[:-2]):
+        if "pytest_txscope" not in frame.filename and "sqlalchemy" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "an unknown place"
 
 
 class Channel:
@@ -46,6 +111,8 @@ class Channel:
             None if dialect.prepare.__func__ is Dialect.prepare else dialect.prepare  # type: ignore[attr-defined]
         )
         self.in_tx = dialect.in_transaction
+        self.lease: Lease | None = None
+        """Set while the connection is shared between threads (a shared sandbox)."""
 
     def execute(self, sql: str, params: Any) -> DBAPICursor:
         """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
@@ -56,6 +123,9 @@ class Channel:
     def execute_native(self, sql: str, params: Any) -> DBAPICursor:
         """Like :meth:`execute` for SQL already in the driver's own parameter style; control is flushed."""
         # `checked` inlined: this runs for every statement, and a closure per call is measurable.
+        lease = self.lease
+        if lease is not None:
+            return self.checked(sql, lambda: self.run(self.connection, sql, params))
         if self.pending:
             self.flush()
         try:
@@ -73,16 +143,24 @@ class Channel:
 
     def checked(self, sql: str, send: Callable[[], _T]) -> _T:
         """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
-        a failure or success that ended our transaction marks it broken."""
-        if self.pending:
-            self.flush()
+        a failure or success that ended our transaction marks it broken. On a shared connection the calling
+        thread holds the lease meanwhile."""
+        lease = self.lease
+        if lease is not None:
+            lease.acquire()
         try:
-            result = send()
-        except Exception as exc:
-            self.after_failure(sql, exc)
-            raise
-        self.after_success(sql)
-        return result
+            if self.pending:
+                self.flush()
+            try:
+                result = send()
+            except Exception as exc:
+                self.after_failure(sql, exc)
+                raise
+            self.after_success(sql)
+            return result
+        finally:
+            if lease is not None:
+                lease.release()
 
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""

@@ -9,7 +9,7 @@ style, as they would on the real connection. What would end the sandbox's transa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -62,9 +62,10 @@ class SandboxConnection:
     psycopg's ``with conn.transaction():`` and PyMySQL's ``begin()`` map onto savepoints.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, check_thread: Callable[[], None] | None = None) -> None:
         self._session = session
         self._closed = False
+        self._check_thread = check_thread
 
     @property
     def session(self) -> Session:
@@ -74,9 +75,14 @@ class SandboxConnection:
     def _begin(self) -> Any:
         if self._closed:
             raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+        if self._check_thread is not None:
+            self._check_thread()  # a pool may hand this object to another thread
         session = self._session
-        if session._innermost is None:
+        inner = session._innermost
+        if inner is None:
             session._autobegin()
+        elif not inner.is_active:
+            inner._require_active("run a statement")
         return session._channel
 
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
@@ -118,8 +124,8 @@ class SandboxConnection:
     def commit(self) -> None:
         """Release the current savepoint (the application's commit) and fire its callbacks."""
         tx = self._session._innermost
-        if tx is not None and tx.is_active:
-            tx.commit()
+        if tx is not None:
+            tx.commit()  # a broken transaction (another session's rollback took it) raises, never silently
 
     def rollback(self) -> None:
         """Roll back to the current savepoint (the application's rollback)."""

@@ -147,7 +147,8 @@ class SandboxThreadError(TxScopeError, RuntimeError):
         super().__init__(
             f"thread {thread!r} used {engine}, which the sandbox of thread {owner!r} pins to its connection; "
             "another thread's work would escape the test's rollback, so it is refused; run the work in the "
-            "test's thread"
+            "test's thread, or share the sandbox: mark the test @pytest.mark.txscope(shared=True), or call "
+            "db_sandbox.share() or db_sandbox.allow_thread(thread)"
         )
 
 

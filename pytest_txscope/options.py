@@ -56,6 +56,8 @@ class Settings:
     allow_databases: tuple[str, ...]
     statement_savepoints: str
     """``auto`` (on where one error aborts the transaction: PostgreSQL), ``on`` or ``off``."""
+    thread_timeout: float = 10.0
+    """Seconds a thread waits for a shared sandbox's connection."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -121,6 +123,11 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "txscope_statement_savepoints", "auto, on or off (see --txscope-statement-savepoints)", default=""
     )
+    parser.addini(
+        "txscope_thread_timeout",
+        "seconds a thread waits for a shared sandbox's connection (default 10)",
+        default="",
+    )
 
 
 def _bool(config: pytest.Config, option: str, ini: str) -> bool:
@@ -162,6 +169,15 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"txscope_statement_savepoints = {mode!r} is not valid; use one of: {', '.join(_SAVEPOINT_MODES)}"
         )
+    raw_timeout = str(config.getini("txscope_thread_timeout")).strip() or "10"
+    try:
+        thread_timeout = float(raw_timeout)
+    except ValueError:
+        thread_timeout = 0.0
+    if not thread_timeout > 0:
+        raise pytest.UsageError(
+            f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
+        )
     return Settings(
         url=url,
         url_source=source,
@@ -172,6 +188,7 @@ def resolve(config: pytest.Config) -> Settings:
         block=_ini_bool(config, "txscope_block"),
         allow_databases=tuple(str(a) for a in config.getini("txscope_allow_databases")),
         statement_savepoints=mode,
+        thread_timeout=thread_timeout,
     )
 
 

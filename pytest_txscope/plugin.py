@@ -73,8 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False): run the test in a database sandbox rolled back afterwards; commit=True runs it "
-        "with real commits instead and cleans the tables it changed",
+        f"{MARKER}(commit=False, shared=False): run the test in a database sandbox rolled back afterwards; "
+        "shared=True lets other threads use it (one at a time); commit=True runs the test with real commits "
+        "instead and cleans the tables it changed",
     )
     config.stash[SETTINGS] = resolve(config)
     config.stash[_STATE] = _RunState()
@@ -304,6 +305,9 @@ def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sa
         db_engine, engines=_app_engines(request.config), protect_statements=settings.protect_statements()
     )
     sandbox.start()
+    sandbox.thread_timeout = settings.thread_timeout
+    if options.get("shared"):
+        sandbox.share()
     sa_engines = request.config.stash[_STATE].sa_engines
     if sa_engines:
         try:
@@ -351,10 +355,15 @@ def sa_session(db_sandbox: Sandbox) -> Any:
     return _sqlalchemy().session_for(db_sandbox)
 
 
-def _marker_signature(*, commit: bool = False) -> dict[str, Any]:
-    if not isinstance(commit, bool):
-        raise TypeError(f"commit must be True or False, not {commit!r}")
-    return {"commit": commit}
+def _marker_signature(*, commit: bool = False, shared: bool = False) -> dict[str, Any]:
+    for name, value in (("commit", commit), ("shared", shared)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+    if commit and shared:
+        raise TypeError(
+            "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
+        )
+    return {"commit": commit, "shared": shared}
 
 
 def _marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -365,7 +374,7 @@ def _marker_options(item: pytest.Item) -> dict[str, Any]:
         return _marker_signature(*marker.args, **marker.kwargs)
     except TypeError as exc:
         message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
-    pytest.fail(f"{item.nodeid}: {message}; valid arguments: commit=False", pytrace=False)
+    pytest.fail(f"{item.nodeid}: {message}; valid arguments: commit=False, shared=False", pytrace=False)
 
 
 class _Blocker:

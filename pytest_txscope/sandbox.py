@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
-from .channel import Channel
+from .channel import Channel, Lease
 from .dbapi import SandboxConnection
 from .engine import Engine
-from .errors import SandboxEscapeError, SandboxThreadError, TransactionStateError
+from .errors import ConnectionBusyError, SandboxEscapeError, SandboxThreadError, TransactionStateError
 from .session import Session
 from .transactions import Transaction, TransactionState
 
@@ -65,6 +65,31 @@ class Sandbox:
         self._guests: list[Session] = []
         self._test_session: Session | None = None
         self._cleanups: list[Callable[[], object]] = []
+        self._shared = False
+        self._allowed: set[threading.Thread] = set()
+        self.thread_timeout = 10.0
+        """Seconds a thread waits for the shared connection before `ConnectionBusyError` names the holder."""
+
+    def share(self, *, timeout: float | None = None) -> None:
+        """Let every thread use the pinned engines: their work goes to the sandbox connection, one thread at a
+        time (a thread holds it for its whole transaction); waits longer than ``timeout`` raise."""
+        self._shared = True
+        self._start_lease(timeout)
+
+    def allow_thread(self, thread: threading.Thread, *, timeout: float | None = None) -> None:
+        """Let one more ``thread`` use the pinned engines, sharing the connection as `share()` does."""
+        self._allowed.add(thread)
+        self._start_lease(timeout)
+
+    def _start_lease(self, timeout: float | None) -> None:
+        self._require_active()
+        if timeout is not None:
+            self.thread_timeout = timeout
+        assert self._channel is not None
+        if self._channel.lease is None:
+            self._channel.lease = Lease(self.thread_timeout)
+        else:
+            self._channel.lease.timeout = self.thread_timeout
 
     @staticmethod
     def current() -> Sandbox | None:
@@ -133,6 +158,14 @@ class Sandbox:
         assert host is not None
         assert base is not None
         escaped: str | None = None
+        lease = channel.lease if self.parent is None else None
+        if lease is not None:
+            try:  # teardown waits for other threads' transactions in flight
+                lease.acquire()
+            except ConnectionBusyError as exc:
+                errors.append(exc)
+            lease.reset()
+            channel.lease = None
         try:
             self._end_guests(channel, base)
             if base.state is TransactionState.BROKEN:
@@ -192,7 +225,9 @@ class Sandbox:
         """
         self._require_active()
         self._check_thread(self.engine)
-        return SandboxConnection(self._new_guest(self.engine, implicit_savepoint=True))
+        return SandboxConnection(
+            self._new_guest(self.engine, implicit_savepoint=True), lambda: self._check_thread(self.engine)
+        )
 
     def guest_session(self, engine: Engine) -> Session:
         """A new session of a pinned ``engine`` (what ``engine.session()`` gets while the sandbox is active)."""
@@ -221,5 +256,11 @@ class Sandbox:
                 f"{engine!r} is pinned to a sandbox that has ended; this is a bug in pinning, please report it"
             )
         current = threading.current_thread()
-        if current is not self._owner:
-            raise SandboxThreadError(current.name, self._owner.name, repr(engine))
+        if current is self._owner or self._shared or current in self._allowed:
+            return
+        root = self
+        while root.parent is not None:  # a wider-scope sandbox's sharing covers the tests inside it
+            root = root.parent
+            if root._shared or current in root._allowed:
+                return
+        raise SandboxThreadError(current.name, self._owner.name, repr(engine))

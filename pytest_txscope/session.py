@@ -212,6 +212,11 @@ class Session(Executor):
     # ------------------------------------------------------------------------------- begin and end
     def _require_open(self) -> None:
         if self.closed:
+            if self._is_guest:
+                raise TransactionStateError(
+                    "this session belonged to a sandbox that has ended (a session kept from an earlier test, "
+                    "such as a scoped_session that was not removed); open a new session in this test"
+                )
             raise TransactionStateError("this session is closed; open a new one with engine.session()")
 
     def _push(self, tx: Transaction) -> Transaction:
@@ -220,6 +225,7 @@ class Session(Executor):
         return tx
 
     def _pop(self, tx: Transaction) -> None:
+        _release_lease(tx)
         if tx is self._off_stack:
             self._off_stack = None
         self._innermost = tx.parent
@@ -249,12 +255,19 @@ class Session(Executor):
         channel.counter += 1
         below = channel.top
         if self._is_guest:
+            lease = channel.lease
+            if lease is not None:  # the thread holds the shared connection for this whole transaction
+                lease.acquire()
+                below = channel.top
             if below is None or below.state is not _ACTIVE:
+                if lease is not None:
+                    lease.release()
                 raise TransactionStateError(
                     "this session shares a sandbox connection whose transaction is no longer open; the sandbox "
                     "has ended (or was broken): open sessions inside the sandbox's lifetime"
                 )
             tx = Transaction(self, TransactionKind.ROOT, None, channel.counter, below=below)
+            tx._lease = lease
             tx.savepoint = f"txscope_sp{tx.depth}"
             channel.pending.append(self.dialect.savepoint(tx.savepoint))
         else:
@@ -402,10 +415,12 @@ class Session(Executor):
                         "same connection, rolled back"
                     )
             t._callbacks.clear()
-            if t.session._innermost is t:
-                t.session._innermost = t.parent
-                if t.parent is None:
-                    t.session._root = None
+            if t.session is self:
+                _release_lease(t)
+                if self._innermost is t:
+                    self._innermost = t.parent
+                    if t.parent is None:
+                        self._root = None
         channel.top = tx.below
         broken = tx.state is TransactionState.BROKEN
         if target is None or broken:
@@ -444,6 +459,7 @@ class Session(Executor):
                 self.close()
 
     def _unwind_broken(self, tx: Transaction) -> None:
+        _release_lease(tx)
         if self._innermost is tx:
             self._innermost = tx.parent
             if tx.parent is None:
@@ -519,6 +535,12 @@ class Session(Executor):
             f"the block of {tx.describe()} ended while {above_name} was still open; both were rolled "
             "back; leave inner blocks (or end inner transactions) before outer ones"
         )
+
+
+def _release_lease(tx: Transaction) -> None:
+    lease, tx._lease = tx._lease, None
+    if lease is not None:
+        lease.release()
 
 
 def _check_nested(nested: str) -> None:

@@ -85,6 +85,7 @@ class Transaction(Executor):
         "_callbacks",
         "_entered",
         "_forced",
+        "_lease",
         "_owns_session",
         "_token",
         "below",
@@ -129,6 +130,7 @@ class Transaction(Executor):
         self._entered = False
         self._forced = False
         self._owns_session = False
+        self._lease: Any = None
 
     # ----------------------------------------------------------------------------------------------- state
     @property
