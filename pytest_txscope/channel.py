@@ -10,10 +10,12 @@ allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dialects import DBAPIConnection, DBAPICursor, Dialect
@@ -39,7 +41,7 @@ class Lease:
         self.timeout = timeout
         self._cond = threading.Condition()
         self.owner: threading.Thread | None = None
-        self.where = ""
+        self._frame: FrameType | None = None  # formatted only when someone times out waiting
         self._depth = 0
 
     def acquire(self, timeout: float | None = None) -> None:
@@ -54,16 +56,17 @@ class Lease:
             while self.owner is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    where = _where(self._frame)
                     raise ConnectionBusyError(
                         f"thread {me.name!r} waited {limit:g}s for the sandbox's connection, which thread "
-                        f"{self.owner.name!r} holds since {self.where}; a thread holds it for the whole of its "
+                        f"{self.owner.name!r} holds since {where}; a thread holds it for the whole of its "
                         "transaction (or ORM session transaction): commit or roll back sooner there, or raise "
                         "txscope_thread_timeout"
                     )
                 self._cond.wait(remaining)
             self.owner = me
             self._depth = 1
-            self.where = _caller()
+            self._frame = inspect.currentframe()
 
     def release(self) -> None:
         """Give the lease back (once per acquire)."""
@@ -71,6 +74,7 @@ class Lease:
             self._depth -= 1
             if self._depth <= 0:
                 self.owner = None
+                self._frame = None
                 self._depth = 0
                 self._cond.notify()
 
@@ -78,15 +82,21 @@ class Lease:
         """Forget the holder (the sandbox is ending and rolls its work back)."""
         with self._cond:
             self.owner = None
+            self._frame = None
             self._depth = 0
             self._cond.notify_all()
 
 
-def _caller() -> str:
-    """The innermost stack frame outside this library, as ``file:line in function``."""
-    for frame in reversed(traceback.extract_stack(limit=24)[:-2]):
-        if "pytest_txscope" not in frame.filename and "sqlalchemy" not in frame.filename:
-            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+_LIBRARIES = ("pytest_txscope", "sqlalchemy", "factory", "pytest_factoryboy")
+
+
+def _where(frame: FrameType | None) -> str:
+    """The innermost caller outside the libraries between user code and the connection, as ``file:line``."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not any(f"{os.sep}{name}{os.sep}" in path for name in _LIBRARIES):
+            return f"{path}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
     return "an unknown place"
 
 

@@ -252,5 +252,9 @@ class ParameterError(TxScopeError, TypeError):
     """SQL parameters do not match the placeholders in the statement."""
 
 
-class ConnectionBusyError(TxScopeError, TimeoutError):
-    """Waited too long for a connection that another thread holds."""
+class ConnectionBusyError(TxScopeError, RuntimeError):
+    """Waited too long for a connection that another thread holds.
+
+    Not a ``TimeoutError`` on purpose: that is ``socket.timeout``, which servers take for a dropped client and
+    answer with silence instead of an error page.
+    """

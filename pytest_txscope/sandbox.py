@@ -140,7 +140,19 @@ class Sandbox:
         """
         if not self.active:
             return
+        channel, host, base = self._channel, self._host, self._base
+        assert channel is not None
+        assert host is not None
+        assert base is not None
         errors: list[BaseException] = []
+        lease, held = channel.lease, False
+        if lease is not None:
+            try:  # first wait for other threads' transactions in flight, before anything is unpinned
+                lease.acquire()
+                held = True
+            except ConnectionBusyError as exc:
+                errors.append(exc)
+                lease.reset()  # the holder's work is rolled back below; it must not block later work
         for callback in reversed(self._cleanups):
             try:
                 callback()
@@ -153,19 +165,7 @@ class Sandbox:
         for engine, previous in reversed(self._pins):
             engine._pin = previous  # type: ignore[assignment]  # a sandbox or blocker set it, restore as it was
         self._pins.clear()
-        channel, host, base = self._channel, self._host, self._base
-        assert channel is not None
-        assert host is not None
-        assert base is not None
         escaped: str | None = None
-        lease = channel.lease if self.parent is None else None
-        if lease is not None:
-            try:  # teardown waits for other threads' transactions in flight
-                lease.acquire()
-            except ConnectionBusyError as exc:
-                errors.append(exc)
-            lease.reset()
-            channel.lease = None
         try:
             self._end_guests(channel, base)
             if base.state is TransactionState.BROKEN:
@@ -175,6 +175,12 @@ class Sandbox:
             if base.state is TransactionState.ACTIVE:
                 base.rollback()
         finally:
+            if lease is not None:
+                if self.parent is None:  # the connection goes back to the pool unshared
+                    lease.reset()
+                    channel.lease = None
+                elif held:
+                    lease.release()
             host.close()
         if escaped is not None:
             raise SandboxEscapeError(escaped)
@@ -189,6 +195,7 @@ class Sandbox:
                 tx.state = TransactionState.ROLLED_BACK
                 tx.failure = "it was rolled back when the sandbox ended"
             tx._callbacks.clear()
+            tx._lease = None  # the sandbox holds (or has reset) the lease; a late end must not release it
             tx.session._innermost = tx.session._root = None
             tx = tx.below
         channel.top = base

@@ -198,16 +198,23 @@ class Session(Executor):
         """Run one statement inside its own savepoint, so that its failure leaves the transaction usable
         (PostgreSQL otherwise refuses every later statement with "current transaction is aborted")."""
         channel = self._channel
-        name = f"txscope_stmt{channel.top.depth + 1 if channel.top else 1}"
-        channel.pending.append(self.dialect.savepoint(name))
+        lease = channel.lease
+        if lease is not None:  # the queue is shared: hold the connection before touching it
+            lease.acquire()
         try:
-            cursor = channel.executemany(sql, params) if many else channel.execute(sql, params)
-        except Exception:
-            if channel.server_open:
-                channel.pending.extend((self.dialect.rollback_to(name), self.dialect.release(name)))
-            raise
-        channel.pending.append(self.dialect.release(name))
-        return cursor
+            name = f"txscope_stmt{channel.top.depth + 1 if channel.top else 1}"
+            channel.pending.append(self.dialect.savepoint(name))
+            try:
+                cursor = channel.executemany(sql, params) if many else channel.execute(sql, params)
+            except Exception:
+                if channel.server_open:
+                    channel.pending.extend((self.dialect.rollback_to(name), self.dialect.release(name)))
+                raise
+            channel.pending.append(self.dialect.release(name))
+            return cursor
+        finally:
+            if lease is not None:
+                lease.release()
 
     # ------------------------------------------------------------------------------- begin and end
     def _require_open(self) -> None:
