@@ -37,9 +37,8 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 @pytest.fixture
 def live_server(app: Flask) -> Iterator[str]:
     """The app behind werkzeug's WSGI server on a free local port, in a thread; yields the base URL."""
-    # Answer any error in a view with a 500, as in production. With TESTING's propagation, werkzeug's server
-    # would answer most errors with a 500 too, but it drops the connection without any response on a
-    # TimeoutError, and ConnectionBusyError is one.
+    # Answer any error in a view with a 500, as in production, so the test can record it with Flask's
+    # got_request_exception signal instead of the server thread re-raising it.
     app.config["PROPAGATE_EXCEPTIONS"] = False
     server = make_server("127.0.0.1", 0, app)  # port 0: the system picks a free port (one per xdist worker)
     thread = threading.Thread(
