@@ -65,8 +65,9 @@ __all__ = [
 
 _OURS = frozenset({"db_sandbox", "db_session", "sa_session", "_txscope_per_test"})
 _WRAPPED = "_txscope_per_example"
-# Items prepared this run -> their arguments (what hypothesis' check looks at); items naming a foreign
-# function-scoped fixture; tests whose check was already suppressed (parametrized items share one function).
+# Prepared items (by node id; items cannot be weakly referenced) -> their arguments, which hypothesis' check
+# looks at, until the end of their setup; those naming a function-scoped fixture of their own; the tests whose
+# check is suppressed already (parametrized items share one function).
 _pending: dict[str, frozenset[str]] = {}
 _foreign: set[str] = set()
 _suppressed: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
@@ -87,8 +88,6 @@ class NoMachineEngineError(TxScopeError, RuntimeError):
 # ------------------------------------------------------------------------------------------ @given tests
 def prepare_items(items: Iterable[pytest.Item]) -> None:
     """Run each example of the sandboxed ``@given`` tests among ``items`` in a nested sandbox (collection)."""
-    _pending.clear()
-    _foreign.clear()
     for item in items:
         handle: Any = getattr(getattr(item, "obj", None), "hypothesis", None)
         inner = getattr(handle, "inner_test", None)
@@ -97,6 +96,7 @@ def prepare_items(items: Iterable[pytest.Item]) -> None:
         if not getattr(inner, _WRAPPED, False):
             handle.inner_test = _per_example(inner)
         _pending[item.nodeid] = frozenset(inspect.signature(getattr(item, "function", inner)).parameters)
+        _foreign.discard(item.nodeid)
 
 
 def _sandboxed(item: pytest.Item) -> bool:

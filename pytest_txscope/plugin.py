@@ -112,6 +112,36 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         drop_templates(settings.url, allow=settings.allow_databases)
 
 
+# ----------------------------------------------------------------------------------------- hypothesis
+# Each example of a sandboxed @given test runs in a nested sandbox, and hypothesis' function_scoped_fixture
+# check is suppressed where our fixtures are the only function-scoped ones (pytest_txscope.hypothesis).
+# Nothing is imported unless a test module imported hypothesis.
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if "hypothesis" in sys.modules:
+        from .hypothesis import prepare_items
+
+        prepare_items(items)
+
+
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    # A firstresult hook: returning None leaves the set-up to pytest.
+    if "hypothesis" in sys.modules:
+        from .hypothesis import note_fixture
+
+        note_fixture(fixturedef, request)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    if "hypothesis" in sys.modules:
+        from .hypothesis import settle_health_check
+
+        settle_health_check(item)
+    return result
+
+
 # --------------------------------------------------------------------------------------------- schema
 def _schema_key(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
     parts: list[bytes | str] = []
