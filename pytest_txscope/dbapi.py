@@ -111,12 +111,19 @@ class SandboxConnection:
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Any]:
-        """psycopg's ``with conn.transaction():``: a savepoint, released on a clean exit and rolled back on an
-        exception (or always, with ``force_rollback``). ``savepoint_name`` is ignored: the sandbox names
-        savepoints itself."""
-        if self._closed:
-            raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
-        with self._session.begin() as tx:
+        """psycopg's ``with conn.transaction():``: with no transaction open, the connection's transaction,
+        committed at the end of the block (a savepoint release in the sandbox); inside an open one, a savepoint
+        of its own. An exception (or ``force_rollback``) rolls the block back. ``savepoint_name`` is ignored:
+        the sandbox names savepoints itself."""
+        # As psycopg does: with no transaction open the block is the transaction (committed at its end);
+        # inside an open one it is a savepoint of its own.
+        opened = self._session._innermost is None
+        self._begin()
+        inner = self._session._innermost
+        assert inner is not None
+        if opened:
+            inner.implicit = False  # the block owns the transaction the call opened
+        with inner if opened else inner.begin_nested() as tx:
             yield tx
             if force_rollback and tx.is_active:
                 tx.rollback()
