@@ -106,7 +106,13 @@ class SandboxConnection:
         return cursor
 
     def begin(self) -> None:
-        """PyMySQL's explicit ``begin()``: opens the transaction that ``commit()`` ends (a savepoint)."""
+        """PyMySQL's explicit ``begin()``: opens the transaction that ``commit()`` ends (a savepoint).
+
+        As on MySQL, where BEGIN first commits a pending transaction, an open one is committed first.
+        """
+        tx = self._session._innermost
+        if tx is not None and tx.is_active:
+            tx.commit()
         self._begin()
 
     @contextlib.contextmanager

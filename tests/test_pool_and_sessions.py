@@ -143,3 +143,16 @@ def test_session_over_sqlite_keeps_savepoints_inside_the_transaction(tmp_path: A
     assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
     other.close()
     conn.close()
+
+
+def test_raw_sandbox_begin_commits_a_pending_transaction_as_mysql_does(engine: Engine, peer: Peer) -> None:
+    from pytest_txscope import Sandbox
+
+    with Sandbox(engine) as sandbox:
+        conn = sandbox.connection()
+        conn.cursor().execute("INSERT INTO items (id, name) VALUES (1, 'kept')")
+        conn.begin()  # MySQL's BEGIN commits the pending transaction first
+        conn.cursor().execute("INSERT INTO items (id, name) VALUES (2, 'undone')")
+        conn.rollback()
+        assert sandbox.session().fetchall("SELECT name FROM items") == [("kept",)]
+    assert peer.fetchall("SELECT count(*) FROM items") == [(0,)]
