@@ -162,13 +162,13 @@ def _start_nested(engine: Engine, outer: Sandbox | None) -> tuple[Sandbox, ORMSe
     if outer is not None and "pytest_txscope.sqlalchemy" in sys.modules:
         from . import sqlalchemy
 
-        orm = sqlalchemy._orm_sessions.get(outer)
+        orm = sqlalchemy.existing_session(outer)
         if orm is not None and orm.in_transaction():
             orm.commit()  # before the savepoint: its own savepoint is below it and must end first
     sandbox = Sandbox(engine, protect_statements=outer.protect_statements if outer else None).start()
     if orm is not None:
         # current_session() in the nested sandbox is the test's sa_session, not a second ORM session.
-        sqlalchemy._orm_sessions[sandbox] = orm
+        sqlalchemy.share_session(sandbox, orm)
     return sandbox, orm
 
 

@@ -169,6 +169,16 @@ def session_for(sandbox: Sandbox) -> ORMSession:
     return session
 
 
+def existing_session(sandbox: Sandbox) -> ORMSession | None:
+    """The ORM session of ``sandbox`` if one was made, without making one."""
+    return _orm_sessions.get(sandbox)
+
+
+def share_session(sandbox: Sandbox, session: ORMSession) -> None:
+    """Let ``sandbox`` (nested in the one that made ``session``) use that ORM session as its own."""
+    _orm_sessions[sandbox] = session
+
+
 def current_session() -> ORMSession:
     """The ORM session of the running sandboxed test (the ``sa_session`` fixture's session).
 
