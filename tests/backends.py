@@ -128,6 +128,17 @@ class Peer:
         self.conn.close()
 
 
+def sibling_url(backend: Backend, suffix: str) -> str:
+    """A database of its own on ``backend``'s server, named after the base test database plus ``suffix``.
+
+    Deriving the name from the base database keeps concurrent runs pointed at different base databases
+    (``txscope_test``, ``txscope_a_test``, ...) out of each other's way.
+    """
+    base, _, query = backend.url.partition("?")
+    server, _, database = base.rpartition("/")
+    return f"{server}/{database}_{suffix}" + (f"?{query}" if query else "")
+
+
 def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     unavailable(name)
     if name == "sqlite-file":

@@ -22,11 +22,11 @@ from hypothesis import settings
 from pytest_txscope import DatabaseURL
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import Backend
+from .backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
-DATABASE = "txscope_hyp_test"
+DATABASE = "hyp"
 SCHEMA = "CREATE TABLE things (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL UNIQUE, qty INTEGER);\n"
 
 MODELS = """
@@ -107,15 +107,14 @@ def test_zz_nothing_survived(db_engine):
 
 
 def project_url(backend: Backend) -> str | None:
-    """The generated projects' database: the embedded default for SQLite, ``txscope_hyp_test`` else.
+    """The generated projects' database: the embedded default for SQLite, ``<base>_hyp`` else.
 
     Under pytest-xdist, one per worker of this run (the generated runs are told they are no workers).
     """
     if backend.family == "sqlite":
         return None
-    base, _, _ = backend.url.partition("?")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return base.rsplit("/", 1)[0] + "/" + DATABASE + (f"_{worker}" if worker else "")
+    return sibling_url(backend, DATABASE + (f"_{worker}" if worker else "")).partition("?")[0]
 
 
 @pytest.fixture(autouse=True)

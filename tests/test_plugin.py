@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .backends import Backend
+from .backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -51,8 +51,7 @@ def plugin_url(backend: Backend) -> str | None:
     """The database the generated projects use: the embedded default for SQLite, a database of its own else."""
     if backend.family == "sqlite":
         return None
-    base, _, _ = backend.url.partition("?")
-    return base.rsplit("/", 1)[0] + "/txscope_plugin_test"
+    return sibling_url(backend, "plugin").partition("?")[0]
 
 
 @pytest.fixture

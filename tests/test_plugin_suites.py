@@ -4,7 +4,7 @@ Every generated test writes rows with the same fixed primary keys and unique val
 an earlier test (in any order, on any worker) makes the next one fail with a duplicate key, and its counts
 would be off. Each project runs in a subprocess, as users run it (pytest-xdist and pytest-randomly do not mix
 well with in-process runs, and reuse is about separate runs). The databases get names of their own
-(``txscope_suites_..._test_<random>``), so that concurrent runs of the test suite never meet.
+(``<base>_suites_<random>``), so that concurrent runs of the test suite never meet.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from pytest_txscope import DatabaseURL
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend
+from .backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -205,9 +205,12 @@ def generated_suite(size: int = SUITE_SIZE) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def database_name(stem: str) -> str:
+def database_name(backend: Backend, stem: str) -> str:
     """A database name of this test's own: runs of this module elsewhere (or concurrently) never meet it."""
-    return f"{stem}_{uuid.uuid4().hex[:8]}"
+    stem = f"{stem}_{uuid.uuid4().hex[:8]}"
+    if backend.family == "sqlite":
+        return f"test_{stem}"
+    return sibling_url(backend, stem).partition("?")[0].rsplit("/", 1)[1]
 
 
 def suites_url(backend: Backend, name: str, sqlite_dir: Path | None = None) -> str | None:
@@ -329,7 +332,7 @@ def dropped_afterwards(backend: Backend) -> Iterator[list[str]]:
 def test_generated_suite_passes_in_three_random_orders(
     pytester: pytest.Pytester, backend: Backend, dropped_afterwards: list[str]
 ) -> None:
-    name = database_name("txscope_suites_test")
+    name = database_name(backend, "suites")
     url = suites_url(backend, name)
     if url:
         dropped_afterwards.append(url)
@@ -356,7 +359,7 @@ def test_generated_suite_passes_in_three_random_orders(
 def test_generated_suite_passes_under_xdist_and_drops_the_worker_databases(
     pytester: pytest.Pytester, backend: Backend, dropped_afterwards: list[str]
 ) -> None:
-    name = database_name("txscope_suites_test")
+    name = database_name(backend, "suites")
     url = suites_url(backend, name)
     if url:
         dropped_afterwards.append(url)
@@ -386,7 +389,7 @@ def test_generated_suite_passes_under_xdist_and_drops_the_worker_databases(
 def test_reuse_db_keeps_the_worker_databases_and_the_next_run_reuses_them(
     pytester: pytest.Pytester, backend: Backend, dropped_afterwards: list[str]
 ) -> None:
-    name = database_name("txscope_suites_test")
+    name = database_name(backend, "suites")
     # SQLite: a file of our own, since the embedded default lives in a new temporary directory every run.
     url = suites_url(backend, name, sqlite_dir=pytester.path / "data")
     assert url is not None
@@ -430,7 +433,7 @@ def test_new_column(db_session):
 def test_changed_schema_is_rebuilt_although_reuse_is_on(
     pytester: pytest.Pytester, backend: Backend, dropped_afterwards: list[str]
 ) -> None:
-    name = database_name("txscope_suites_schema_test")
+    name = database_name(backend, "suites_schema")
     url = suites_url(backend, name, sqlite_dir=pytester.path / "data")
     assert url is not None
     dropped_afterwards.append(url)
@@ -460,7 +463,7 @@ def test_run_without_reuse_rebuilds_a_schema_whose_key_did_not_change(
 ) -> None:
     # docs/configuration.md, "The schema key": changes to a module the schema function imports do not change
     # the key; "after such a change, run once without reuse". That one run must build the schema again.
-    name = database_name("txscope_suites_import_test")
+    name = database_name(backend, "suites_import")
     url = suites_url(backend, name, sqlite_dir=pytester.path / "data")
     assert url is not None
     dropped_afterwards.append(url)

@@ -20,11 +20,11 @@ from pytest_txscope import BackendUnavailableError, DatabaseURL
 from pytest_txscope.provision import drop, drop_templates
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import ENV, Backend
+from .backends import ENV, Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
-DATABASE = "txscope_sa_test"
+DATABASE = "sa"
 
 MODELS = '''
 """The application under test: models, and an engine and sessions made at import time."""
@@ -113,11 +113,10 @@ JOURNAL_MODE_WARNING = "Query string argument\\(s\\) 'journal_mode' are not acce
 
 
 def project_url(backend: Backend) -> str | None:
-    """The database of the generated projects: the embedded default for SQLite, ``txscope_sa_test`` else."""
+    """The database of the generated projects: the embedded default for SQLite, ``<base>_sa`` else."""
     if backend.family == "sqlite":
         return None
-    base, _, _ = backend.url.partition("?")
-    return base.rsplit("/", 1)[0] + "/" + DATABASE
+    return sibling_url(backend, DATABASE).partition("?")[0]
 
 
 def sa_project(
