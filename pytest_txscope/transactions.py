@@ -40,6 +40,9 @@ class TransactionState(enum.Enum):
     """The server ended it behind the library's back (MySQL DDL, a raw COMMIT): see ``Transaction.failure``."""
 
 
+_ACTIVE = TransactionState.ACTIVE
+
+
 class Executor:
     """The statement helpers shared by `Transaction` and `Session`."""
 
@@ -166,9 +169,10 @@ class Transaction(Executor):
         ``sql`` uses portable placeholders: ``:name`` with a mapping, or ``?`` with a sequence; the same text
         runs on SQLite, PostgreSQL and MySQL/MariaDB. Without parameters the text goes to the driver unchanged.
         """
-        if self.state is not TransactionState.ACTIVE or self.session._innermost is not self:
-            self.session._check_executable(self)
-        return self.session._channel.execute(sql, params)
+        session = self.session
+        if self.state is not _ACTIVE or session._innermost is not self:
+            session._check_executable(self)
+        return session._channel.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set (portable placeholders, as `execute`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -39,7 +40,6 @@ class Dialect(ABC):
     """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
     aborts_on_error: bool = False
     """True when one failed statement aborts the whole transaction until a rollback (PostgreSQL)."""
-    """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
 
     def load_driver(self) -> ModuleType:
         """Import the driver, or raise `MissingDriverError` naming the extra to install."""
@@ -93,6 +93,18 @@ class Dialect(ABC):
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         """Whether an error aborted the open transaction, so that it can only be rolled back (PostgreSQL)."""
         return False
+
+    def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
+        """A callable that runs one statement on ``connection``, and the parameters to pass for "none".
+
+        The core calls it for every statement, so drivers whose connection has an ``execute`` shortcut hand
+        that out directly instead of a Python function around it.
+        """
+        return functools.partial(self.execute, connection), None
+
+    def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
+        """A callable telling whether the server holds an open transaction on ``connection`` (no round trip)."""
+        return functools.partial(self.in_transaction, connection)
 
     def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
         """Run one statement in the driver's own parameter style and return the cursor."""

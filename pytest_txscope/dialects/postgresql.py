@@ -68,6 +68,14 @@ class PostgreSQLDialect(Dialect):
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.info.transaction_status != _IDLE)
 
+    def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
+        # psycopg's Connection.execute takes None for "no parameters": the text is then not scanned for %s.
+        return connection.execute, None
+
+    def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
+        pgconn = connection.pgconn
+        return lambda: pgconn.transaction_status != _IDLE
+
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         return bool(connection.info.transaction_status == _INERROR)
 

@@ -8,6 +8,8 @@ SELECT all happen inside a transaction we opened and roll back with it.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -111,6 +113,15 @@ class SQLiteDialect(Dialect):
 
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.in_transaction)
+
+    def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
+        # sqlite3's execute() shortcut takes () for "no parameters" and runs the text unchanged.
+        return connection.execute, ()
+
+    def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
+        # A partial of a C getter: no Python frame per statement.
+        probe: Callable[[], bool] = functools.partial(operator.attrgetter("in_transaction"), connection)
+        return probe
 
     def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
         if params is None:
