@@ -1,8 +1,9 @@
 """SQLAlchemy inside the sandbox, through SQLAlchemy's public API only.
 
 An application's SQLAlchemy ``Engine`` is pinned with the documented ``do_connect`` event: while a sandbox is
-active, every DB-API connection the engine's pool asks for is the sandbox's `SandboxConnection`, and the pool is
-emptied when pinning starts and ends. Whatever the application builds on the engine (``engine.connect()``,
+active, every DB-API connection the engine's pool asks for is the sandbox's `SandboxConnection`; a ``checkout``
+event refuses pooled connections of another sandbox (or real ones) with ``DisconnectionError``, so that the pool
+replaces them. Whatever the application builds on the engine (``engine.connect()``,
 ``engine.begin()``, ``Session(engine)``, ``sessionmaker(bind=engine)``, a ``scoped_session`` made at import
 time) reaches the sandbox: SQLAlchemy's commits are savepoint releases, its rollbacks roll back to the savepoint,
 its ``begin_nested()`` savepoints nest inside, and nothing survives the sandbox. SQLite needs no pysqlite
@@ -35,6 +36,7 @@ _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "my
 # What each pinned engine's pool gets instead of a new connection; absent: connect normally.
 _providers: weakref.WeakKeyDictionary[Any, Callable[[], Any]] = weakref.WeakKeyDictionary()
 _listening: weakref.WeakSet[Any] = weakref.WeakSet()
+_served: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 # The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
 _orm_sessions: weakref.WeakKeyDictionary[Sandbox, ORMSession] = weakref.WeakKeyDictionary()
 _test_engines: dict[str, SAEngine] = {}
@@ -81,12 +83,36 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
 def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:
     engine = engine_ref()
     provider = _providers.get(engine) if engine is not None else None
-    return provider() if provider is not None else None
+    if provider is None:
+        return None
+    connection = provider()
+    _served[engine].add(connection)
+    return connection
+
+
+def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: Any) -> None:
+    # A pooled connection that belongs to another time (a real one while the engine is pinned, a sandbox's
+    # once that sandbox ended or the engine is unpinned) is refused with the error SQLAlchemy documents for
+    # this: its pool discards the connection and connects again, which reaches `_do_connect`. Checking here
+    # instead of disposing of the pool at every pin and unpin keeps a pinned test's cost to one connect.
+    from sqlalchemy.exc import DisconnectionError
+
+    from .dbapi import SandboxConnection
+
+    engine = engine_ref()
+    pinned = engine is not None and engine in _providers
+    if isinstance(dbapi_connection, SandboxConnection):
+        if pinned and dbapi_connection in _served[engine] and not dbapi_connection.session.closed:
+            return
+    elif not pinned:
+        return
+    raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox state")
 
 
 def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool = True) -> None:
     """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`.
 
+    Connections pooled before are not used meanwhile: the pool replaces them when they are checked out.
     ``initialize=False`` skips the real first connection (for a provider that only refuses).
     """
     from sqlalchemy import event
@@ -99,15 +125,16 @@ def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool
     if sa_engine not in _listening:
         ref = weakref.ref(sa_engine)
         event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
+        event.listen(sa_engine, "checkout", lambda *a: _check_out(*a, engine_ref=ref))
         _listening.add(sa_engine)
-    sa_engine.dispose()  # connections pooled before must not serve the sandbox
     _providers[sa_engine] = provider
+    _served[sa_engine] = weakref.WeakSet()  # what this pinning handed out: earlier sandboxes' are stale
 
 
 def detach(sa_engine: SAEngine) -> None:
-    """Undo `attach()`: the pool's sandbox connections are closed and new ones are real again."""
+    """Undo `attach()`: new connections are real again (pooled sandbox ones are replaced at checkout)."""
     _providers.pop(sa_engine, None)
-    sa_engine.dispose()
+    _served.pop(sa_engine, None)
 
 
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
@@ -121,12 +148,24 @@ def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
                 f"{backend} ({sandbox.engine.target}); point the application's engine at the test database "
                 "(for example from the same environment variable)"
             )
+        outer = (_providers.get(sa_engine), _served.get(sa_engine))
         attach(sa_engine, sandbox.connection)
-        sandbox.add_cleanup(_detacher(sa_engine))
+        sandbox.add_cleanup(_detacher(sa_engine, *outer))
 
 
-def _detacher(sa_engine: SAEngine) -> Callable[[], None]:
-    return lambda: detach(sa_engine)
+def _detacher(
+    sa_engine: SAEngine, provider: Callable[[], Any] | None, served: weakref.WeakSet[Any] | None
+) -> Callable[[], None]:
+    """Unpin ``sa_engine``, or give it back to the sandbox that pinned it before (a nested sandbox ends)."""
+
+    def restore() -> None:
+        if provider is None or served is None:
+            detach(sa_engine)
+        else:
+            _providers[sa_engine] = provider
+            _served[sa_engine] = served
+
+    return restore
 
 
 def _test_engine(url: DatabaseURL) -> SAEngine:
@@ -144,8 +183,8 @@ def _test_engine(url: DatabaseURL) -> SAEngine:
                 raise NoSandboxError
             return sandbox.connection()
 
-        # NullPool: every checkout is a fresh sandbox connection, closed (rolled back) at check-in, so
-        # nothing is ever pooled across tests.
+        # NullPool: every checkout is a fresh connection of the current sandbox, closed (rolled back) at
+        # check-in, so nothing is ever pooled across tests or nested sandboxes.
         engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
         attach(engine, provide)
         _test_engines[key] = engine
@@ -196,6 +235,7 @@ def dispose_test_engines() -> None:
     """Close the SQLAlchemy engines made for tests' ORM sessions (end of the run)."""
     for engine in _test_engines.values():
         detach(engine)
+        engine.dispose()
     _test_engines.clear()
 
 

@@ -651,3 +651,42 @@ def test_orm_everywhere(sa_session):
         "error::sqlalchemy.exc.SAWarning",
         passed=1,
     )
+
+
+@pytest.mark.backends("sqlite-file", "postgresql", "mysql")
+def test_pool_replaces_connections_of_another_sandbox_state(backend: Backend) -> None:
+    """A pooled connection never crosses a pin boundary: a real one pooled before, an ended sandbox's, or an
+    outer sandbox's once a nested one pins the engine."""
+    import sqlalchemy as sa
+
+    from pytest_txscope import Sandbox, SandboxConnection
+    from pytest_txscope.sqlalchemy import pin_to_sandbox, sqlalchemy_url
+
+    engine = backend.engine()
+    app = sa.create_engine(sqlalchemy_url(engine.url), pool_size=1)
+
+    def checked_out() -> object:
+        with app.connect() as conn:
+            return conn.connection.dbapi_connection
+
+    try:
+        real = checked_out()
+        assert not isinstance(real, SandboxConnection)
+        with Sandbox(engine) as outer:
+            pin_to_sandbox(outer, (app,))
+            first = checked_out()
+            assert isinstance(first, SandboxConnection)
+            assert checked_out() is first  # pooled within the sandbox, as a real one would be
+            with Sandbox(engine) as inner:
+                pin_to_sandbox(inner, (app,))
+                nested = checked_out()
+                assert isinstance(nested, SandboxConnection)
+                assert nested is not first
+            again = checked_out()
+            assert isinstance(again, SandboxConnection)
+            assert again is not nested
+        after = checked_out()
+        assert not isinstance(after, SandboxConnection)
+    finally:
+        app.dispose()
+        engine.dispose()
