@@ -1,0 +1,5 @@
+"""Benchmarks of pytest-txscope against the other ways to isolate database tests (run on demand).
+
+``python -m benchmarks.run --help`` runs them; see docs/benchmarks.md. Nothing here is collected by the
+project's own test run (``testpaths = ["tests"]``).
+"""
