@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .context import current_session, find_session
-from .errors import MissingEngineError
+from .errors import MissingEngineError, TransactionStateError
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -59,8 +59,16 @@ class TransactionBlock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         tx, self._tx = self._tx, None
-        assert tx is not None, "block exited without being entered"
-        tx.session._exit_block(tx, exc)
+        if tx is None:
+            raise TransactionStateError(
+                f"a {self._name}() block was exited without being entered, or twice; use it as "
+                f"'with {self._name}(...) as tx:'"
+            )
+        try:
+            tx.session._exit_block(tx, exc)
+        finally:
+            if tx._token is not None:  # exited in another thread or task: still open, for its own to end
+                self._tx = tx
 
 
 def transaction(engine: Engine | None = None) -> TransactionBlock:

@@ -10,16 +10,13 @@ allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they
 from __future__ import annotations
 
 import contextlib
-import inspect
-import os
-import threading
-import time
+import re
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dialects import DBAPIConnection, DBAPICursor, Dialect
-from .errors import ConnectionBusyError, ImplicitCommitError
+from .errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
+from .lease import Lease, watch_statements
 from .transactions import TransactionState
 
 if TYPE_CHECKING:
@@ -28,76 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Channel", "Lease"]
 
 _T = TypeVar("_T")
-
-
-class Lease:
-    """Which thread may use a shared connection now: one at a time, re-entrant, with a timeout.
-
-    A guest session holds it for the whole of its top-level transaction; a statement sent outside one holds it
-    for that statement. Waiting longer than ``timeout`` raises `ConnectionBusyError` naming the holder.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._cond = threading.Condition()
-        self.owner: threading.Thread | None = None
-        self._frame: FrameType | None = None  # formatted only when someone times out waiting
-        self._depth = 0
-
-    def acquire(self, timeout: float | None = None) -> None:
-        """Take the lease (again, if this thread holds it), waiting up to ``timeout`` seconds."""
-        me = threading.current_thread()
-        with self._cond:
-            if self.owner is me:
-                self._depth += 1
-                return
-            limit = self.timeout if timeout is None else timeout
-            deadline = time.monotonic() + limit
-            while self.owner is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    where = _where(self._frame)
-                    raise ConnectionBusyError(
-                        f"thread {me.name!r} waited {limit:g}s for the sandbox's connection, which thread "
-                        f"{self.owner.name!r} holds since {where}; a thread holds it for the whole of its "
-                        "transaction (or ORM session transaction): commit or roll back sooner there, or raise "
-                        "txscope_thread_timeout"
-                    )
-                self._cond.wait(remaining)
-            self.owner = me
-            self._depth = 1
-            self._frame = inspect.currentframe()
-
-    def release(self) -> None:
-        """Give the lease back (once per acquire)."""
-        with self._cond:
-            self._depth -= 1
-            if self._depth <= 0:
-                self.owner = None
-                self._frame = None
-                self._depth = 0
-                self._cond.notify()
-
-    def reset(self) -> None:
-        """Forget the holder (the sandbox is ending and rolls its work back)."""
-        with self._cond:
-            self.owner = None
-            self._frame = None
-            self._depth = 0
-            self._cond.notify_all()
-
-
-_LIBRARIES = ("pytest_txscope", "sqlalchemy", "factory", "pytest_factoryboy")
-
-
-def _where(frame: FrameType | None) -> str:
-    """The innermost caller outside the libraries between user code and the connection, as ``file:line``."""
-    while frame is not None:
-        path = frame.f_code.co_filename
-        if not any(f"{os.sep}{name}{os.sep}" in path for name in _LIBRARIES):
-            return f"{path}:{frame.f_lineno} in {frame.f_code.co_name}"
-        frame = frame.f_back
-    return "an unknown place"
+_OUR_SAVEPOINT = re.compile(r"txscope_[a-z]+[0-9]+")
 
 
 class Channel:
@@ -123,6 +51,17 @@ class Channel:
         self.in_tx = dialect.in_transaction
         self.lease: Lease | None = None
         """Set while the connection is shared between threads (a shared sandbox)."""
+        self.reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = None
+        """Set by an engine: discards a dead connection and returns a new one (see `flush`)."""
+        self.target: str | None = None
+        """What the connection reaches, for messages (an engine's masked URL)."""
+        self.escaped = False
+        """True once something committed behind the library's back (work may have escaped a rollback)."""
+        self.reported: BaseException | None = None
+        """The error raised to the code when the server's transaction ended or the connection was lost."""
+        self._watch = dialect.schema_watch()
+        self.schema_touched = False
+        """True once a statement that may change the schema ran in the open root transaction."""
 
     @property
     def connection(self) -> DBAPIConnection:
@@ -143,6 +82,8 @@ class Channel:
             params = self._no_params
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
+        if self._watch is not None and self._watch(sql):
+            self.schema_touched = True
         if self.lease is not None:
             return self.checked(sql, lambda: self._send(sql, params))
         if self.pending:
@@ -172,6 +113,8 @@ class Channel:
         lease = self.lease
         if lease is not None:
             lease.acquire()
+        if self._watch is not None and self._watch(sql):
+            self.schema_touched = True
         try:
             if self.pending:
                 self.flush()
@@ -189,27 +132,125 @@ class Channel:
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""
         if self.server_open and not self.in_tx(self.connection):
-            self.break_all(f"the server ended the transaction while running {short_sql(sql)!r}")
-            raise ImplicitCommitError(sql, self.dialect.display)
+            error = ImplicitCommitError(sql, self.dialect.display)
+            reason = f"the server ended the transaction while running {short_sql(sql)!r}"
+            self.break_all(reason, escaped=not error.rolled_back)
+            self.reported = error
+            raise error
 
     def after_failure(self, sql: str, exc: BaseException) -> None:
-        """Mark everything broken if the failure ended the transaction (connection lost, MySQL deadlock)."""
+        """Mark everything broken if the failure ended the transaction (MySQL deadlock); a lost connection
+        raises `ConnectionLostError` (from the driver's error) instead."""
+        if self.dialect.is_disconnect(exc, self.connection):
+            raise self.lost(sql, exc) from exc
         if self.server_open and (not self.in_tx(self.connection) or self.dialect.error_ends_transaction(exc)):
             self.break_all(f"the server ended the transaction when {short_sql(sql)!r} failed: {exc}")
 
     def flush(self) -> None:
-        """Send the queued control statements."""
+        """Send the queued control statements.
+
+        When they start a unit of work (``BEGIN`` first) and find the connection dead (the server dropped it
+        while it sat in the pool), nothing of the work has reached the server yet: an engine's connection is
+        replaced by a new one and the statements are sent again, once. Costs nothing until a send fails.
+        """
         statements, self.pending = self.pending, []
         try:
-            self.dialect.run_control(self.connection, statements)
+            self.control(statements)
         except Exception as exc:
-            self.break_all(f"sending {'; '.join(statements)!r} failed: {type(exc).__name__}: {exc}")
-            raise
+            if not (
+                statements[0] is self.begin_sql
+                and self.reconnect is not None
+                and self.dialect.is_disconnect(exc, self.connection)
+            ):
+                self.control_failed(statements, exc)
+                raise
+            try:
+                self.connection = self.reconnect(self.connection)
+            except Exception:  # the server is unreachable now: the engine's error says so
+                self.break_all(f"reconnecting failed after: {type(exc).__name__}: {exc}", escaped=False)
+                raise
+            try:
+                self.control(statements)
+            except Exception as again:
+                self.control_failed(statements, again)
+                raise
         if statements[0] is self.begin_sql:
             self.server_open = True
 
-    def break_all(self, reason: str) -> None:
-        """The server no longer holds our transaction: mark every open one BROKEN with ``reason``."""
+    def control_failed(self, statements: list[str], exc: BaseException) -> None:
+        """Sending control statements failed: mark what is open BROKEN, and raise a clearer error than the
+        driver's when the cause is known (a lost connection, a transaction or savepoint ended by raw SQL)."""
+        text = "; ".join(statements)
+        if self.dialect.is_disconnect(exc, self.connection):
+            raise self.lost(text, exc) from exc
+        problem = f"sending {text!r} failed: {type(exc).__name__}: {exc}"
+        error: TransactionStateError | None = None
+        if self.server_open and not self.in_tx(self.connection):
+            error = TransactionStateError(
+                f"the transaction on this connection had already ended when the library sent {text!r}: code "
+                "committed or rolled back on the driver's connection (session.connection) behind the library's "
+                "back, and what it committed is in the database; end transactions with tx.commit() / "
+                "tx.rollback(), or commit() / rollback() of a DB-API connection from sandbox.connection()"
+            )
+            self.break_all(problem)
+        else:
+            message = str(exc)
+            ours = _OUR_SAVEPOINT.search(message) if "savepoint" in message.lower() else None
+            if ours is None:
+                self.break_all(problem)
+                return
+            error = TransactionStateError(
+                f"savepoint {ours.group()}, set by the library, no longer existed when it sent {text!r}: code "
+                "released it or rolled back past it with SQL text (RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT) "
+                "behind the library's back; every transaction on the connection is rolled back. End "
+                "transactions with tx.commit() / tx.rollback(), or commit() / rollback() of a DB-API "
+                "connection from sandbox.connection(), never with SQL text"
+            )
+            self.break_all(problem, escaped=False)
+        self.reported = error
+        raise error from exc
+
+    def lost(self, sql: str, exc: BaseException, *, committing: bool = False) -> ConnectionLostError:
+        """The connection is gone: mark what was open BROKEN (nothing escaped, the server rolls back what a lost
+        connection left uncommitted) and return the error to raise."""
+        reason = f"the connection was lost while running {short_sql(sql)!r}: {type(exc).__name__}: {exc}"
+        self.break_all(reason, escaped=False)
+        error = ConnectionLostError(
+            self.target or f"the {self.dialect.display} server", sql, exc, committing=committing
+        )
+        self.reported = error
+        return error
+
+    def control(self, statements: list[str]) -> None:
+        """Send transaction-control statements now; a driver may keep its caches if no schema changed."""
+        if self.schema_touched:
+            self.dialect.run_control(self.connection, statements)
+        else:
+            self.dialect.run_control_keeping_cache(self.connection, statements)
+
+    def end_root(self, statement: str) -> None:
+        """Send what is queued and ``statement`` (COMMIT or ROLLBACK), which ends the server transaction."""
+        statements, self.pending = self.pending, []
+        statements.append(statement)
+        self.server_open = False
+        try:
+            self.control(statements)
+        except Exception as exc:
+            self.reset_after_failure()
+            if self.dialect.is_disconnect(exc, self.connection):
+                if statement == "ROLLBACK":
+                    return  # the server discarded the transaction with the connection: it is rolled back
+                raise self.lost("; ".join(statements), exc, committing=True) from exc
+            raise
+        finally:
+            self.schema_touched = False
+
+    def break_all(self, reason: str, *, escaped: bool = True) -> None:
+        """The server no longer holds our transaction: mark every open one BROKEN with ``reason``.
+
+        ``escaped=False`` when nothing can have been committed (a lost connection, a ROLLBACK).
+        """
+        self.escaped = self.escaped or escaped
         tx = self.top
         while tx is not None:
             if tx.state is TransactionState.ACTIVE:
@@ -240,6 +281,10 @@ class Channel:
         # The connection is failing; the caller re-raises the original error.
         with contextlib.suppress(Exception):
             self.dialect.reset(self.connection)
+
+
+# A thread inside these is sending a statement: the end of a sandbox that displaces it interrupts that first.
+watch_statements(Channel.checked.__code__, Channel.control.__code__)
 
 
 def short_sql(sql: str) -> str:

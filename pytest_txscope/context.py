@@ -25,6 +25,7 @@ __all__ = [
     "find_session",
     "push_scope",
     "reset_scope",
+    "restore_scope",
 ]
 
 
@@ -58,6 +59,12 @@ def push_scope(
 def reset_scope(token: Token[Scope | None]) -> None:
     """Undo `push_scope`."""
     _current.reset(token)
+
+
+def restore_scope(scope: Scope | None) -> None:
+    """Make ``scope`` current again, dropping every scope pushed above it: blocks that were entered and never
+    left (the plugin, when a test ends)."""
+    _current.set(scope)
 
 
 def current_session() -> Session | None:

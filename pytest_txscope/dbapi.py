@@ -9,47 +9,94 @@ style, as they would on the real connection. What would end the sandbox's transa
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 from .errors import SandboxRefusedError, TransactionStateError
+from .lease import Place, caller_place
 from .session import Session
 
 __all__ = ["SandboxConnection", "SandboxCursor"]
+
+# Statements that only read, or only control transactions: the rest may change data.
+_READS = (
+    "SELECT",
+    "SHOW",
+    "EXPLAIN",
+    "DESCRIBE",
+    "PRAGMA",
+    "VALUES",
+    "SET",
+    "SAVEPOINT",
+    "RELEASE",
+    "ROLLBACK",
+)
+
+
+def _may_write(sql: str) -> bool:
+    return not sql.lstrip()[:9].upper().startswith(_READS)
 
 
 class SandboxCursor:
     """A cursor whose statements run inside the sandbox (the driver's cursor does the rest)."""
 
-    def __init__(self, connection: SandboxConnection, cursor: Any) -> None:
+    def __init__(self, connection: SandboxConnection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._connection = connection
-        self._cursor = cursor
+        self._args = (args, kwargs)
+        # The driver's cursor is made when first needed: the first statement of a sandbox may find its connection
+        # dead and replace it (see Channel.flush), and sqlite3 refuses even a cursor on a closed connection.
+        self._raw: Any = None
+        self._cursor: Any = None
+
+    def _current(self, raw: Any) -> Any:
+        """The driver's cursor on ``raw``, made now if there is none on it yet."""
+        if raw is not self._raw:
+            self._raw = raw
+            self._cursor = raw.cursor(*self._args[0], **self._args[1])
+        return self._cursor
 
     def execute(self, sql: str, params: Any = None) -> SandboxCursor:
         """Run a statement (driver's parameter style) inside the connection's current savepoint."""
-        cursor = self._cursor
-        send = (lambda: cursor.execute(sql)) if params is None else (lambda: cursor.execute(sql, params))
-        self._connection._begin().checked(sql, send)
+        channel = self._connection._begin()
+        if not self._connection.wrote and _may_write(sql):
+            self._connection.wrote = True
+        if params is None:
+            channel.checked(sql, lambda: self._current(channel.connection).execute(sql))
+        else:
+            channel.checked(sql, lambda: self._current(channel.connection).execute(sql, params))
         return self
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
         """Run a statement once per parameter set inside the connection's current savepoint."""
-        self._connection._begin().checked(sql, lambda: self._cursor.executemany(sql, seq_of_params))
+        channel = self._connection._begin()
+        if not self._connection.wrote and _may_write(sql):
+            self._connection.wrote = True
+        channel.checked(sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params))
         return self
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._cursor)
+        return iter(self._current(self._connection.session.connection))
 
     def __enter__(self) -> SandboxCursor:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._cursor.close()
+        self.close()
+
+    def close(self) -> None:
+        """Close the driver's cursor; quietly when its connection is gone (nothing is left to free)."""
+        if self._cursor is not None:
+            try:
+                self._cursor.close()
+            except Exception:
+                if self._connection.session.dialect.is_alive(self._raw):
+                    raise
 
     def __getattr__(self, name: str) -> Any:
         # fetchone, fetchall, rowcount, description, lastrowid ...: the driver's own cursor answers.
-        return getattr(self._cursor, name)
+        return getattr(self._current(self._connection.session.connection), name)
 
 
 class SandboxConnection:
@@ -66,6 +113,10 @@ class SandboxConnection:
         self._session = session
         self._closed = False
         self._check_thread = check_thread
+        self.began_at: Place | None = None
+        """Where the code that began the current transaction is (for the end-of-test check of open ones)."""
+        self.wrote = False
+        """Whether a statement of the current transaction may have changed data (the same check)."""
 
     @property
     def session(self) -> Session:
@@ -81,6 +132,8 @@ class SandboxConnection:
         inner = session._innermost
         if inner is None:
             session._autobegin()
+            self.began_at = caller_place(inspect.currentframe())
+            self.wrote = False
         elif not inner.is_active:
             inner._require_active("run a statement")
         return session._channel
@@ -88,7 +141,7 @@ class SandboxConnection:
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         """A cursor on the sandbox connection."""
         self._begin()
-        return SandboxCursor(self, self._session.connection.cursor(*args, **kwargs))
+        return SandboxCursor(self, args, kwargs)
 
     def execute(self, sql: str, params: Any = None) -> SandboxCursor:
         """Shortcut of sqlite3 and psycopg: a new cursor, executed."""

@@ -72,8 +72,14 @@ class Engine:
             )
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
             raise ConfigurationError(f"pool_size={pool_size!r} is not valid; use a whole number >= 0")
-        if max_connections is not None and (not isinstance(max_connections, int) or max_connections < 1):
+        if max_connections is not None and (
+            isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1
+        ):
             raise ConfigurationError(f"max_connections={max_connections!r} is not valid; use None or >= 1")
+        if not _is_seconds(acquire_timeout):
+            raise ConfigurationError(
+                f"acquire_timeout={acquire_timeout!r} is not valid; use a number of seconds >= 0 (and finite)"
+            )
         self._connect = connect
         self.nested = nested
         self.pool_size = pool_size
@@ -86,6 +92,10 @@ class Engine:
         self._idle: list[DBAPIConnection] = []
         self._open = 0
         self._lock = threading.Condition()
+        self._target = self.target
+        self._reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = self._replace
+        """How a session's channel swaps a dead connection for a new one; None where a new connection would
+        be a different database (SQLite ``:memory:``)."""
 
     # --------------------------------------------------------------------------------- construction
     @classmethod
@@ -98,7 +108,11 @@ class Engine:
         (``?sslmode=require``); SQLite takes ``foreign_keys=on|off`` (on by default), ``journal_mode=wal`` and
         ``timeout=SECONDS``.
         """
-        parsed = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
+        try:
+            parsed = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
+        except TxScopeError:
+            url = "<not shown: it may hold a password>"  # pytest prints this frame's arguments
+            raise
         dialect = dialect_for_backend(parsed.backend)
         options = {
             k: connect_kwargs.pop(k)
@@ -107,7 +121,10 @@ class Engine:
         }
         limit = connect_kwargs.pop("max_connections", dialect.pool_limit(parsed))
         connect = dialect.connect_from_url(parsed, connect_kwargs)
-        return cls(connect, url=parsed, dialect=dialect, max_connections=limit, **options)
+        engine = cls(connect, url=parsed, dialect=dialect, max_connections=limit, **options)
+        if parsed.backend == "sqlite" and parsed.database == ":memory:":
+            engine._reconnect = None
+        return engine
 
     @classmethod
     def from_dbapi(cls, module: ModuleType, *args: Any, **kwargs: Any) -> Engine:
@@ -128,12 +145,17 @@ class Engine:
             for k in ("nested", "pool_size", "max_connections", "acquire_timeout")
             if k in kwargs
         }
+        memory = False
         if backend == "sqlite":
             # Pooled connections move between threads (one at a time); sqlite3 refuses that unless told.
             kwargs.setdefault("check_same_thread", False)
-            if (args and args[0] == ":memory:") or kwargs.get("database") == ":memory:":
+            memory = bool(args and args[0] == ":memory:") or kwargs.get("database") == ":memory:"
+            if memory:
                 options.setdefault("max_connections", 1)
-        return cls(lambda: module.connect(*args, **kwargs), dialect=dialect_for_backend(backend), **options)
+        engine = cls(lambda: module.connect(*args, **kwargs), dialect=dialect_for_backend(backend), **options)
+        if memory:
+            engine._reconnect = None
+        return engine
 
     # --------------------------------------------------------------------------------------- facts
     @property
@@ -163,7 +185,11 @@ class Engine:
                 if self._idle:
                     connection = self._idle.pop()
                     assert self._dialect is not None
-                    return connection, self._dialect
+                    if self._dialect.is_alive(connection):  # a local flag, no round trip
+                        return connection, self._dialect
+                    self._open -= 1  # closed while idle: discard it and look again
+                    _close_quietly(connection)
+                    continue
                 if self.max_connections is None or self._open < self.max_connections:
                     self._open += 1
                     break
@@ -199,8 +225,15 @@ class Engine:
         except TxScopeError:
             raise
         except Exception as exc:
+            # Chained, the driver's error would bring its frames into tracebacks, and pytest prints their
+            # arguments: the password among them. Its class and message are in ours, and it is ``cause``.
             if type(exc).__name__ in ("OperationalError", "InterfaceError", "ConnectionError", "OSError"):
-                raise BackendUnavailableError(self.target, exc) from exc
+                raise BackendUnavailableError(self.target, exc) from None
+            if self.url is not None:  # our own connect function: the driver refused what the URL asks
+                raise ConfigurationError(
+                    f"the driver refused the connection options of {self.target}: {type(exc).__name__}: {exc}; "
+                    "check the options in the URL's query string and the keyword arguments of Engine.from_url()"
+                ) from None
             raise
         dialect = self._dialect
         if dialect is None:
@@ -212,11 +245,12 @@ class Engine:
     def _release(self, connection: DBAPIConnection) -> None:
         """Take a connection back: rolled back first, so nothing uncommitted reaches the next user."""
         assert self._dialect is not None
-        keep = True
-        try:
-            self._dialect.reset(connection)
-        except Exception:
-            keep = False
+        keep = self._dialect.is_alive(connection)  # a dead connection never goes back to the pool
+        if keep:
+            try:
+                self._dialect.reset(connection)
+            except Exception:
+                keep = False
         with self._lock:
             if keep and len(self._idle) < self.pool_size:
                 self._idle.append(connection)
@@ -225,6 +259,12 @@ class Engine:
             self._open -= 1
             self._lock.notify()
         _close_quietly(connection)
+
+    def _replace(self, dead: DBAPIConnection) -> DBAPIConnection:
+        """A new connection in place of ``dead``, which is closed; it keeps its place in the count of open
+        connections. If the new one cannot be opened, ``dead`` stays with its session, which gives it back."""
+        _close_quietly(dead)
+        return self._open_connection()
 
     def dispose(self) -> None:
         """Close every idle connection. Connections in use stay open and return to the pool when their
@@ -346,6 +386,15 @@ class Engine:
                 tx.commit()
         finally:
             session.close()
+
+
+def _is_seconds(value: object) -> bool:
+    """A wait a lock can make: a finite number of seconds, >= 0 (a bool is not one; inf would overflow)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 <= value <= threading.TIMEOUT_MAX
+    )
 
 
 def _close_quietly(connection: DBAPIConnection) -> None:

@@ -11,6 +11,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectionBusyError",
+    "ConnectionLostError",
     "DatabaseAccessError",
     "ImplicitCommitError",
     "ImportPathError",
@@ -21,8 +22,10 @@ __all__ = [
     "RestoreError",
     "SandboxEscapeError",
     "SandboxRefusedError",
+    "SandboxStillHeldError",
     "SandboxThreadError",
     "ScriptError",
+    "TransactionLeftOpenWarning",
     "TransactionStateError",
     "TxScopeError",
     "UnknownSchemeError",
@@ -83,7 +86,7 @@ class BackendUnavailableError(TxScopeError, ConnectionError):
         self.target = target
         self.cause = cause
         super().__init__(
-            f"cannot connect to {target}: {type(cause).__name__}: {cause}; "
+            f"cannot connect to {target}: {type(cause).__name__}: {' '.join(str(cause).split())}; "
             "check that the server is running and the URL (host, port, user, database) is right"
         )
 
@@ -105,9 +108,34 @@ class ImplicitCommitError(TransactionStateError):
         short = " ".join(statement.split())
         if len(short) > 120:
             short = short[:117] + "..."
+        last = statement.strip().rstrip(";").rsplit(";", 1)[-1].split()
+        verb = last[0].upper() if last else ""
+        self.rolled_back = verb in ("ROLLBACK", "ABORT")
+        """True when the statement was a ``ROLLBACK`` sent as SQL: the work was undone, nothing committed."""
+        gone = (
+            "the transaction and its savepoints are gone, and the session refuses further statements in them"
+        )
+        if self.rolled_back or verb in ("COMMIT", "END"):
+            ended = "rolled back" if self.rolled_back else "committed"
+            call = "rollback" if self.rolled_back else "commit"
+            super().__init__(
+                f"{backend} {ended} the transaction when {short!r} was sent as a statement: {gone}; end "
+                f"transactions through the library instead (tx.{call}(), the end of a 'with' block, or {call}() "
+                "of a DB-API connection from sandbox.connection()), never as SQL text"
+            )
+            return
+        if verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "REPLACE"):
+            # These cannot end a transaction: it had ended before them, and they ran (and committed) alone.
+            super().__init__(
+                f"{backend} held no transaction any more after {short!r}, which cannot end one: code had ended it "
+                "behind the library's back, on the driver's connection (a COMMIT on session.connection, or "
+                f"sqlite3's isolation_level = None, which commits); {gone}, and what ran is committed; end "
+                "transactions through the library (tx.commit(), or commit() of a DB-API connection from "
+                "sandbox.connection()) and leave the driver connection's settings alone"
+            )
+            return
         super().__init__(
-            f"{backend} committed the transaction implicitly while running {short!r}: the transaction and its "
-            "savepoints are gone, and the session refuses further statements in them; run DDL outside "
+            f"{backend} committed the transaction implicitly while running {short!r}: {gone}; run DDL outside "
             "transactions (engine.executescript(...)) or use CREATE TEMPORARY TABLE, which does not commit"
         )
 
@@ -115,8 +143,10 @@ class ImplicitCommitError(TransactionStateError):
 class SandboxEscapeError(TxScopeError, RuntimeError):
     """The sandbox's outer transaction was ended before the sandbox could roll it back: work escaped."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, reported: BaseException | None = None) -> None:
         self.reason = reason
+        self.reported = reported
+        """The error already raised to the code when the transaction ended (None if nothing was raised)."""
         super().__init__(
             f"the test's outer transaction was ended before the sandbox rolled it back ({reason}); what was "
             "committed then is in the database now. Send the code's commits through the sandbox (its engines, "
@@ -213,7 +243,7 @@ class ScriptError(TxScopeError, RuntimeError):
             short = short[:117] + "..."
         super().__init__(
             f"{source}, line {line}: statement {number} of {total} failed: {short!r}: "
-            f"{type(cause).__name__}: {str(cause).strip()}; {kept}"
+            f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}; {kept}"
         )
 
 
@@ -258,3 +288,90 @@ class ConnectionBusyError(TxScopeError, RuntimeError):
     Not a ``TimeoutError`` on purpose: that is ``socket.timeout``, which servers take for a dropped client and
     answer with silence instead of an error page.
     """
+
+
+class ConnectionLostError(TxScopeError, ConnectionError):
+    """The connection broke (the server dropped it, or code closed it) while the library was using it.
+
+    The server rolls back whatever was uncommitted on a connection it loses, so the open transaction's work is
+    gone (if the loss hit a ``COMMIT``, whether that took effect is unknown). The connection is discarded and
+    the engine opens a new one for the next session: under the plugin the next test runs normally.
+
+    It is a ``ConnectionError``, like `BackendUnavailableError`, and not the driver's ``OperationalError``: code
+    that catches the driver's error to reconnect and retry would retry inside the same transaction, on the same
+    dead connection, so it is not offered the chance. The driver's error is the ``__cause__`` and ``cause``.
+    """
+
+    def __init__(
+        self, target: str, statement: str, cause: BaseException, *, committing: bool = False
+    ) -> None:
+        self.target = target
+        self.statement = statement
+        self.cause = cause
+        short = " ".join(statement.split())
+        if len(short) > 120:
+            short = short[:117] + "..."
+        detail = " ".join(str(cause).split()) or repr(cause.args)
+        outcome = (
+            "whether the COMMIT took effect is unknown"
+            if committing
+            else "what was not committed on it is rolled back, so the open transaction's work is gone"
+        )
+        where = f" while running {short!r}" if short else ""
+        super().__init__(
+            f"the connection to {target} was lost{where} ({type(cause).__name__}: {detail}); "
+            f"{outcome}. The connection is discarded and the next session (the next test) opens a new one. "
+            "Find out what ended it: the server restarting or dropping idle or long-running connections "
+            "(pg_terminate_backend, KILL, a timeout), or code that closed the connection (session.connection)"
+        )
+
+
+class SandboxStillHeldError(ConnectionBusyError):
+    """The test ended while another thread still held its shared sandbox's connection.
+
+    The sandbox waited ``txscope_thread_timeout`` for the thread, then took the connection over and rolled
+    everything back, that thread's work included; the thread's next use of the database fails.
+    """
+
+    def __init__(
+        self, thread: str, since: str, now: str | None, *, waited: float, alive: bool, interrupted: bool
+    ) -> None:
+        self.thread = thread
+        self.since = since
+        self.now = now
+        if not alive:
+            super().__init__(
+                f"thread {thread!r} began a transaction in the test's shared sandbox at {since} and ended "
+                "without ending it, so it held the sandbox's connection until the test ended (other threads "
+                "waited for it in vain); everything was rolled back; end every transaction in the thread that "
+                "began it (a 'with' block ends it on every path)"
+            )
+            return
+        position = f", and is now at {now}" if now else ""
+        stopped = "; the statement it was running was interrupted" if interrupted else ""
+        super().__init__(
+            f"the test ended while thread {thread!r} still held the sandbox's connection: it took it at "
+            f"{since}{position}. The sandbox waited {waited:g}s for it (txscope_thread_timeout), then rolled "
+            f"everything back, that thread's work included{stopped}; the thread's next use of the database "
+            "fails. Let threads finish before the test ends: join them, shut executors down and stop servers "
+            "in the test or in a fixture it requests"
+        )
+
+
+class TransactionLeftOpenWarning(UserWarning):
+    """A test ended with a transaction still open: one its code began and never ended.
+
+    It was rolled back (with the sandbox, if it was in one), so nothing is left behind and later tests do not
+    join it; but outside a test its work would never be committed. A warning, not an error: turn it into one with
+    ``filterwarnings = error::pytest_txscope.TransactionLeftOpenWarning``.
+    """
+
+    def __init__(self, transactions: list[str]) -> None:
+        self.transactions = transactions
+        listing = "; ".join(transactions)
+        super().__init__(
+            f"the test ended with {len(transactions)} transaction(s) still open, which were rolled back (with "
+            f"the sandbox, if they were in one): {listing}. Outside a test their work would never be committed (nor "
+            "their connections given back): end each transaction (commit() or rollback(), or a 'with' block) "
+            "and close sessions (session.close(), or 'with Session(engine) as session:')"
+        )

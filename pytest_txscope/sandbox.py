@@ -18,8 +18,14 @@ from types import TracebackType
 
 from .channel import Channel, Lease
 from .dbapi import SandboxConnection
-from .engine import Engine
-from .errors import ConnectionBusyError, SandboxEscapeError, SandboxThreadError, TransactionStateError
+from .engine import Engine, _is_seconds
+from .errors import (
+    ConfigurationError,
+    ConnectionBusyError,
+    SandboxEscapeError,
+    SandboxThreadError,
+    TransactionStateError,
+)
 from .session import Session
 from .transactions import Transaction, TransactionState
 
@@ -52,6 +58,7 @@ class Sandbox:
     ) -> None:
         self.engine = engine
         self.engines: tuple[Engine, ...] = (engine, *(e for e in engines if e is not engine))
+        self._given = self.engines
         self.protect_statements = protect_statements
         self.active = False
         """True between `start()` and `stop()`."""
@@ -84,6 +91,10 @@ class Sandbox:
     def _start_lease(self, timeout: float | None) -> None:
         self._require_active()
         if timeout is not None:
+            if not _is_seconds(timeout) or timeout == 0:
+                raise ConfigurationError(
+                    f"timeout={timeout!r} is not valid; use a number of seconds greater than 0 (and finite)"
+                )
             self.thread_timeout = timeout
         assert self._channel is not None
         if self._channel.lease is None:
@@ -110,6 +121,9 @@ class Sandbox:
         if self.active:
             raise TransactionStateError("this sandbox is already active; start a new Sandbox instead")
         self._owner = threading.current_thread()
+        # A sandbox may be started again after stop(): nothing of its last run (an outer sandbox it nested in,
+        # that one's engines) carries over.
+        self.parent, self.engines = None, self._given
         outer = self.engine._pin
         if isinstance(outer, Sandbox) and outer.active:
             outer._check_thread(self.engine)
@@ -136,15 +150,17 @@ class Sandbox:
         """Roll everything back, unpin the engines and give the connection back.
 
         Raises `SandboxEscapeError` if the outer transaction had already been ended (a raw ``COMMIT``, MySQL
-        DDL): what was committed then could not be rolled back.
+        DDL): what was committed then could not be rolled back. A connection that was lost is discarded
+        without an error: the server rolled its work back, and the statement that found it lost has raised
+        `ConnectionLostError` already.
         """
         if not self.active:
             return
+        errors = self._stop_nested()
         channel, host, base = self._channel, self._host, self._base
         assert channel is not None
         assert host is not None
         assert base is not None
-        errors: list[BaseException] = []
         lease, held = channel.lease, False
         if lease is not None:
             try:  # first wait for other threads' transactions in flight, before anything is unpinned
@@ -169,9 +185,16 @@ class Sandbox:
         try:
             self._end_guests(channel, base)
             if base.state is TransactionState.BROKEN:
-                escaped = base.failure or "the server ended it"
-            elif channel.server_open and not channel.in_tx(channel.connection):
+                # Not when the connection was lost or a ROLLBACK ended it: then nothing escaped.
+                if channel.escaped:
+                    escaped = base.failure or "the server ended it"
+            elif (
+                channel.server_open
+                and channel.dialect.is_alive(channel.connection)
+                and not channel.in_tx(channel.connection)
+            ):
                 escaped = "the server reports no open transaction"
+                channel.break_all(escaped)  # nothing is left to roll back (SQLite would refuse a ROLLBACK)
             if base.state is TransactionState.ACTIVE:
                 base.rollback()
         finally:
@@ -183,9 +206,35 @@ class Sandbox:
                     lease.release()
             host.close()
         if escaped is not None:
-            raise SandboxEscapeError(escaped)
+            raise SandboxEscapeError(escaped, channel.reported)
         if errors:
             raise errors[0]
+
+    def _stop_nested(self) -> list[BaseException]:
+        """Stop the sandboxes still active inside this one (stopped out of order): left active, they would go on
+        using the connection this one gives back to the pool. Returns the error to raise, and theirs."""
+        nested = []
+        for box in reversed(_active):
+            outer = box.parent
+            while outer is not None and outer is not self:
+                outer = outer.parent
+            if outer is self:
+                nested.append(box)
+        if not nested:
+            return []
+        errors: list[BaseException] = [
+            TransactionStateError(
+                f"a sandbox on {self.engine.target} was stopped while {len(nested)} sandbox(es) nested in it were "
+                "active; they were stopped first, and everything in them rolled back: stop inner sandboxes before "
+                "outer ones (use them as 'with' blocks, or fixtures of narrower scope)"
+            )
+        ]
+        for box in nested:
+            try:
+                box.stop()
+            except Exception as exc:  # this one stops all the same; the first error is raised at the end
+                errors.append(exc)
+        return errors
 
     def _end_guests(self, channel: Channel, base: Transaction) -> None:
         """Mark what the code under test left open as rolled back (the base rollback below undoes it)."""
@@ -200,6 +249,14 @@ class Sandbox:
             tx = tx.below
         channel.top = base
         for guest in self._guests:
+            # A guest's implicit transaction that joined the sandbox's is not on the connection's stack: ended
+            # here too, or the closed guest would go on sending statements to a connection back in the pool.
+            joined = guest._off_stack
+            if joined is not None and joined.state is TransactionState.ACTIVE:
+                joined.state = TransactionState.ROLLED_BACK
+                joined.failure = "it was rolled back when the sandbox ended"
+                joined._callbacks.clear()
+            guest._off_stack = guest._innermost = guest._root = None
             guest.closed = True
         self._guests.clear()
 

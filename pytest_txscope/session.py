@@ -59,7 +59,10 @@ class Session(Executor):
     @classmethod
     def _for_engine(cls, engine: Engine, connection: DBAPIConnection, dialect: Dialect) -> Session:
         session = cls.__new__(cls)
-        session._setup(Channel(connection, dialect), engine, engine.nested)
+        channel = Channel(connection, dialect)
+        channel.reconnect = engine._reconnect
+        channel.target = engine._target
+        session._setup(channel, engine, engine.nested)
         session._release = True
         return session
 
@@ -162,12 +165,14 @@ class Session(Executor):
         """
         if self.closed:
             return
+        # Closed first: rolling back a root that owns its session (engine.begin()) calls close() again, which
+        # would give the connection back twice, and the pool would then hand it to two sessions at once.
+        self.closed = True
         try:
             root = self._root
             if root is not None and root.state is _ACTIVE:
                 self._rollback(root)
         finally:
-            self.closed = True
             self._root = self._innermost = None
             if self._release:
                 assert self.engine is not None
@@ -303,8 +308,11 @@ class Session(Executor):
         """A virtual transaction joined to ``parent`` (``ensure_transaction()``)."""
         channel = self._channel
         channel.counter += 1
-        below = channel.top if parent is self._off_stack else parent
-        return self._push(Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=below))
+        # On top of whatever is open on the connection, which may be another session's transaction opened
+        # after ``parent``: below ``parent`` itself, that one would drop out of the connection's stack.
+        return self._push(
+            Transaction(self, TransactionKind.VIRTUAL, parent, channel.counter, below=channel.top)
+        )
 
     def _check_on_top(self, tx: Transaction, action: str) -> None:
         top = self._channel.top
@@ -333,7 +341,12 @@ class Session(Executor):
 
     def _commit(self, tx: Transaction) -> None:
         if self._innermost is not tx:
-            assert self._innermost is not None
+            if self._innermost is None:  # its session was closed (or ended it) without marking it
+                self._require_open()
+                raise TransactionStateError(
+                    f"cannot commit {tx.describe()}: its session no longer has it open; open a new transaction "
+                    "block for more work"
+                )
             raise TransactionStateError(
                 f"cannot commit {tx.describe()}: {self._innermost.describe()}, opened inside it, is still "
                 "active; commit or roll back the inner transaction first"
@@ -366,16 +379,14 @@ class Session(Executor):
                 self._end_root(tx)
             return
         # The root transaction of a session that owns its connection.
-        statements, channel.pending = channel.pending, []
         self._pop(tx)
-        if channel.server_open:
-            channel.server_open = False
-            statements.append("COMMIT")
+        if not channel.server_open:
+            channel.pending = []
+        else:
             try:
-                self.dialect.run_control(channel.connection, statements)
+                channel.end_root("COMMIT")
             except Exception:
                 tx.state = TransactionState.ROLLED_BACK
-                channel.reset_after_failure()
                 if tx._owns_session:
                     self.close()
                 raise
@@ -407,7 +418,10 @@ class Session(Executor):
             if tx.state is TransactionState.BROKEN:
                 self._unwind_broken(tx)
                 return
-            raise TransactionStateError(f"{tx.describe()} is not open on this connection")
+            raise TransactionStateError(
+                f"{tx.describe()} is not open on this connection: it ended with a transaction it was opened in; "
+                "open a new transaction block for more work"
+            )
         chain.append(tx)
         # The outermost real (root or savepoint) transaction among tx and what is open above it.
         target = next((t for t in reversed(chain) if t.kind is not TransactionKind.VIRTUAL), None)
@@ -452,15 +466,13 @@ class Session(Executor):
 
     def _rollback_owned_root(self, root: Transaction) -> None:
         channel = self._channel
-        channel.pending = []
         try:
             if channel.server_open:
-                channel.server_open = False
-                try:
-                    channel.run(channel.connection, "ROLLBACK", None).close()
-                except Exception:
-                    channel.reset_after_failure()
-                    raise
+                # Queued control statements are dropped, not sent: the rollback discards what they did.
+                channel.pending = []
+                channel.end_root("ROLLBACK")
+            else:
+                channel.pending = []
         finally:
             if root._owns_session:
                 self.close()
@@ -492,8 +504,23 @@ class Session(Executor):
         if tx._forced:
             # An enclosing block already ended (out of order) and rolled this one back.
             if exc is None:
-                raise TransactionStateError(tx.failure or f"{tx.describe()} was already rolled back")
+                raise TransactionStateError(
+                    f"{tx.failure or tx.describe() + ' was already rolled back'}; leave inner blocks before outer "
+                    "ones, in the thread or task that opened them"
+                )
             return
+        scope = current_scope()  # taken before the reset: _end_block tells an in-order exit by it
+        if token is not None:
+            # Before anything ends, so that a block exited in another thread or task ends nothing: the token
+            # knows where it was entered, and the block stays open for that thread or task to end.
+            try:
+                reset_scope(token)
+            except ValueError:
+                tx._token = token
+                raise TransactionStateError(
+                    f"the block of {tx.describe()} was exited in a thread or asyncio task other than the one that "
+                    "entered it, and was left open; end each block in the thread or task that opened it"
+                ) from None
         error: TransactionStateError | None = None
         try:
             if tx.state is TransactionState.BROKEN:
@@ -504,17 +531,16 @@ class Session(Executor):
                         "its work is not where you expect it, and the transaction is gone"
                     )
             elif tx.state is _ACTIVE:
-                error = self._end_block(tx, exc)
+                error = self._end_block(tx, exc, scope)
         finally:
-            if token is not None:
-                reset_scope(token)
             if tx._owns_session:
                 self.close()
         if error is not None:
             raise error
 
-    def _end_block(self, tx: Transaction, exc: BaseException | None) -> TransactionStateError | None:
-        scope = current_scope()
+    def _end_block(
+        self, tx: Transaction, exc: BaseException | None, scope: Scope | None
+    ) -> TransactionStateError | None:
         inner = self._innermost
         top = self._channel.top
         in_order = inner is tx and scope is not None and scope.transaction is tx

@@ -184,8 +184,12 @@ class Transaction(Executor):
     def begin_nested(self) -> Transaction:
         """Open a transaction nested in this one (a SAVEPOINT, or virtual on engines with nested="virtual")."""
         self._require_active("begin a nested transaction")
-        if self.session._innermost is not self:
+        inner = self.session._innermost
+        if inner is not None and inner is not self:
+            # Only virtual transactions (joined ones) may be open inside this one: the new one goes inside
+            # them, as they send nothing, so that the connection's stack stays one line.
             self.session._check_executable(self)
+            return self.session._begin_child(inner)
         return self.session._begin_child(self)
 
     def on_commit(self, callback: Callable[[], object]) -> None:

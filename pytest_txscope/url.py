@@ -29,12 +29,25 @@ EXAMPLES = {
     "mysql": "mysql://user:password@localhost:3306/dbname",
 }
 
-_USERINFO = re.compile(r"(?P<head>://[^:/@]*:)(?P<password>[^@]*)(?P<tail>@)")
+# The password runs to the LAST "@" of the URL (whitespace ends a URL): a password with an unencoded "@" or "/"
+# makes the URL malformed, and must still not show in the message that says so.
+_USERINFO = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>\S*)(?P<tail>@)")
 
 
 def mask_password(text: str) -> str:
     """Replace the password of every URL in ``text`` with ``***``; works on URLs that do not parse."""
     return _USERINFO.sub(r"\g<head>***\g<tail>", text)
+
+
+def _malformed(url: str, shown: str, problem: str, backend: str) -> MalformedURLError:
+    """The error for a URL that does not parse. When its password holds a character that splits URLs, that is
+    the cause, and the parser's complaint would quote pieces of the password: it is not repeated."""
+    match = _USERINFO.search(url)
+    if match and any(char in match.group("password") for char in "/?#@"):
+        problem = "its password has a '/', '?', '#' or '@' that is not percent-encoded"
+        example = EXAMPLES[backend].replace(":password@", ":p%40ss%2Fword@") + " (for the password p@ss/word)"
+        return MalformedURLError(shown, problem, example)
+    return MalformedURLError(shown, problem, EXAMPLES[backend])
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,17 @@ class DatabaseURL:
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
         """Parse ``url``; raise `UnknownSchemeError` or `MalformedURLError` naming the fix."""
+        try:
+            return cls._parse(url)
+        except (MalformedURLError, UnknownSchemeError) as exc:
+            error = exc
+        # Raised from here, afresh, with the text masked: pytest prints the arguments of every frame an error
+        # passes through (and with -l their variables), and those of _parse hold the password.
+        url = mask_password(url) if isinstance(url, str) else url
+        raise error.with_traceback(None)
+
+    @classmethod
+    def _parse(cls, url: str) -> DatabaseURL:
         if not isinstance(url, str):
             raise MalformedURLError(
                 repr(url), f"expected a string, got {type(url).__name__}", EXAMPLES["sqlite"]
@@ -71,10 +95,11 @@ class DatabaseURL:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise MalformedURLError(shown, str(exc), EXAMPLES[backend]) from None
+            raise _malformed(url, shown, str(exc), backend) from None
         database = unquote(parts.path.lstrip("/"))
-        if "/" in database:
-            raise MalformedURLError(shown, f"database name {database!r} contains '/'", EXAMPLES[backend])
+        for char in "/@":
+            if char in database:
+                raise _malformed(url, shown, f"database name {database!r} contains {char!r}", backend)
         return cls(
             backend=backend,
             scheme=scheme,

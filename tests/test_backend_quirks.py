@@ -62,9 +62,11 @@ def test_mysql_temporary_tables_do_not_commit(backend: Backend, engine: Engine, 
 
 
 def test_raw_commit_sent_as_sql_is_detected(backend: Backend, engine: Engine, peer: Peer) -> None:
-    with pytest.raises(ImplicitCommitError, match=r"while running 'COMMIT'"), engine as tx:
+    committed = r"committed the transaction when 'COMMIT' was sent"
+    with pytest.raises(ImplicitCommitError, match=committed) as info, engine as tx:
         tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
         tx.execute("COMMIT")
+    assert not info.value.rolled_back
     assert tx.state is TransactionState.BROKEN
     assert peer.fetchall("SELECT name FROM items") == [("a",)]
     with engine as tx:  # the engine and its pool are fine afterwards
@@ -130,3 +132,59 @@ def test_executescript_is_atomic_where_ddl_is_transactional(
     else:
         assert left == []
         assert peer.fetchall("SELECT name FROM items") == []
+
+
+def _prepared(session: object) -> int:
+    """How many statements the server holds prepared for this connection."""
+    return int(session.fetchscalar("SELECT count(*) FROM pg_prepared_statements"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.backends("postgresql")
+def test_postgresql_rollback_keeps_prepared_statements_when_no_schema_changed(
+    backend: Backend, engine: Engine
+) -> None:
+    # psycopg prepares a statement on its fifth run and drops every prepared statement on any ROLLBACK it
+    # sees; ours bypass it when nothing in the transaction could have changed the schema.
+    for _ in range(2):
+        with pytest.raises(ZeroDivisionError), engine as tx:
+            for i in range(6):
+                tx.execute("INSERT INTO items (id, name) VALUES (:id, :name)", {"id": i, "name": f"n{i}"})
+            with engine as sp:  # a savepoint rolled back too
+                sp.execute("UPDATE items SET qty = 1 WHERE id = 0")
+                sp.rollback()
+            raise ZeroDivisionError
+    with engine as tx:
+        assert _prepared(tx) >= 1
+        assert tx.fetchscalar("SELECT count(*) FROM items") == 0
+
+
+@pytest.mark.backends("postgresql")
+def test_postgresql_rollback_after_ddl_drops_prepared_statements(backend: Backend, engine: Engine) -> None:
+    # A table created in a rolled-back transaction and recreated with other columns: a statement prepared
+    # against the first one must not be reused ("cached plan must not change result type").
+    for columns in ("a INTEGER", "a INTEGER, b TEXT"):
+        with pytest.raises(ZeroDivisionError), engine as tx:
+            tx.execute(f"CREATE TABLE quirk_shape ({columns})")
+            for i in range(6):
+                tx.execute("INSERT INTO quirk_shape (a) VALUES (:a)", {"a": i})
+                assert len(tx.fetchall("SELECT * FROM quirk_shape")[0]) == columns.count(",") + 1
+            raise ZeroDivisionError
+        with engine as tx:
+            assert _prepared(tx) == 0
+
+
+@pytest.mark.backends("postgresql")
+def test_postgresql_failed_control_statement_keeps_the_driver_error_class(
+    backend: Backend, engine: Engine
+) -> None:
+    import psycopg
+
+    with pytest.raises(TransactionStateError, match="no longer existed") as info, engine as tx:
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        with engine as sp:
+            sp.execute("INSERT INTO items (id, name) VALUES (2, 'b')")
+            tx.session.connection.execute("RELEASE SAVEPOINT txscope_sp1")  # behind the library's back
+            sp.rollback()
+        tx.execute("SELECT 1")  # the queued ROLLBACK TO goes out with this statement, through libpq
+    # libpq's error result was turned into psycopg's own exception class, as execute() would raise it.
+    assert isinstance(info.value.__cause__, psycopg.errors.InvalidSavepointSpecification)

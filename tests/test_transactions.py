@@ -363,7 +363,8 @@ def test_leaving_blocks_out_of_order(engine: Engine, peer: Peer) -> None:
     with pytest.raises(TransactionStateError) as info:
         inner_block.__exit__(None, None, None)
     assert str(info.value) == (
-        "transaction #2 (nested) was rolled back when the block of transaction #1 (root) ended"
+        "transaction #2 (nested) was rolled back when the block of transaction #1 (root) ended; leave inner "
+        "blocks before outer ones, in the thread or task that opened them"
     )
     assert peer_names(peer) == []
     # The context is clean again: nothing is current.

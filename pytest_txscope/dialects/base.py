@@ -94,6 +94,18 @@ class Dialect(ABC):
         """Whether an error aborted the open transaction, so that it can only be rolled back (PostgreSQL)."""
         return False
 
+    def is_alive(self, connection: DBAPIConnection) -> bool:
+        """Whether the driver still takes ``connection`` for usable (a local flag: no round trip).
+
+        False once the driver saw the connection break or it was closed; a connection the server dropped while
+        it sat idle still looks alive until it is used (see `is_disconnect`).
+        """
+        return True
+
+    def is_disconnect(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        """Whether ``error``, raised by a statement on ``connection``, means that the connection is gone."""
+        return not self.is_alive(connection)
+
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
         """A callable that runs one statement on ``connection``, and the parameters to pass for "none".
 
@@ -141,6 +153,19 @@ class Dialect(ABC):
             return
         for statement in statements:
             self.execute(connection, statement, None).close()
+
+    def run_control_keeping_cache(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
+        """Like `run_control`, when no statement since the transaction began may have changed the schema.
+
+        psycopg drops its prepared-statement cache on every rollback it sees, because a rolled-back
+        transaction may have dropped or recreated what the statements refer to. When nothing of the kind
+        ran, a driver may keep the cache (see `PostgreSQLDialect`); by default this is `run_control`.
+        """
+        self.run_control(connection, statements)
+
+    def schema_watch(self) -> Callable[[str], bool] | None:
+        """A test telling whether a statement may change the schema, for drivers whose caches care; or None."""
+        return None
 
     def begin_statement(self) -> str:
         """The statement that opens a transaction."""

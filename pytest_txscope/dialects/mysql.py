@@ -21,6 +21,9 @@ __all__ = ["MySQLDialect"]
 _IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _MULTI_STATEMENTS = 1 << 16  # pymysql.constants.CLIENT.MULTI_STATEMENTS
 _ER_LOCK_DEADLOCK = 1213
+# Server gone away, lost during a query, lost at handshake; MariaDB's "connection was killed"; MySQL 8's
+# "disconnected for inactivity".
+_DISCONNECTS = frozenset((2006, 2013, 2055, 1927, 4031))
 
 
 class MySQLDialect(Dialect):
@@ -73,6 +76,13 @@ class MySQLDialect(Dialect):
 
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.server_status & _IN_TRANS)
+
+    def is_alive(self, connection: DBAPIConnection) -> bool:
+        return bool(connection.open)
+
+    def is_disconnect(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        args: tuple[object, ...] = error.args
+        return not connection.open or (len(args) > 0 and args[0] in _DISCONNECTS)
 
     def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
         if len(statements) > 1 and connection.client_flag & _MULTI_STATEMENTS:

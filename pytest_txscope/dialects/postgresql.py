@@ -7,7 +7,7 @@ which would take the transaction out of the core's hands.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import TransactionStateError
@@ -19,6 +19,22 @@ __all__ = ["PostgreSQLDialect"]
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 _INERROR = 3  # psycopg.pq.TransactionStatus.INERROR
+_SHUTDOWN = ("57P01", "57P02", "57P03")  # admin_shutdown, crash_shutdown, cannot_connect_now
+_COMMAND_OK = 1  # psycopg.pq.ExecStatus.COMMAND_OK
+_FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
+_SQLSTATE = ord("C")  # psycopg.pq.DiagnosticField.SQLSTATE
+
+# Statements that cannot change what a prepared statement refers to. Anything else (DDL, DO, CALL, a leading
+# comment...) counts as a possible schema change, which makes the next rollback drop psycopg's cache as usual.
+_DATA_ONLY = (
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE", "MERGE", "COPY", "SHOW", "SET",
+    "RESET", "EXPLAIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "LOCK", "FETCH", "MOVE",
+    "DECLARE", "CLOSE", "NOTIFY", "LISTEN", "UNLISTEN",
+)  # fmt: skip
+
+
+def _may_change_schema(sql: str) -> bool:
+    return not sql.lstrip()[:9].upper().startswith(_DATA_ONLY)
 
 
 class PostgreSQLDialect(Dialect):
@@ -39,6 +55,8 @@ class PostgreSQLDialect(Dialect):
         psycopg = self.load_driver()
         params: dict[str, Any] = {**self.server_params(url, "dbname"), **kwargs}
         params["autocommit"] = True
+        # libpq waits for an unreachable host as long as the OS does (minutes); PyMySQL's default is 10 s too.
+        params.setdefault("connect_timeout", 10)
 
         def connect() -> DBAPIConnection:
             return psycopg.connect(**params)
@@ -79,10 +97,37 @@ class PostgreSQLDialect(Dialect):
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         return bool(connection.info.transaction_status == _INERROR)
 
+    def is_alive(self, connection: DBAPIConnection) -> bool:
+        return not connection.closed
+
+    def is_disconnect(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        # Class 08 is "connection exception"; 57P01-03 are the server shutting the session down
+        # (pg_terminate_backend, a fast shutdown, a crash): the connection is closed right after.
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        return connection.closed or sqlstate.startswith("08") or sqlstate in _SHUTDOWN
+
     def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
         if params is None:
             return connection.execute(sql)
         return connection.execute(sql, params)
+
+    def run_control_keeping_cache(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
+        # Sent through libpq (psycopg's public `pgconn`) rather than `execute`: psycopg deallocates all its
+        # prepared statements whenever it sees a ROLLBACK, so every test would parse and plan its statements
+        # afresh (MEASURED.md: the largest single cost of rollback isolation on PostgreSQL). The caller
+        # guarantees no statement since BEGIN may have changed the schema, which is why psycopg clears it.
+        pgconn = connection.pgconn
+        result = pgconn.exec_("; ".join(statements).encode())
+        if result.status != _COMMAND_OK:
+            import psycopg
+
+            if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE):
+                raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
+            message = pgconn.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(message or "the connection to the server was lost")
+
+    def schema_watch(self) -> Callable[[str], bool] | None:
+        return _may_change_schema
 
     def split_script(self, script: str) -> list[str]:
         from ..sql import split_statements

@@ -114,6 +114,14 @@ class SQLiteDialect(Dialect):
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.in_transaction)
 
+    def is_alive(self, connection: DBAPIConnection) -> bool:
+        # No server to lose: only code closing the connection ends it, and any attribute read then raises.
+        try:
+            connection.in_transaction  # noqa: B018  # the read is the check
+        except Exception:
+            return False
+        return True
+
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
         # sqlite3's execute() shortcut takes () for "no parameters" and runs the text unchanged.
         return connection.execute, ()
