@@ -13,8 +13,9 @@ release inside the test's sandbox), so that every example starts from it.
 **The function_scoped_fixture health check.** Hypothesis fails a ``@given`` test that names a function-scoped
 fixture among its arguments, since such fixtures are not reset between examples. Ours are, by the above. When
 every function-scoped fixture hypothesis would name is ``db_sandbox``, ``db_session`` or ``sa_session`` (it
-ignores autouse fixtures such as the plugin's ``_txscope_per_test``, and the arguments of direct
-parametrization), the check is suppressed for that test; its other settings are kept. When the test also names
+looks at the test's own arguments only, not at the fixtures the plugin puts in front of them, nor at the
+arguments of direct parametrization), the check is suppressed for that test; its other settings are kept.
+When the test also names
 any other function-scoped fixture (``tmp_path``, or one of the project's), the check is left alone, so the
 warning about that fixture still comes. The suppression is applied with the public ``@settings`` decorator;
 for a test that already has its own ``@settings`` (which hypothesis refuses to decorate twice, and offers no
@@ -63,7 +64,7 @@ __all__ = [
     "settle_health_check",
 ]
 
-_OURS = frozenset({"db_sandbox", "db_session", "sa_session", "_txscope_per_test"})
+_OURS = frozenset({"db_sandbox", "db_session", "sa_session"})
 _WRAPPED = "_txscope_per_example"
 # Prepared items (by node id; items cannot be weakly referenced) -> their arguments, which hypothesis' check
 # looks at, until the end of their setup; those naming a function-scoped fixture of their own; the tests whose
@@ -100,7 +101,7 @@ def prepare_items(items: Iterable[pytest.Item]) -> None:
 
 
 def _sandboxed(item: pytest.Item) -> bool:
-    if "db_sandbox" in getattr(item, "fixturenames", ()):
+    if not _OURS.isdisjoint(getattr(item, "fixturenames", ())):
         return True
     marker = item.get_closest_marker("txscope")
     return marker is not None and marker.kwargs.get("commit") is not True

@@ -3,17 +3,25 @@ defaults, resolved once per run into a frozen `Settings` kept in ``config.stash`
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
+import math
 import os
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .errors import TxScopeError
+from .dialects import dialect_for_backend
+from .errors import ImportPathError, MissingDriverError, TxScopeError
 from .url import DatabaseURL
 
-__all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "resolve"]
+__all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve"]
 
 _BOOLS = {
     "true": True,
@@ -30,6 +38,29 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SCHEMA_FORMS = (
     "an SQL file (path/to/schema.sql, relative to the ini file) or an import path (package.module:attribute)"
 )
+INI_KEYS = (
+    "txscope_url",
+    "txscope_schema",
+    "txscope_engines",
+    "txscope_reuse_db",
+    "txscope_check_leaks",
+    "txscope_block",
+    "txscope_allow_databases",
+    "txscope_statement_savepoints",
+    "txscope_thread_timeout",
+)
+"""Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
+
+
+def _scalar(kind: type) -> Any:
+    """The ini type of a key holding a boolean or a number.
+
+    pytest 9.2 checks the types of a native ``[tool.pytest]`` TOML table: ``str | bool`` lets a user write
+    ``txscope_reuse_db = true`` there, while INI files and ``-o`` still hand us the text, which `resolve`
+    checks with our own messages (``str`` comes first, so pytest never converts it). Older pytests read
+    everything as text.
+    """
+    return str | kind if pytest.version_tuple >= (9, 2) else "string"
 
 
 @dataclass(frozen=True)
@@ -109,11 +140,22 @@ def add_options(parser: pytest.Parser) -> None:
         type="linelist",
     )
     parser.addini(
-        "txscope_reuse_db", "true to keep and reuse created databases (see --txscope-reuse-db)", default=""
+        "txscope_reuse_db",
+        "true to keep and reuse created databases (see --txscope-reuse-db)",
+        type=_scalar(bool),
+        default="",
     )
-    parser.addini("txscope_check_leaks", "true to check tables for leftover rows after each test", default="")
     parser.addini(
-        "txscope_block", "true to refuse database use in tests that asked for no sandbox", default=""
+        "txscope_check_leaks",
+        "true to check tables for leftover rows after each test",
+        type=_scalar(bool),
+        default="",
+    )
+    parser.addini(
+        "txscope_block",
+        "true to refuse database use in tests that asked for no sandbox",
+        type=_scalar(bool),
+        default="",
     )
     parser.addini(
         "txscope_allow_databases",
@@ -126,6 +168,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "txscope_thread_timeout",
         "seconds a thread waits for a shared sandbox's connection (default 10)",
+        type=_scalar(float),
         default="",
     )
 
@@ -139,7 +182,8 @@ def _bool(config: pytest.Config, option: str, ini: str) -> bool:
 
 def resolve(config: pytest.Config) -> Settings:
     """Resolve and validate the configuration; raise `pytest.UsageError` naming the valid forms."""
-    url_text, source = config.getoption("--txscope-url"), "--txscope-url"
+    _check_unknown_keys(config)
+    url_text, source = (config.getoption("--txscope-url") or "").strip(), "--txscope-url"
     if not url_text:
         url_text, source = str(config.getini("txscope_url")).strip(), "txscope_url"
     if not url_text:
@@ -150,6 +194,7 @@ def resolve(config: pytest.Config) -> Settings:
             url = DatabaseURL.parse(url_text)
         except TxScopeError as exc:
             raise pytest.UsageError(f"{source}: {exc}") from None
+        _check_driver(url, source)
     else:
         source = "default"
     base = config.inipath.parent if config.inipath else config.rootpath
@@ -174,7 +219,8 @@ def resolve(config: pytest.Config) -> Settings:
         thread_timeout = float(raw_timeout)
     except ValueError:
         thread_timeout = 0.0
-    if not thread_timeout > 0:
+    # inf and nan parse, but a lock cannot wait for them (OverflowError deep in a test's thread).
+    if not (math.isfinite(thread_timeout) and 0 < thread_timeout <= threading.TIMEOUT_MAX):
         raise pytest.UsageError(
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
@@ -212,3 +258,118 @@ def _schema_entry(text: str, base: Path) -> SchemaEntry:
         f"txscope_schema entry {text!r} is neither a file (looked for {path}) nor an import path; "
         f"use {SCHEMA_FORMS}"
     )
+
+
+def _check_driver(url: DatabaseURL, source: str) -> None:
+    """Stop the run at once when the URL's driver is not installed, instead of in every test that uses it.
+
+    ``find_spec`` only looks the module up: the driver is still imported when a test first needs it.
+    """
+    dialect = dialect_for_backend(url.backend)
+    try:
+        found = importlib.util.find_spec(dialect.driver) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, or a module without a spec
+        found = False
+    if not found:
+        raise pytest.UsageError(
+            f"{source}: {MissingDriverError(dialect.display, dialect.driver, dialect.extra)}"
+        )
+
+
+def _check_unknown_keys(config: pytest.Config) -> None:
+    """Refuse ``txscope_*`` keys the plugin does not read: a misspelt ``txscope_url`` would otherwise be a
+    warning at the end of the run, and the tests would have run on the embedded SQLite default instead."""
+    keys = [(key, _shown(config)) for key in _file_keys(config.inipath)] if config.inipath else []
+    keys += [(item.partition("=")[0].strip(), "-o") for item in config.getoption("override_ini", None) or []]
+    for key, where in keys:
+        if key in INI_KEYS:
+            continue
+        folded = re.sub(r"[^a-z0-9]", "", key.lower())
+        close = difflib.get_close_matches(key.lower().replace("-", "_"), INI_KEYS, n=1, cutoff=0.8)
+        if not (folded.startswith("txscope") or close) or _registered(config, key):
+            continue
+        fix = f"did you mean {close[0]}?" if close else "remove it or use one of its keys"
+        raise pytest.UsageError(
+            f"unknown ini key {key!r} ({where}): pytest-txscope has no such setting; {fix} "
+            f"(its keys: {', '.join(INI_KEYS)})"
+        )
+
+
+def _registered(config: pytest.Config, key: str) -> bool:
+    """Whether another plugin registered ``key`` (pytest raises ValueError for keys nobody registered)."""
+    try:
+        config.getini(key)
+    except ValueError:
+        return False
+    except Exception:  # registered, with a value its owner will complain about
+        return True
+    return True
+
+
+def _shown(config: pytest.Config) -> str:
+    assert config.inipath is not None
+    try:
+        return str(config.inipath.relative_to(config.rootpath))
+    except ValueError:
+        return str(config.inipath)
+
+
+def _file_keys(path: Path) -> list[str]:
+    """The keys of pytest's section in the config file pytest read (empty if it cannot be read again)."""
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pytest requires tomli on Python 3.10; it has no stubs to check against
+                import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+            tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("pytest", {})
+            # [tool.pytest.ini_options], or pytest 9's native [tool.pytest] table
+            return [*tool.get("ini_options", {}), *(k for k in tool if k != "ini_options")]
+        import iniconfig
+
+        ini = iniconfig.IniConfig(str(path))
+        section = "tool:pytest" if path.name == "setup.cfg" else "pytest"
+        return list(ini[section]) if section in ini else []
+    except Exception:  # pytest parsed it already; a second opinion is not worth failing the run over
+        return []
+
+
+def import_object(key: str, path: str) -> Any:
+    """Import ``package.module:attribute`` (the attribute may be dotted)."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # the module's own failure too (a missing environment variable, a typo in it)
+        detail = exc.msg if isinstance(exc, SyntaxError) else exc  # _raised_at adds the file and line
+        problem = f"cannot be imported: {type(exc).__name__}: {detail}"
+        if isinstance(exc, ModuleNotFoundError) and f"{module_name}.".startswith(f"{exc.name}."):
+            fix = "check the module's name, and that its folder is on sys.path (pytest's pythonpath ini key)"
+        else:
+            problem += _raised_at(exc)
+            fix = "fix that error in the module: it happens when the module is imported, before any test"
+        raise ImportPathError(key, path, problem, fix) from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportPathError(
+                key, path, f"cannot be imported: {obj!r} has no attribute {part!r}"
+            ) from None
+    return obj
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` (raised at file:line)``: the innermost frame of the failure outside the standard library."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" (raised at {exc.filename}:{exc.lineno})"
+    stdlib, place = os.path.dirname(os.__file__), ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = code.co_filename
+        if not (
+            path.startswith("<") or path == __file__ or (path.startswith(stdlib) and "-packages" not in path)
+        ):
+            place = f" (raised at {path}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return place

@@ -20,9 +20,25 @@ from typing import Any, NoReturn
 
 import pytest
 
+from .context import current_scope
 from .engine import Engine
-from .errors import DatabaseAccessError, ImportPathError, SandboxEscapeError
-from .options import SETTINGS, SchemaEntry, Settings, add_options, resolve
+from .errors import (
+    BackendUnavailableError,
+    DatabaseAccessError,
+    ImportPathError,
+    SandboxEscapeError,
+    TxScopeError,
+    UnsafeDatabaseError,
+)
+from .options import SETTINGS, SchemaEntry, Settings, add_options, import_object, resolve
+from .plugin_teardown import (
+    PluginSandbox,
+    check_leaks,
+    clean_changed,
+    end_sandbox,
+    explain_lock_wait,
+    leave_blocks,
+)
 from .sandbox import Sandbox
 from .session import Session
 from .url import DatabaseURL
@@ -43,26 +59,23 @@ class _RunState:
     baseline: dict[str, int] | None = None
     snapshot: Any = None
     created: list[DatabaseURL] = field(default_factory=list)
+    provisioned: bool = False
 
 
 _STATE = pytest.StashKey[_RunState]()
+_FAILURE = pytest.StashKey[BaseException]()
+_SANDBOXED = pytest.StashKey[bool]()
+_CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
 
 
-def import_object(key: str, path: str) -> Any:
-    """Import ``package.module:attribute`` (the attribute may be dotted)."""
-    module_name, _, attribute = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportPathError(key, path, f"cannot be imported: {type(exc).__name__}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ImportPathError(
-                key, path, f"cannot be imported: {obj!r} has no attribute {part!r}"
-            ) from None
-    return obj
+def _setup_failed(request: pytest.FixtureRequest, exc: Exception, what: str = "the database") -> NoReturn:
+    """The run's database (or the app's engines) could not be set up: report it in this test and stop the run,
+    where every later test would otherwise repeat the same error and traceback."""
+    request.session.shouldfail = f"stopping: pytest-txscope could not set up {what}; see the error above"
+    if isinstance(exc, TxScopeError):  # its message says what and where; our frames would only bury it
+        message = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
+    raise exc
 
 
 # ------------------------------------------------------------------------------------------------ hooks
@@ -106,10 +119,57 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = config.stash.get(SETTINGS, None)
     if settings is None or settings.reuse_db or not settings.schema or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    if settings.url is not None and settings.url.backend == "postgresql":
+    crashed = config.stash.get(_CRASHED, None)
+    if crashed:  # a worker drops its database when it ends; one that crashed could not
+        from .plugin_teardown import drop_crashed_workers
+
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
+            drop_crashed_workers(settings.url, crashed, settings.allow_databases)
+    state = config.stash.get(_STATE, None)
+    if (
+        state is not None
+        and state.provisioned
+        and settings.url is not None
+        and settings.url.backend == "postgresql"
+    ):
         from .provision import drop_templates
 
-        drop_templates(settings.url, allow=settings.allow_databases)
+        # A server that went away has been reported by the tests already; the end of the run stays quiet. So
+        # does a database name that is not a test database's: provision() refused it before building anything.
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
+            drop_templates(settings.url, allow=settings.allow_databases)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, on the controller: a worker went down; with an error, it crashed."""
+    state = node.config.stash.get(_STATE, None)
+    if state is not None:
+        state.provisioned = True  # by the workers, perhaps: the end of the run drops templates they built
+    if error is not None:
+        node.config.stash.setdefault(_CRASHED, []).append(str(node.gateway.id))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    if call.excinfo is not None and item.stash.get(_SANDBOXED, False):
+        explain_lock_wait(call.excinfo.value)  # before the report is made: its text includes the notes
+    report = yield
+    if call.excinfo is not None and call.when != "teardown":
+        item.stash[_FAILURE] = call.excinfo.value  # so that teardown does not report the same fault again
+    return report
+
+
+def _reported(item: pytest.Item, error: BaseException | None) -> bool:
+    """Whether the test already failed with ``error``, or with an error raised while handling it."""
+    failure = item.stash.get(_FAILURE, None)
+    seen: set[int] = set()
+    while error is not None and failure is not None and id(failure) not in seen:
+        if failure is error:
+            return True
+        seen.add(id(failure))
+        failure = failure.__cause__ or failure.__context__
+    return False
 
 
 # ----------------------------------------------------------------------------------------- hypothesis
@@ -117,11 +177,50 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # check is suppressed where our fixtures are the only function-scoped ones (pytest_txscope.hypothesis).
 # Nothing is imported unless a test module imported hypothesis.
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    settings: Settings = config.stash[SETTINGS]
+    for item in items:
+        _plan_fixtures(item, settings)
     if "hypothesis" in sys.modules:
         from .hypothesis import prepare_items
 
         prepare_items(items)
+
+
+def _plan_fixtures(item: pytest.Item, settings: Settings) -> None:
+    """Put the fixture that sets up the test's database scope first in its set-up order, if it needs one.
+
+    Done once per test at collection rather than by an autouse fixture: a test that needs nothing of the
+    plugin then pays nothing, and a sandboxed test starts its sandbox before its other fixtures (factories'
+    fixtures may write), whatever order it lists them in, without a dynamic fixture lookup per test.
+    """
+    names: list[str] | None = getattr(item, "fixturenames", None)
+    if names is None:  # not a test function (a doctest, another plugin's item)
+        return
+    marker = item.get_closest_marker(MARKER)
+    if marker is not None and marker.kwargs.get("commit") is True:
+        first = "_txscope_commit_mode"  # it validates the marker; db_sandbox refuses to run under it
+    elif "db_session" in names and "db_sandbox" not in names:
+        first = "db_session"  # starts the sandbox itself (and validates the marker)
+    elif marker is not None or "db_sandbox" in names:
+        first = "db_sandbox"  # validates the marker too
+    elif settings.block:
+        first = "_txscope_blocked"
+    elif settings.check_leaks:
+        first = "db_engine"  # takes the run's snapshot before the first test: the leak check's baseline
+    else:
+        return
+    wanted = ["db_engine", first] if settings.check_leaks and first != "db_engine" else [first]
+    rest = [n for n in names if n not in wanted]
+    # After the fixtures of wider scopes (pytest sets those up first: a session fixture may configure the
+    # application), before every function-scoped one. Scopes are read from pytest's per-test fixture info;
+    # without it, first of all.
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    at = next(
+        (i for i, n in enumerate(rest) if not defs.get(n) or defs[n][-1].scope == "function"), len(rest)
+    )
+    # A new list for this item: parametrized siblings share the old one and may carry other marks.
+    item.fixturenames = [*rest[:at], *wanted, *rest[at:]]  # type: ignore[attr-defined]
 
 
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
@@ -130,6 +229,19 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
         from .hypothesis import note_fixture
 
         note_fixture(fixturedef, request)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    before = current_scope()
+    failed = True
+    try:
+        result = yield
+        failed = False
+        return result
+    finally:
+        if current_scope() is not before:  # the test body left a 'with' block (a session) current
+            leave_blocks(before, warn=not failed)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -216,6 +328,7 @@ def _open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
             # Without reuse the schema is built afresh once per run (a schema function's own imports are not
             # in the key); the run's id keeps it one build for all xdist workers of the run.
             key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or _RUN_ID])
+        state.provisioned = True  # templates may exist from here on: the end of the run drops them
         done = provision(
             target,
             key=key,
@@ -234,23 +347,31 @@ def _is_metadata(target: object) -> bool:
     return "sqlalchemy" in sys.modules and bool(_sqlalchemy().is_metadata(target))
 
 
-def _app_engines(config: pytest.Config) -> tuple[Engine, ...]:
+def _app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
     """The app's pytest-txscope engines; its SQLAlchemy engines go to ``state.sa_engines``."""
+    config = request.config
     state = config.stash[_STATE]
     if state.app_engines is None:
         engines, sa_engines = [], []
         for path in config.stash[SETTINGS].engines:
-            obj = import_object("txscope_engines", path)
+            try:
+                obj = import_object("txscope_engines", path)
+            except ImportPathError as exc:
+                _setup_failed(request, exc, "the application's engines")
             if isinstance(obj, Engine):
                 engines.append(obj)
             elif "sqlalchemy" in sys.modules and _sqlalchemy().is_sqlalchemy_engine(obj):
                 sa_engines.append(obj)
             else:
-                raise ImportPathError(
-                    "txscope_engines",
-                    path,
-                    f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
-                    "point it at the application's engine object",
+                _setup_failed(
+                    request,
+                    ImportPathError(
+                        "txscope_engines",
+                        path,
+                        f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
+                        "point it at the application's engine object",
+                    ),
+                    "the application's engines",
                 )
         state.app_engines, state.sa_engines = tuple(engines), tuple(sa_engines)
     return state.app_engines
@@ -284,7 +405,9 @@ def _is_sqlalchemy_engine(obj: object) -> bool:
 
 # ------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def db_engine(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def db_engine(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
     """The configured `pytest_txscope.Engine` (session scope), its database ready with ``txscope_schema``.
 
     The database comes from ``--txscope-url``, ini ``txscope_url`` or ``$TXSCOPE_URL``, else an embedded
@@ -295,17 +418,21 @@ def db_engine(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFact
     from .tables import snapshot
 
     state = pytestconfig.stash[_STATE]
-    engine = _open_engine(pytestconfig, tmp_path_factory)
-    state.engine = engine
-    # What the database holds before any test: commit=True tests and escaped commits are cleaned back to it,
-    # and the leak check compares with its row counts.
-    state.snapshot = snapshot(engine)
-    state.baseline = dict(state.snapshot.counts)
+    engine: Engine | None = None
     try:
+        try:
+            engine = state.engine = _open_engine(pytestconfig, tmp_path_factory)
+            # What the database holds before any test: commit=True tests and escaped commits are cleaned back
+            # to it, and the leak check compares with its row counts.
+            state.snapshot = snapshot(engine)
+            state.baseline = dict(state.snapshot.counts)
+        except Exception as exc:
+            _setup_failed(request, exc)
         yield engine
     finally:
         state.engine = None
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
         _dispose_app_engines(pytestconfig)
         if state.created:
             from .provision import drop
@@ -323,38 +450,11 @@ def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sa
     connection: the code under test commits and rolls back as usual (savepoints), and everything is rolled
     back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
     """
-    options = _marker_options(request.node)
-    if options.get("commit"):
-        pytest.fail(
-            "@pytest.mark.txscope(commit=True) runs the test without a sandbox; do not request db_sandbox or "
-            "db_session in it (use db_engine)",
-            pytrace=False,
-        )
-    settings = request.config.stash[SETTINGS]
-    sandbox = Sandbox(
-        db_engine, engines=_app_engines(request.config), protect_statements=settings.protect_statements()
-    )
-    sandbox.start()
-    sandbox.thread_timeout = settings.thread_timeout
-    if options.get("shared"):
-        sandbox.share()
-    sa_engines = request.config.stash[_STATE].sa_engines
-    if sa_engines:
-        try:
-            _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
-        except BaseException:
-            sandbox.stop()
-            raise
-    yield sandbox
-    try:
-        sandbox.stop()
-    except SandboxEscapeError:
-        _clean_changed(request, db_engine)  # so that the next test starts clean
-        raise
+    yield from _sandbox_scope(request, db_engine)
 
 
 @pytest.fixture
-def db_session(db_sandbox: Sandbox) -> Session:
+def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Session]:
     """A `pytest_txscope.Session` inside the test's sandbox (function scope).
 
     ``db_session.execute(...)`` runs in the sandbox's transaction; ``with db_session as tx:`` behaves as the
@@ -365,7 +465,57 @@ def db_session(db_sandbox: Sandbox) -> Session:
             db_session.execute("INSERT INTO users (name) VALUES (:name)", {"name": "ada"})
             assert db_session.fetchscalar("SELECT count(*) FROM users") == 1
     """
-    return db_sandbox.session()
+    # Not built on the db_sandbox fixture: each function-scoped fixture costs pytest tens of microseconds per
+    # test, a sizeable share of the isolation's whole cost on SQLite. Whichever of the two a test asks for
+    # first (see _plan_fixtures) starts the sandbox; the other one joins it.
+    for sandbox in _sandbox_scope(request, db_engine):
+        yield sandbox.session()
+
+
+_SANDBOX = pytest.StashKey[Sandbox]()
+
+
+def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
+    """Yield the test's sandbox: started here and ended after the test, or the one already started."""
+    node = request.node
+    running = node.stash.get(_SANDBOX, None)
+    if running is not None:
+        yield running
+        return
+    options = _marker_options(node)
+    if options.get("commit"):
+        pytest.fail(
+            "@pytest.mark.txscope(commit=True) runs the test without a sandbox; do not request db_sandbox or "
+            "db_session in it (use db_engine)",
+            pytrace=False,
+        )
+    settings = request.config.stash[SETTINGS]
+    sandbox = PluginSandbox(
+        db_engine, engines=_app_engines(request), protect_statements=settings.protect_statements()
+    )
+    sandbox.start()
+    node.stash[_SANDBOXED] = True
+    sandbox.thread_timeout = settings.thread_timeout
+    if options.get("shared"):
+        sandbox.share()
+    sa_engines = request.config.stash[_STATE].sa_engines
+    if sa_engines:
+        try:
+            _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
+        except BaseException:
+            sandbox.stop()
+            raise
+    node.stash[_SANDBOX] = sandbox
+    try:
+        yield sandbox
+    finally:
+        del node.stash[_SANDBOX]
+    try:
+        end_sandbox(sandbox, lambda error: _reported(node, error), failed=_FAILURE in node.stash)
+    except SandboxEscapeError as exc:
+        _clean_changed(request, db_engine)  # so that the next test starts clean
+        if not _reported(node, exc.reported):  # the test failed with the escape's own error already
+            raise
 
 
 @pytest.fixture
@@ -420,30 +570,17 @@ class _Blocker:
         raise DatabaseAccessError(self.test, engine)
 
 
-@pytest.fixture(autouse=True)
-def _txscope_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Applies the ``txscope`` marker, blocking, the leak check and ``commit=True`` cleanup (private)."""
-    settings: Settings = request.config.stash[SETTINGS]
-    marker = request.node.get_closest_marker(MARKER)
-    wants_sandbox = marker is not None or "db_sandbox" in request.fixturenames
-    if not (wants_sandbox or settings.block or settings.check_leaks):
-        yield
-        return
-    options = _marker_options(request.node) if marker is not None else {}
-    commit = bool(options.get("commit"))
-    if settings.check_leaks:
-        request.getfixturevalue("db_engine")  # takes the run's snapshot: the baseline of the leak check
-    if commit:
-        yield from _commit_mode(request)
-    elif wants_sandbox:
-        # Started here, before the test's other fixtures (factories' fixtures may need it), whatever order
-        # the test lists them in.
-        request.getfixturevalue("db_sandbox")
-        yield
-    elif settings.block and not wants_sandbox:
-        yield from _blocked(request)
-    else:
-        yield
+@pytest.fixture
+def _txscope_blocked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Refuses database access in a test that asked for no sandbox (``txscope_block``; private)."""
+    yield from _blocked(request)
+
+
+@pytest.fixture
+def _txscope_commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
+    _marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
+    yield from _commit_mode(request)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -452,7 +589,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     result = yield
     settings = item.config.stash[SETTINGS]
     if settings.check_leaks:
-        _check_leaks(item)
+        check_leaks(item, item.config.stash[_STATE])
     return result
 
 
@@ -460,7 +597,7 @@ def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     state = request.config.stash[_STATE]
     if "db_engine" in request.fixturenames:
         request.getfixturevalue("db_engine")  # block it from this test's first use on
-    engines = [*_app_engines(request.config), *([state.engine] if state.engine else [])]
+    engines = [*_app_engines(request), *([state.engine] if state.engine else [])]
     blocker = _Blocker(request.node.nodeid)
     pins = [(engine, engine._pin) for engine in engines]
     for engine, _ in pins:
@@ -476,26 +613,6 @@ def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
             _sqlalchemy().detach(sa_engine)
 
 
-def _check_leaks(item: pytest.Item) -> None:
-    from .tables import row_counts
-
-    state = item.config.stash[_STATE]
-    if state.engine is None or state.baseline is None:
-        return
-    with _unpinned(state.engine) as engine:
-        now = row_counts(engine)
-    leaks = {t: now.get(t, 0) - state.baseline.get(t, 0) for t in set(now) | set(state.baseline)}
-    leaks = {t: d for t, d in sorted(leaks.items()) if d}
-    if leaks:
-        state.baseline = now  # report each leak once: the next test is compared with what this one left
-        listing = ", ".join(f"{t} ({d:+d} rows)" for t, d in leaks.items())
-        pytest.fail(
-            f"{item.nodeid} left rows behind: {listing} (compared with the start of the run); "
-            "write through db_session / the sandboxed engines, or mark the test @pytest.mark.txscope",
-            pytrace=False,
-        )
-
-
 def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     from .provision import check_safe
 
@@ -507,27 +624,6 @@ def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _clean_changed(request: pytest.FixtureRequest, engine: Engine) -> None:
-    """Bring every table the test changed for real back to the run's snapshot."""
-    from .provision import check_safe
-    from .tables import changed_tables, restore
-
-    state = request.config.stash[_STATE]
-    with _unpinned(engine) as cleaner:
-        changed = changed_tables(cleaner, state.snapshot)
-        if changed:
-            if engine.url is not None:
-                check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
-            restore(cleaner, state.snapshot, changed)
-
-
-@contextlib.contextmanager
-def _unpinned(engine: Engine) -> Iterator[Engine]:
-    """An engine on the same database that no sandbox pins (a wider-scope sandbox may pin ``engine``)."""
-    if not engine.pinned or engine.url is None or engine.url.database == ":memory:":
-        yield engine
-        return
-    other = Engine.from_url(engine.url)
-    try:
-        yield other
-    finally:
-        other.dispose()
+    clean_changed(
+        engine, request.config.stash[_STATE].snapshot, request.config.stash[SETTINGS].allow_databases
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from .dialects import DBAPIConnection, dialect_for_backend
 from .engine import Engine
-from .errors import BackendUnavailableError, UnsafeDatabaseError
+from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
 from .url import DatabaseURL
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "check_safe",
     "drop",
     "drop_templates",
+    "end_connection",
     "looks_like_test_database",
     "provision",
     "schema_key",
@@ -229,9 +230,13 @@ class _Server:
         try:
             self.conn: DBAPIConnection = dialect_for_backend(self.backend).connect_from_url(admin, {})()
         except Exception as exc:
+            # Not chained: the driver's frames hold the password as arguments, which pytest prints.
             if isinstance(exc, OSError) or type(exc).__name__ in ("OperationalError", "InterfaceError"):
-                raise BackendUnavailableError(str(admin), exc) from exc
-            raise
+                raise BackendUnavailableError(str(admin), exc) from None
+            raise ConfigurationError(
+                f"the driver refused the connection options of {admin}: {type(exc).__name__}: {exc}; "
+                "check the options in the URL's query string"
+            ) from None
         self.key_file: Path | None = None
         if self.backend == "mysql":
             # DROP DATABASE waits for metadata locks: fail after a while rather than hang for a day.
@@ -424,3 +429,30 @@ def drop_templates(url: DatabaseURL, *, allow: Collection[str]) -> None:
         for name in server.comments():
             if name.startswith(prefix):
                 server.drop(name)
+
+
+def end_connection(url: DatabaseURL, connection: Any) -> bool:
+    """End ``connection`` from outside while another thread waits on it: PostgreSQL and MySQL/MariaDB close it
+    on the server (``pg_terminate_backend``, ``KILL``), which rolls back its open transaction and makes the
+    waiting statement fail at once; SQLite interrupts the running statement. Returns whether it was done (a
+    server may refuse a user without the right to end other sessions)."""
+    if url.backend == "sqlite":
+        connection.interrupt()
+        return True
+    try:  # from a connection to the same database: the user may reach no other
+        killer = dialect_for_backend(url.backend).connect_from_url(url, {})()
+    except Exception:  # the caller's error names the thread; a failed kill only means waiting for it
+        return False
+    try:
+        cursor = killer.cursor()
+        if url.backend == "postgresql":
+            cursor.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+        else:
+            cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
+        cursor.close()
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            killer.close()
+    return True
