@@ -7,6 +7,11 @@ import sys
 
 from pytest_txscope import DatabaseURL
 
+# The same text as TXSCOPE_TEST_PASSWORD in tests/backends.py: the suite connects with it and scans all its
+# output for it, so that a password printed anywhere fails the run.
+TEST_PASSWORD = "Sekr1t-pw-txscope"  # noqa: S105  # a throwaway password for a throwaway CI user
+PASSWORD_USER = "txscope_pw"  # noqa: S105  # a user name, not a password
+
 
 def main() -> int:
     failures = []
@@ -31,8 +36,17 @@ def main() -> int:
         )
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{my.database}`")
+            # A user with a password, for the tests that check no password is ever printed; it may use (and
+            # create, and drop) the test database and the databases named after it.
+            pattern = my.database.replace("_", "\\_") + "%"
+            secret = conn.escape(TEST_PASSWORD)
+            for host in ("localhost", "127.0.0.1", "%"):
+                user = f"'{PASSWORD_USER}'@'{host}'"
+                cur.execute(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {secret}")
+                cur.execute(f"ALTER USER {user} IDENTIFIED BY {secret}")
+                cur.execute(f"GRANT ALL ON `{pattern}`.* TO {user}")
         conn.close()
-        print(f"MariaDB ready: {my}")
+        print(f"MariaDB ready: {my}, with user {PASSWORD_USER} (password set)")
     except Exception as exc:
         failures.append(f"MariaDB at {my} is unreachable: {type(exc).__name__}: {exc}")
     for failure in failures:

@@ -147,3 +147,44 @@ def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
         yield Backend(name, "sqlite:///:memory:")
     else:
         yield Backend(name, os.environ[ENV[name]])
+
+
+TXSCOPE_TEST_PASSWORD = "Sekr1t-pw-txscope"
+"""The password some tests connect with (`password_url`). tests/password_scan.py fails every test whose output,
+report or pytester run shows it: no password may ever be printed. .ci/create_databases.py sets the same one."""
+PASSWORD_USERS = {"mysql": "txscope_pw"}
+"""The server user that has the password (created by .ci/create_databases.py). PostgreSQL here trusts local
+connections, so its usual user takes the password and ignores it."""
+_password_logins: dict[str, str] = {}
+
+
+def password_url(backend: Backend) -> str:
+    """``backend``'s URL with `TXSCOPE_TEST_PASSWORD` in it; skips (fails when the backend is required) if the
+    server does not accept it, e.g. when the MariaDB user from .ci/create_databases.py does not exist."""
+    url = DatabaseURL.parse(backend.url)
+    user = PASSWORD_USERS.get(backend.family, url.user)
+    host = f"{url.host or 'localhost'}" + (f":{url.port}" if url.port else "")
+    query = backend.url.partition("?")[2]
+    text = f"{url.scheme}://{user}:{TXSCOPE_TEST_PASSWORD}@{host}/{url.database}" + (
+        f"?{query}" if query else ""
+    )
+    if backend.name not in _password_logins:
+        try:
+            engine = Engine.from_url(text)
+            with engine.session() as s:
+                s.fetchscalar("SELECT 1")
+            engine.dispose()
+            _password_logins[backend.name] = ""
+        except Exception as exc:
+            _password_logins[backend.name] = (
+                f"user {user!r} cannot log in with the test password at {DatabaseURL.parse(text)} "
+                f"({type(exc).__name__}: {exc}); run .ci/create_databases.py"
+            )
+    reason = _password_logins[backend.name]
+    if reason:
+        if backend.family in required():
+            pytest.fail(
+                f"backend {backend.name} is required (TXSCOPE_TEST_REQUIRE) but {reason}", pytrace=False
+            )
+        pytest.skip(f"{backend.name}: {reason}")
+    return text

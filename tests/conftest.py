@@ -11,7 +11,8 @@ from pytest_txscope import Engine
 
 from .backends import ALL, Backend, Peer, make_backend
 
-pytest_plugins = ["pytester"]
+# password_scan: fails any test whose output shows the test password (and wraps the pytester fixture).
+pytest_plugins = ["pytester", "tests.password_scan"]
 
 ITEMS_DDL = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL UNIQUE, qty INTEGER)"
 
