@@ -7,15 +7,9 @@ touched only when a test asks for them.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
 import os
 import sys
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -27,10 +21,18 @@ from .errors import (
     DatabaseAccessError,
     ImportPathError,
     SandboxEscapeError,
-    TxScopeError,
     UnsafeDatabaseError,
 )
-from .options import SETTINGS, SchemaEntry, Settings, add_options, import_object, resolve
+from .options import SETTINGS, Settings, add_options, import_object, resolve
+from .plugin_database import (
+    STATE,
+    RunState,
+    app_engines,
+    dispose_app_engines,
+    open_engine,
+    setup_failed,
+    sqlalchemy_module,
+)
 from .plugin_teardown import (
     PluginSandbox,
     check_leaks,
@@ -41,41 +43,13 @@ from .plugin_teardown import (
 )
 from .sandbox import Sandbox
 from .session import Session
-from .url import DatabaseURL
 
 __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
 MARKER = "txscope"
-_RUN_ID = uuid.uuid4().hex
-
-
-@dataclass
-class _RunState:
-    """What one run (one xdist worker) knows beyond its settings."""
-
-    engine: Engine | None = None
-    app_engines: tuple[Engine, ...] | None = None
-    sa_engines: tuple[Any, ...] = ()
-    baseline: dict[str, int] | None = None
-    snapshot: Any = None
-    created: list[DatabaseURL] = field(default_factory=list)
-    provisioned: bool = False
-
-
-_STATE = pytest.StashKey[_RunState]()
 _FAILURE = pytest.StashKey[BaseException]()
 _SANDBOXED = pytest.StashKey[bool]()
 _CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
-
-
-def _setup_failed(request: pytest.FixtureRequest, exc: Exception, what: str = "the database") -> NoReturn:
-    """The run's database (or the app's engines) could not be set up: report it in this test and stop the run,
-    where every later test would otherwise repeat the same error and traceback."""
-    request.session.shouldfail = f"stopping: pytest-txscope could not set up {what}; see the error above"
-    if isinstance(exc, TxScopeError):  # its message says what and where; our frames would only bury it
-        message = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        raise pytest.fail.Exception(message, pytrace=False) from None
-    raise exc
 
 
 # ------------------------------------------------------------------------------------------------ hooks
@@ -91,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "instead and cleans the tables it changed",
     )
     config.stash[SETTINGS] = resolve(config)
-    config.stash[_STATE] = _RunState()
+    config.stash[STATE] = RunState()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -125,7 +99,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
             drop_crashed_workers(settings.url, crashed, settings.allow_databases)
-    state = config.stash.get(_STATE, None)
+    state = config.stash.get(STATE, None)
     if (
         state is not None
         and state.provisioned
@@ -143,7 +117,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist, on the controller: a worker went down; with an error, it crashed."""
-    state = node.config.stash.get(_STATE, None)
+    state = node.config.stash.get(STATE, None)
     if state is not None:
         state.provisioned = True  # by the workers, perhaps: the end of the run drops templates they built
     if error is not None:
@@ -254,155 +228,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     return result
 
 
-# --------------------------------------------------------------------------------------------- schema
-def _schema_key(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
-    parts: list[bytes | str] = []
-    for entry in entries:
-        parts.append(entry.text)
-        if entry.path is not None:
-            parts.append(entry.path.read_bytes())
-        elif entry.import_path is not None:
-            import_object("txscope_schema", entry.import_path)
-            module = importlib.import_module(entry.import_path.partition(":")[0])
-            source = inspect.getsourcefile(module)
-            parts.append(Path(source).read_bytes() if source else entry.import_path)
-    return parts
-
-
-def _build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
-    def build(engine: Engine) -> None:
-        for entry in entries:
-            if entry.path is not None:
-                engine.executescript(entry.path.read_text(encoding="utf-8"), source=str(entry.path))
-            else:
-                assert entry.import_path is not None
-                target = import_object("txscope_schema", entry.import_path)
-                if _is_metadata(target):
-                    from .sqlalchemy import create_all
-
-                    assert engine.url is not None
-                    create_all(target, engine.url)
-                    continue
-                if not callable(target):
-                    raise ImportPathError(
-                        "txscope_schema",
-                        entry.import_path,
-                        f"is a {type(target).__name__}, not a callable",
-                        "point it at a function that takes the engine and builds the schema",
-                    )
-                target(engine)
-
-    return build
-
-
-def _lock_dir(config: pytest.Config) -> Path:
-    cache = getattr(config, "cache", None)
-    if cache is not None:
-        return Path(cache.mkdir("txscope"))
-    path = Path(tempfile.gettempdir()) / "pytest-txscope"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def _open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    settings = config.stash[SETTINGS]
-    state = config.stash[_STATE]
-    url = settings.url
-    if (
-        url is None
-    ):  # the embedded default: a file per run (and per xdist worker), in WAL mode for cheap rollbacks
-        url = DatabaseURL.parse(
-            f"sqlite:///{tmp_path_factory.getbasetemp() / 'txscope_test.db'}?journal_mode=wal"
-        )
-    if settings.schema:
-        from .provision import provision, schema_key, worker_url
-
-        target = worker_url(url, os.environ.get("PYTEST_XDIST_WORKER"))
-        build = _build_schema(settings.schema)
-        if target.backend == "sqlite" and target.database == ":memory:":
-            engine = Engine.from_url(target)
-            build(engine)
-            return engine
-        key = schema_key(_schema_key(settings.schema))
-        if not settings.reuse_db:
-            # Without reuse the schema is built afresh once per run (a schema function's own imports are not
-            # in the key); the run's id keeps it one build for all xdist workers of the run.
-            key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or _RUN_ID])
-        state.provisioned = True  # templates may exist from here on: the end of the run drops them
-        done = provision(
-            target,
-            key=key,
-            build=build,
-            reuse=settings.reuse_db,
-            allow=settings.allow_databases,
-            lock_dir=_lock_dir(config),
-        )
-        if done.created and not settings.reuse_db:
-            state.created.append(done.url)
-        return Engine.from_url(done.url)
-    return Engine.from_url(url)
-
-
-def _is_metadata(target: object) -> bool:
-    return "sqlalchemy" in sys.modules and bool(_sqlalchemy().is_metadata(target))
-
-
-def _app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
-    """The app's pytest-txscope engines; its SQLAlchemy engines go to ``state.sa_engines``."""
-    config = request.config
-    state = config.stash[_STATE]
-    if state.app_engines is None:
-        engines, sa_engines = [], []
-        for path in config.stash[SETTINGS].engines:
-            try:
-                obj = import_object("txscope_engines", path)
-            except ImportPathError as exc:
-                _setup_failed(request, exc, "the application's engines")
-            if isinstance(obj, Engine):
-                engines.append(obj)
-            elif "sqlalchemy" in sys.modules and _sqlalchemy().is_sqlalchemy_engine(obj):
-                sa_engines.append(obj)
-            else:
-                _setup_failed(
-                    request,
-                    ImportPathError(
-                        "txscope_engines",
-                        path,
-                        f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
-                        "point it at the application's engine object",
-                    ),
-                    "the application's engines",
-                )
-        state.app_engines, state.sa_engines = tuple(engines), tuple(sa_engines)
-    return state.app_engines
-
-
-def _sqlalchemy() -> Any:
-    from . import sqlalchemy
-
-    return sqlalchemy
-
-
-def _dispose_app_engines(config: pytest.Config) -> None:
-    """Close the pool connections tests opened through the app's engines (commit=True tests use them for real).
-
-    Only modules already imported are looked at: the end of the run imports nothing new.
-    """
-    for path in config.stash[SETTINGS].engines:
-        module_name, _, attribute = path.partition(":")
-        obj: Any = sys.modules.get(module_name)
-        for part in attribute.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, Engine) or _is_sqlalchemy_engine(obj):
-            obj.dispose()
-    if "pytest_txscope.sqlalchemy" in sys.modules:
-        _sqlalchemy().dispose_test_engines()
-
-
-def _is_sqlalchemy_engine(obj: object) -> bool:
-    return "sqlalchemy" in sys.modules and bool(_sqlalchemy().is_sqlalchemy_engine(obj))
-
-
 # ------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def db_engine(
@@ -417,23 +242,23 @@ def db_engine(
     """
     from .tables import snapshot
 
-    state = pytestconfig.stash[_STATE]
+    state = pytestconfig.stash[STATE]
     engine: Engine | None = None
     try:
         try:
-            engine = state.engine = _open_engine(pytestconfig, tmp_path_factory)
+            engine = state.engine = open_engine(pytestconfig, tmp_path_factory)
             # What the database holds before any test: commit=True tests and escaped commits are cleaned back
             # to it, and the leak check compares with its row counts.
             state.snapshot = snapshot(engine)
             state.baseline = dict(state.snapshot.counts)
         except Exception as exc:
-            _setup_failed(request, exc)
+            setup_failed(request, exc)
         yield engine
     finally:
         state.engine = None
         if engine is not None:
             engine.dispose()
-        _dispose_app_engines(pytestconfig)
+        dispose_app_engines(pytestconfig)
         if state.created:
             from .provision import drop
 
@@ -491,17 +316,17 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
         )
     settings = request.config.stash[SETTINGS]
     sandbox = PluginSandbox(
-        db_engine, engines=_app_engines(request), protect_statements=settings.protect_statements()
+        db_engine, engines=app_engines(request), protect_statements=settings.protect_statements()
     )
     sandbox.start()
     node.stash[_SANDBOXED] = True
     sandbox.thread_timeout = settings.thread_timeout
     if options.get("shared"):
         sandbox.share()
-    sa_engines = request.config.stash[_STATE].sa_engines
+    sa_engines = request.config.stash[STATE].sa_engines
     if sa_engines:
         try:
-            _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
+            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
         except BaseException:
             sandbox.stop()
             raise
@@ -532,7 +357,7 @@ def sa_session(db_sandbox: Sandbox) -> Any:
             sa_session.commit()
             assert sa_session.scalar(select(func.count()).select_from(User)) == 1
     """
-    return _sqlalchemy().session_for(db_sandbox)
+    return sqlalchemy_module().session_for(db_sandbox)
 
 
 def _marker_signature(*, commit: bool = False, shared: bool = False) -> dict[str, Any]:
@@ -589,28 +414,28 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     result = yield
     settings = item.config.stash[SETTINGS]
     if settings.check_leaks:
-        check_leaks(item, item.config.stash[_STATE])
+        check_leaks(item, item.config.stash[STATE])
     return result
 
 
 def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
-    state = request.config.stash[_STATE]
+    state = request.config.stash[STATE]
     if "db_engine" in request.fixturenames:
         request.getfixturevalue("db_engine")  # block it from this test's first use on
-    engines = [*_app_engines(request), *([state.engine] if state.engine else [])]
+    engines = [*app_engines(request), *([state.engine] if state.engine else [])]
     blocker = _Blocker(request.node.nodeid)
     pins = [(engine, engine._pin) for engine in engines]
     for engine, _ in pins:
         engine._pin = blocker
     for sa_engine in state.sa_engines:
-        _sqlalchemy().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
+        sqlalchemy_module().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
     try:
         yield
     finally:
         for engine, previous in pins:
             engine._pin = previous
         for sa_engine in state.sa_engines:
-            _sqlalchemy().detach(sa_engine)
+            sqlalchemy_module().detach(sa_engine)
 
 
 def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
@@ -625,5 +450,5 @@ def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def _clean_changed(request: pytest.FixtureRequest, engine: Engine) -> None:
     clean_changed(
-        engine, request.config.stash[_STATE].snapshot, request.config.stash[SETTINGS].allow_databases
+        engine, request.config.stash[STATE].snapshot, request.config.stash[SETTINGS].allow_databases
     )

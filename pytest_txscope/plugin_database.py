@@ -1,0 +1,212 @@
+"""The plugin's run: its state, the database it provisions and the application's engines it pins.
+
+Split from `pytest_txscope.plugin` (the hooks and fixtures), which imports what it needs from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from .engine import Engine
+from .errors import ImportPathError, TxScopeError
+from .options import SETTINGS, SchemaEntry, import_object
+from .url import DatabaseURL
+
+__all__ = [
+    "RUN_ID",
+    "STATE",
+    "RunState",
+    "app_engines",
+    "dispose_app_engines",
+    "open_engine",
+    "setup_failed",
+    "sqlalchemy_module",
+]
+
+RUN_ID = uuid.uuid4().hex
+
+
+@dataclass
+class RunState:
+    """What one run (one xdist worker) knows beyond its settings."""
+
+    engine: Engine | None = None
+    app_engines: tuple[Engine, ...] | None = None
+    sa_engines: tuple[Any, ...] = ()
+    baseline: dict[str, int] | None = None
+    snapshot: Any = None
+    created: list[DatabaseURL] = field(default_factory=list)
+    provisioned: bool = False
+
+
+STATE = pytest.StashKey[RunState]()
+
+
+def setup_failed(request: pytest.FixtureRequest, exc: Exception, what: str = "the database") -> NoReturn:
+    """The run's database (or the app's engines) could not be set up: report it in this test and stop the run,
+    where every later test would otherwise repeat the same error and traceback."""
+    request.session.shouldfail = f"stopping: pytest-txscope could not set up {what}; see the error above"
+    if isinstance(exc, TxScopeError):  # its message says what and where; our frames would only bury it
+        message = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
+    raise exc
+
+
+# --------------------------------------------------------------------------------------------- schema
+def schema_key_of(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
+    parts: list[bytes | str] = []
+    for entry in entries:
+        parts.append(entry.text)
+        if entry.path is not None:
+            parts.append(entry.path.read_bytes())
+        elif entry.import_path is not None:
+            import_object("txscope_schema", entry.import_path)
+            module = importlib.import_module(entry.import_path.partition(":")[0])
+            source = inspect.getsourcefile(module)
+            parts.append(Path(source).read_bytes() if source else entry.import_path)
+    return parts
+
+
+def build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
+    def build(engine: Engine) -> None:
+        for entry in entries:
+            if entry.path is not None:
+                engine.executescript(entry.path.read_text(encoding="utf-8"), source=str(entry.path))
+            else:
+                assert entry.import_path is not None
+                target = import_object("txscope_schema", entry.import_path)
+                if is_metadata(target):
+                    from .sqlalchemy import create_all
+
+                    assert engine.url is not None
+                    create_all(target, engine.url)
+                    continue
+                if not callable(target):
+                    raise ImportPathError(
+                        "txscope_schema",
+                        entry.import_path,
+                        f"is a {type(target).__name__}, not a callable",
+                        "point it at a function that takes the engine and builds the schema",
+                    )
+                target(engine)
+
+    return build
+
+
+def lock_dir(config: pytest.Config) -> Path:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("txscope"))
+    path = Path(tempfile.gettempdir()) / "pytest-txscope"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    settings = config.stash[SETTINGS]
+    state = config.stash[STATE]
+    url = settings.url
+    if (
+        url is None
+    ):  # the embedded default: a file per run (and per xdist worker), in WAL mode for cheap rollbacks
+        url = DatabaseURL.parse(
+            f"sqlite:///{tmp_path_factory.getbasetemp() / 'txscope_test.db'}?journal_mode=wal"
+        )
+    if settings.schema:
+        from .provision import provision, schema_key, worker_url
+
+        target = worker_url(url, os.environ.get("PYTEST_XDIST_WORKER"))
+        build = build_schema(settings.schema)
+        if target.backend == "sqlite" and target.database == ":memory:":
+            engine = Engine.from_url(target)
+            build(engine)
+            return engine
+        key = schema_key(schema_key_of(settings.schema))
+        if not settings.reuse_db:
+            # Without reuse the schema is built afresh once per run (a schema function's own imports are not
+            # in the key); the run's id keeps it one build for all xdist workers of the run.
+            key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or RUN_ID])
+        state.provisioned = True  # templates may exist from here on: the end of the run drops them
+        done = provision(
+            target,
+            key=key,
+            build=build,
+            reuse=settings.reuse_db,
+            allow=settings.allow_databases,
+            lock_dir=lock_dir(config),
+        )
+        if done.created and not settings.reuse_db:
+            state.created.append(done.url)
+        return Engine.from_url(done.url)
+    return Engine.from_url(url)
+
+
+def is_metadata(target: object) -> bool:
+    return "sqlalchemy" in sys.modules and bool(sqlalchemy_module().is_metadata(target))
+
+
+def app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
+    """The app's pytest-txscope engines; its SQLAlchemy engines go to ``state.sa_engines``."""
+    config = request.config
+    state = config.stash[STATE]
+    if state.app_engines is None:
+        engines, sa_engines = [], []
+        for path in config.stash[SETTINGS].engines:
+            try:
+                obj = import_object("txscope_engines", path)
+            except ImportPathError as exc:
+                setup_failed(request, exc, "the application's engines")
+            if isinstance(obj, Engine):
+                engines.append(obj)
+            elif "sqlalchemy" in sys.modules and sqlalchemy_module().is_sqlalchemy_engine(obj):
+                sa_engines.append(obj)
+            else:
+                setup_failed(
+                    request,
+                    ImportPathError(
+                        "txscope_engines",
+                        path,
+                        f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
+                        "point it at the application's engine object",
+                    ),
+                    "the application's engines",
+                )
+        state.app_engines, state.sa_engines = tuple(engines), tuple(sa_engines)
+    return state.app_engines
+
+
+def sqlalchemy_module() -> Any:
+    from . import sqlalchemy
+
+    return sqlalchemy
+
+
+def dispose_app_engines(config: pytest.Config) -> None:
+    """Close the pool connections tests opened through the app's engines (commit=True tests use them for real).
+
+    Only modules already imported are looked at: the end of the run imports nothing new.
+    """
+    for path in config.stash[SETTINGS].engines:
+        module_name, _, attribute = path.partition(":")
+        obj: Any = sys.modules.get(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, Engine) or is_sqlalchemy_engine(obj):
+            obj.dispose()
+    if "pytest_txscope.sqlalchemy" in sys.modules:
+        sqlalchemy_module().dispose_test_engines()
+
+
+def is_sqlalchemy_engine(obj: object) -> bool:
+    return "sqlalchemy" in sys.modules and bool(sqlalchemy_module().is_sqlalchemy_engine(obj))
