@@ -294,8 +294,13 @@ def test_other_plugins_keys_are_left_to_pytest(project: pytest.Pytester) -> None
     project.makeconftest("def pytest_addoption(parser):\n    parser.addini('txscope_extra', 'a neighbour')\n")
     ini(project, "timeout = 30", "xfail_strict = true", "txscope_extra = 1")
     result = project.runpytest()
-    result.assert_outcomes(passed=3, warnings=1)
+    # Not a count of warnings: depending on how the package is installed, an in-process run can add pytest's
+    # own "cannot be rewritten" warning about the plugin module, which says nothing about ini keys.
+    result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*PytestConfigWarning: Unknown config option: timeout"])
+    assert "Unknown config option: xfail_strict" not in result.stdout.str()  # pytest's own key
+    # The neighbour plugin's key: neither refused nor warned about.
+    assert "txscope_extra" not in result.stdout.str()
 
 
 # ------------------------------------------------------------------------- seen when the database is set up
