@@ -48,7 +48,6 @@ class Channel:
         self.prepare: Callable[[str, Any], tuple[str, Any]] | None = (
             None if dialect.prepare.__func__ is Dialect.prepare else dialect.prepare  # type: ignore[attr-defined]
         )
-        self.in_tx = dialect.in_transaction
         self.lease: Lease | None = None
         """Set while the connection is shared between threads (a shared sandbox)."""
         self.reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = None
@@ -72,7 +71,8 @@ class Channel:
     def connection(self, connection: DBAPIConnection) -> None:
         self._connection = connection
         self._send, self._no_params = self.dialect.statement_runner(connection)
-        self._open_now = self.dialect.transaction_probe(connection)
+        self.open_now: Callable[[], bool] = self.dialect.transaction_probe(connection)
+        """Whether the server holds an open transaction on the connection now (no round trip)."""
 
     def execute(self, sql: str, params: Any) -> DBAPICursor:
         """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
@@ -82,10 +82,10 @@ class Channel:
             params = self._no_params
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
-        if self._watch is not None and self._watch(sql):
-            self.schema_touched = True
         if self.lease is not None:
             return self.checked(sql, lambda: self._send(sql, params))
+        if self._watch is not None and self._watch(sql):
+            self.schema_touched = True
         if self.pending:
             self.flush()
         try:
@@ -93,13 +93,9 @@ class Channel:
         except Exception as exc:
             self.after_failure(sql, exc)
             raise
-        if self.server_open and not self._open_now():
+        if self.server_open and not self.open_now():
             self.after_success(sql)
         return cursor
-
-    def execute_native(self, sql: str, params: Any) -> DBAPICursor:
-        """Like :meth:`execute` for SQL already in the driver's own parameter style; control is flushed."""
-        return self.checked(sql, lambda: self._send(sql, self._no_params if params is None else params))
 
     def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
@@ -131,7 +127,7 @@ class Channel:
 
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""
-        if self.server_open and not self.in_tx(self.connection):
+        if self.server_open and not self.open_now():
             error = ImplicitCommitError(sql, self.dialect.display)
             reason = f"the server ended the transaction while running {short_sql(sql)!r}"
             self.break_all(reason, escaped=not error.rolled_back)
@@ -143,7 +139,7 @@ class Channel:
         raises `ConnectionLostError` (from the driver's error) instead."""
         if self.dialect.is_disconnect(exc, self.connection):
             raise self.lost(sql, exc) from exc
-        if self.server_open and (not self.in_tx(self.connection) or self.dialect.error_ends_transaction(exc)):
+        if self.server_open and (not self.open_now() or self.dialect.error_ends_transaction(exc)):
             self.break_all(f"the server ended the transaction when {short_sql(sql)!r} failed: {exc}")
 
     def flush(self) -> None:
@@ -185,7 +181,7 @@ class Channel:
             raise self.lost(text, exc) from exc
         problem = f"sending {text!r} failed: {type(exc).__name__}: {exc}"
         error: TransactionStateError | None = None
-        if self.server_open and not self.in_tx(self.connection):
+        if self.server_open and not self.open_now():
             error = TransactionStateError(
                 f"the transaction on this connection had already ended when the library sent {text!r}: code "
                 "committed or rolled back on the driver's connection (session.connection) behind the library's "
@@ -262,7 +258,7 @@ class Channel:
         self.server_open = False
         # The connection may be failing already; the caller raises the real error.
         with contextlib.suppress(Exception):
-            if self.in_tx(self.connection):
+            if self.open_now():
                 self.run(self.connection, "ROLLBACK", None).close()
 
     def failed(self) -> bool:

@@ -191,7 +191,7 @@ class Sandbox:
             elif (
                 channel.server_open
                 and channel.dialect.is_alive(channel.connection)
-                and not channel.in_tx(channel.connection)
+                and not channel.open_now()
             ):
                 escaped = "the server reports no open transaction"
                 channel.break_all(escaped)  # nothing is left to roll back (SQLite would refuse a ROLLBACK)

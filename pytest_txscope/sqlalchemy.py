@@ -33,10 +33,20 @@ if TYPE_CHECKING:
 __all__ = ["NoSandboxError", "attach", "current_session", "detach", "is_sqlalchemy_engine", "sqlalchemy_url"]
 
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
-# What each pinned engine's pool gets instead of a new connection; absent: connect normally.
-_providers: weakref.WeakKeyDictionary[Any, Callable[[], Any]] = weakref.WeakKeyDictionary()
 _listening: weakref.WeakSet[Any] = weakref.WeakSet()
-_served: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+
+
+class _Pin:
+    """What a pinned engine's pool gets instead of a new connection, and what this pinning handed out (the
+    connections pooled from an earlier pinning are stale)."""
+
+    def __init__(self, provider: Callable[[], Any]) -> None:
+        self.provider = provider
+        self.served: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+# Each pinned engine's pin; absent: the engine connects normally.
+_pins: weakref.WeakKeyDictionary[Any, _Pin] = weakref.WeakKeyDictionary()
 # The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
 _orm_sessions: weakref.WeakKeyDictionary[Sandbox, ORMSession] = weakref.WeakKeyDictionary()
 _test_engines: dict[str, SAEngine] = {}
@@ -82,11 +92,11 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
 
 def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:
     engine = engine_ref()
-    provider = _providers.get(engine) if engine is not None else None
-    if provider is None:
+    pin = _pins.get(engine) if engine is not None else None
+    if pin is None:
         return None
-    connection = provider()
-    _served[engine].add(connection)
+    connection = pin.provider()
+    pin.served.add(connection)
     return connection
 
 
@@ -100,11 +110,11 @@ def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: An
     from .dbapi import SandboxConnection
 
     engine = engine_ref()
-    pinned = engine is not None and engine in _providers
+    pin = _pins.get(engine) if engine is not None else None
     if isinstance(dbapi_connection, SandboxConnection):
-        if pinned and dbapi_connection in _served[engine] and not dbapi_connection.session.closed:
+        if pin is not None and dbapi_connection in pin.served and not dbapi_connection.session.closed:
             return
-    elif not pinned:
+    elif pin is None:
         return
     raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox state")
 
@@ -127,14 +137,12 @@ def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool
         event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
         event.listen(sa_engine, "checkout", lambda *a: _check_out(*a, engine_ref=ref))
         _listening.add(sa_engine)
-    _providers[sa_engine] = provider
-    _served[sa_engine] = weakref.WeakSet()  # what this pinning handed out: earlier sandboxes' are stale
+    _pins[sa_engine] = _Pin(provider)
 
 
 def detach(sa_engine: SAEngine) -> None:
     """Undo `attach()`: new connections are real again (pooled sandbox ones are replaced at checkout)."""
-    _providers.pop(sa_engine, None)
-    _served.pop(sa_engine, None)
+    _pins.pop(sa_engine, None)
 
 
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
@@ -148,22 +156,19 @@ def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
                 f"{backend} ({sandbox.engine.target}); point the application's engine at the test database "
                 "(for example from the same environment variable)"
             )
-        outer = (_providers.get(sa_engine), _served.get(sa_engine))
+        outer = _pins.get(sa_engine)
         attach(sa_engine, sandbox.connection)
-        sandbox.add_cleanup(_detacher(sa_engine, *outer))
+        sandbox.add_cleanup(_detacher(sa_engine, outer))
 
 
-def _detacher(
-    sa_engine: SAEngine, provider: Callable[[], Any] | None, served: weakref.WeakSet[Any] | None
-) -> Callable[[], None]:
+def _detacher(sa_engine: SAEngine, outer: _Pin | None) -> Callable[[], None]:
     """Unpin ``sa_engine``, or give it back to the sandbox that pinned it before (a nested sandbox ends)."""
 
     def restore() -> None:
-        if provider is None or served is None:
+        if outer is None:
             detach(sa_engine)
         else:
-            _providers[sa_engine] = provider
-            _served[sa_engine] = served
+            _pins[sa_engine] = outer
 
     return restore
 
