@@ -33,7 +33,7 @@ from pytest_txscope import ConnectionBusyError, DatabaseURL, TransactionStateErr
 from pytest_txscope.lease import Lease
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, sibling_url
+from .backends import Backend, isolate_generated_runs, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -263,12 +263,7 @@ def test_99_nothing_is_left(db_session):
 # ---------------------------------------------------------------------------------------------- helpers
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The generated runs must not believe they are workers of an outer xdist run, nor read an outer URL; and
-    # they load only the plugins they name (others cost a second per process).
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    isolate_generated_runs(monkeypatch)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from pytest_txscope import DatabaseURL
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, sibling_url
+from .backends import Backend, isolate_generated_runs, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -310,13 +310,7 @@ def take_log(pytester: pytest.Pytester, name: str) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The generated runs must not believe they are workers of an outer xdist run, nor read an outer URL.
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    # Whatever else is installed in the environment (hypothesis, faker, factory-boy plugins...) is not loaded:
-    # importing them costs about a second in every process, xdist workers included.
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    isolate_generated_runs(monkeypatch)
 
 
 @pytest.fixture
