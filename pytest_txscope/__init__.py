@@ -5,10 +5,18 @@ The core (this package without `plugin`) never imports pytest.
 
 from __future__ import annotations
 
-from .blocks import TransactionBlock, ensure_transaction, transaction
-from .context import current_session
+from .core import (
+    Engine,
+    Session,
+    Transaction,
+    TransactionBlock,
+    TransactionKind,
+    TransactionState,
+    current_session,
+    ensure_transaction,
+    transaction,
+)
 from .dbapi import SandboxConnection
-from .engine import Engine
 from .errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -35,8 +43,6 @@ from .errors import (
     UnsupportedConnectionError,
 )
 from .sandbox import Sandbox
-from .session import Session
-from .transactions import Transaction, TransactionKind, TransactionState
 from .url import DatabaseURL
 
 __all__ = [

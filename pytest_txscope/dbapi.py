@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
+from .core import Channel, Session
 from .errors import SandboxRefusedError, TransactionStateError
-from .lease import Place, caller_place
-from .session import Session
+from .places import Place, caller_place
 
 __all__ = ["SandboxConnection", "SandboxCursor"]
 
@@ -123,20 +123,17 @@ class SandboxConnection:
         """The guest session behind this connection."""
         return self._session
 
-    def _begin(self) -> Any:
+    def _begin(self) -> Channel:
         if self._closed:
             raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
         if self._check_thread is not None:
             self._check_thread()  # a pool may hand this object to another thread
         session = self._session
-        inner = session._innermost
-        if inner is None:
-            session._autobegin()
+        if session.transaction is None:
             self.began_at = caller_place(inspect.currentframe())
             self.wrote = False
-        elif not inner.is_active:
-            inner._require_active("run a statement")
-        return session._channel
+        session.autobegin()
+        return session.channel
 
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         """A cursor on the sandbox connection."""
@@ -163,7 +160,7 @@ class SandboxConnection:
 
         As on MySQL, where BEGIN first commits a pending transaction, an open one is committed first.
         """
-        tx = self._session._innermost
+        tx = self._session.transaction
         if tx is not None and tx.is_active:
             tx.commit()
         self._begin()
@@ -176,9 +173,9 @@ class SandboxConnection:
         the sandbox names savepoints itself."""
         # As psycopg does: with no transaction open the block is the transaction (committed at its end);
         # inside an open one it is a savepoint of its own.
-        opened = self._session._innermost is None
+        opened = self._session.transaction is None
         self._begin()
-        inner = self._session._innermost
+        inner = self._session.transaction
         assert inner is not None
         if opened:
             inner.implicit = False  # the block owns the transaction the call opened
@@ -189,13 +186,13 @@ class SandboxConnection:
 
     def commit(self) -> None:
         """Release the current savepoint (the application's commit) and fire its callbacks."""
-        tx = self._session._innermost
+        tx = self._session.transaction
         if tx is not None:
             tx.commit()  # a broken transaction (another session's rollback took it) raises, never silently
 
     def rollback(self) -> None:
         """Roll back to the current savepoint (the application's rollback)."""
-        tx = self._session._innermost
+        tx = self._session.transaction
         if tx is not None:
             tx.rollback()
 

@@ -373,5 +373,5 @@ class TransactionLeftOpenWarning(UserWarning):
             f"the test ended with {len(transactions)} transaction(s) still open, which were rolled back (with "
             f"the sandbox, if they were in one): {listing}. Outside a test their work would never be committed (nor "
             "their connections given back): end each transaction (commit() or rollback(), or a 'with' block) "
-            "and close sessions (session.close(), or 'with Session(engine) as session:')"
+            "and close sessions (session.close(), or 'with engine.session() as session:')"
         )

@@ -19,8 +19,11 @@ from factory.alchemy import SQLAlchemyModelFactory
 from factory.base import FactoryOptions, OptionDefault
 
 from .errors import TxScopeError
+from .places import add_library
 from .sandbox import Sandbox
 from .sqlalchemy import NoSandboxError, current_session
+
+add_library("factory", "pytest_factoryboy")  # messages name the user's line that called the factory
 
 __all__ = ["SandboxModelFactory", "TableFactory"]
 

@@ -47,10 +47,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine
 
-from .engine import Engine
+from .core import Engine, Session
 from .errors import TxScopeError
 from .sandbox import Sandbox
-from .session import Session
 
 if TYPE_CHECKING:
     import pytest

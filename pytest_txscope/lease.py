@@ -1,4 +1,4 @@
-"""Sharing one connection between threads: the `Lease` says which thread may use it now.
+"""Sharing one connection between threads: the `Lease` says which thread may use it now (the core's `Gate`).
 
 Threads take turns: a thread holds the lease for the whole of its transaction, others wait, and a wait that
 lasts too long raises `ConnectionBusyError` naming the holder, where it took the connection and where it is now.
@@ -9,73 +9,15 @@ time, and closes it (`Lease.close`), so that a thread that outlived the test can
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from types import CodeType, FrameType
 
 from .errors import ConnectionBusyError, TransactionStateError
+from .places import Place, caller_place, describe_place
 
-__all__ = ["Holding", "Lease", "Place", "caller_place", "describe_place", "in_statement", "watch_statements"]
-
-Place = tuple[CodeType, int]
-"""Where code is: its code object and the offset of its instruction then (``f_lasti``: reading it costs
-nothing, while ``f_lineno`` decodes the line table). Turned into a line only when a message needs it."""
-
-# Code users call into rather than write: a place in it says less than the user's line that called it.
-_LIBRARIES = tuple(
-    f"{os.sep}{name}{os.sep}"
-    for name in ("pytest_txscope", "sqlalchemy", "factory", "pytest_factoryboy", "psycopg", "pymysql")
-)
-_STDLIB = os.path.dirname(os.__file__)
-_library_code: dict[CodeType, bool] = {}  # a few hundred entries at most: the code between users and us
-_statement_code: set[CodeType] = set()  # the Channel methods that run while a statement is on the wire
-
-
-def caller_place(frame: FrameType | None) -> Place | None:
-    """The innermost frame from ``frame`` outwards in the user's code (outside pytest-txscope, SQLAlchemy,
-    factory_boy, the drivers, the standard library and generated code), with where it is now; None when there
-    is none."""
-    while frame is not None:
-        code = frame.f_code
-        library = _library_code.get(code)
-        if library is None:
-            path = code.co_filename
-            library = _library_code[code] = (
-                any(part in path for part in _LIBRARIES)
-                or (path.startswith(_STDLIB) and "-packages" not in path)
-                or path.startswith("<")  # code generated at run time (SQLAlchemy's wrappers, <string>)
-            )
-        if not library:
-            return code, frame.f_lasti
-        frame = frame.f_back
-    return None
-
-
-def describe_place(place: Place | None) -> str:
-    """``file:line in function``, or ``an unknown place``."""
-    if place is None:
-        return "an unknown place"
-    code, offset = place
-    line = next((n for start, end, n in code.co_lines() if start <= offset < end and n is not None), None)
-    return f"{code.co_filename}:{line or code.co_firstlineno} in {code.co_name}"
-
-
-def watch_statements(*codes: CodeType) -> None:
-    """Declare the functions inside which a thread is sending a statement (see `Holding.running`)."""
-    _statement_code.update(codes)
-
-
-def in_statement(thread: threading.Thread) -> bool:
-    """Whether ``thread`` is sending a statement on a connection now (or waiting for the server's answer)."""
-    frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
-    while frame is not None:
-        if frame.f_code in _statement_code:
-            return True
-        frame = frame.f_back
-    return False
+__all__ = ["Holding", "Lease"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +69,8 @@ class Lease:
         self._depth = 0
         self.closed = False
         """True once `close` ran: the lease is refused to every thread but its holder."""
+        self._sender: threading.Thread | None = None
+        self._sending = 0
         self.timeouts: list[tuple[threading.Thread, ConnectionBusyError]] = []
         """The holder and the error of each wait that timed out, so that the end of the sandbox can tell what
         the test was told already."""
@@ -161,6 +105,22 @@ class Lease:
             self.owner = me
             self._depth = 1
             self._since = caller_place(inspect.currentframe())
+
+    def sending(self, active: bool) -> None:
+        """The calling thread starts (True) or stops (False) waiting on the server for a statement (nested:
+        control statements go out while a statement is being sent)."""
+        me = threading.current_thread()
+        if active:
+            self._sending = self._sending + 1 if self._sender is me else 1
+            self._sender = me
+        elif self._sender is me:
+            self._sending -= 1
+            if self._sending <= 0:
+                self._sender = None
+
+    def is_sending(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is sending a statement on the connection now (or waiting for the answer)."""
+        return self._sender is thread
 
     def release(self) -> None:
         """Give the lease back (once per acquire). A thread that no longer holds it (displaced by `seize`, or
@@ -220,4 +180,4 @@ class Lease:
         alive = owner.is_alive()
         frame = sys._current_frames().get(owner.ident) if alive and owner.ident is not None else None
         now = describe_place(caller_place(frame)) if frame is not None else None
-        return Holding(owner, since, None if now == since else now, alive, alive and in_statement(owner))
+        return Holding(owner, since, None if now == since else now, alive, alive and self.is_sending(owner))

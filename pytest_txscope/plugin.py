@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from .context import current_scope
-from .engine import Engine
+from .core import Engine, Session
+from .core.context import current_scope
 from .errors import (
     BackendUnavailableError,
     DatabaseAccessError,
@@ -24,6 +24,7 @@ from .errors import (
     UnsafeDatabaseError,
 )
 from .options import SETTINGS, Settings, add_options, import_object, resolve
+from .places import add_library
 from .plugin_database import (
     STATE,
     RunState,
@@ -42,7 +43,6 @@ from .plugin_teardown import (
     leave_blocks,
 )
 from .sandbox import Sandbox
-from .session import Session
 
 __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
@@ -58,6 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Where a test's code began a transaction is its own line, not one inside the libraries it called.
+    add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
         f"{MARKER}(commit=False, shared=False): run the test in a database sandbox rolled back afterwards; "
@@ -424,16 +426,14 @@ def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("db_engine")  # block it from this test's first use on
     engines = [*app_engines(request), *([state.engine] if state.engine else [])]
     blocker = _Blocker(request.node.nodeid)
-    pins = [(engine, engine._pin) for engine in engines]
-    for engine, _ in pins:
-        engine._pin = blocker
+    pins = [(engine, engine.pin(blocker)) for engine in engines]
     for sa_engine in state.sa_engines:
         sqlalchemy_module().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
     try:
         yield
     finally:
         for engine, previous in pins:
-            engine._pin = previous
+            engine.pin(previous)
         for sa_engine in state.sa_engines:
             sqlalchemy_module().detach(sa_engine)
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from .engine import Engine
+from .core import Engine
 from .errors import ImportPathError, TxScopeError
 from .options import SETTINGS, SchemaEntry, import_object
 from .url import DatabaseURL

@@ -25,14 +25,13 @@ from typing import Any
 
 import pytest
 
-from .context import Scope, current_scope, restore_scope
+from .core import Engine, Session, Transaction, TransactionState
+from .core.context import Scope, current_scope, restore_scope
 from .dbapi import SandboxConnection
-from .engine import Engine
 from .errors import SandboxStillHeldError, TransactionLeftOpenWarning
-from .lease import Holding, Lease, Place, caller_place, describe_place, in_statement
+from .lease import Holding, Lease
+from .places import Place, caller_place, describe_place
 from .sandbox import Sandbox
-from .session import Session
-from .transactions import Transaction, TransactionState
 from .url import DatabaseURL
 
 __all__ = [
@@ -51,8 +50,9 @@ class PluginSandbox(Sandbox):
     """The test's sandbox: a `Sandbox` that also notes where the test's code begins its transactions."""
 
     def start(self) -> PluginSandbox:
-        self._began: dict[Session, Place | None] = {}
-        self._raw: dict[Session, SandboxConnection] = {}
+        # Keyed by session (a transaction's ``session``).
+        self._began: dict[object, Place | None] = {}
+        self._raw: dict[object, SandboxConnection] = {}
         super().start()
         return self
 
@@ -71,9 +71,7 @@ class PluginSandbox(Sandbox):
     @property
     def lease(self) -> Lease | None:
         """The lease of a shared sandbox that nests in no other (a wider one owns its parent's lease)."""
-        if self.parent is not None or self._channel is None:
-            return None
-        return self._channel.lease
+        return None if self.parent is not None else super().lease
 
     def end_connection(self) -> bool:
         """End the sandbox's connection from outside (see `provision.end_connection`); False if not done."""
@@ -85,12 +83,12 @@ class PluginSandbox(Sandbox):
     def open_transactions(self) -> list[str]:
         """The transactions still open above the sandbox's own, the outermost of each session, described."""
         assert self._channel is not None
-        outermost: dict[Session, Transaction] = {}
-        tx = self._channel.top
+        outermost: dict[object, Transaction] = {}
+        tx = self._channel.stack.top
         while tx is not None and tx is not self._base:
             if tx.state is TransactionState.ACTIVE and self._counts(tx):
                 outermost[tx.session] = tx
-            tx = tx.below
+            tx = tx.below  # type: ignore[assignment]  # the stack holds Transactions
         return [self._describe(session, tx) for session, tx in reversed(outermost.items())]
 
     def _counts(self, tx: Transaction) -> bool:
@@ -102,9 +100,11 @@ class PluginSandbox(Sandbox):
         raw = self._raw.get(tx.session)
         return raw is not None and raw.wrote
 
-    def _describe(self, session: Session, tx: Transaction) -> str:
+    def _describe(self, session: object, tx: Transaction) -> str:
         if session in self._began:
-            return f"{tx.describe()} of {session.engine!r}, begun at {describe_place(self._began[session])}"
+            return (
+                f"{tx.describe()} of {tx.session.engine!r}, begun at {describe_place(self._began[session])}"
+            )
         raw = self._raw.get(session)
         if raw is not None:
             return (
@@ -155,10 +155,11 @@ def end_sandbox(sandbox: PluginSandbox, reported: Callable[[BaseException], bool
 def _interrupt(sandbox: PluginSandbox, thread: threading.Thread) -> bool:
     """End the statement ``thread`` is running on the sandbox's connection, and wait (a little) until it has
     let go of the connection: rolling back meanwhile would mix two threads' traffic on one connection."""
-    if not sandbox.end_connection():
+    lease = sandbox.lease
+    if lease is None or not sandbox.end_connection():
         return False
     deadline = time.monotonic() + max(sandbox.thread_timeout, 1.0)
-    while in_statement(thread) and time.monotonic() < deadline:
+    while lease.is_sending(thread) and time.monotonic() < deadline:
         time.sleep(0.01)
     return True
 
@@ -170,15 +171,13 @@ def leave_blocks(before: Scope | None, *, warn: bool) -> None:
     scope = current_scope()
     left: list[Session] = []
     while scope is not None and scope is not before:
-        if scope.session not in left:
+        if isinstance(scope.session, Session) and scope.session not in left:
             left.append(scope.session)
         scope = scope.parent
     restore_scope(before)
     described = []
     for session in reversed(left):  # the outermost first
-        root = session.transaction
-        while root is not None and root.parent is not None:
-            root = root.parent
+        root = session.lane.root
         if session.closed or session.is_guest or root is None:
             continue
         described.append(

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .core import Engine
 from .dialects import DBAPIConnection, dialect_for_backend
-from .engine import Engine
 from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
 from .url import DatabaseURL
 

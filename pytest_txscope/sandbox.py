@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
-from .channel import Channel, Lease
+from .core import Channel, Engine, Policy, Session, SessionProvider, Transaction, TransactionState
+from .core.engine import is_seconds
 from .dbapi import SandboxConnection
-from .engine import Engine, _is_seconds
 from .errors import (
     ConfigurationError,
     ConnectionBusyError,
@@ -26,8 +26,7 @@ from .errors import (
     SandboxThreadError,
     TransactionStateError,
 )
-from .session import Session
-from .transactions import Transaction, TransactionState
+from .lease import Lease
 
 __all__ = ["Sandbox"]
 
@@ -68,12 +67,13 @@ class Sandbox:
         self._host: Session | None = None
         self._base: Transaction | None = None
         self._owner = threading.current_thread()
-        self._pins: list[tuple[Engine, object]] = []
+        self._pins: list[tuple[Engine, SessionProvider | None]] = []
         self._guests: list[Session] = []
         self._test_session: Session | None = None
         self._cleanups: list[Callable[[], object]] = []
         self._shared = False
         self._allowed: set[threading.Thread] = set()
+        self._lease: Lease | None = None
         self.thread_timeout = 10.0
         """Seconds a thread waits for the shared connection before `ConnectionBusyError` names the holder."""
 
@@ -91,16 +91,30 @@ class Sandbox:
     def _start_lease(self, timeout: float | None) -> None:
         self._require_active()
         if timeout is not None:
-            if not _is_seconds(timeout) or timeout == 0:
+            if not is_seconds(timeout) or timeout == 0:
                 raise ConfigurationError(
                     f"timeout={timeout!r} is not valid; use a number of seconds greater than 0 (and finite)"
                 )
             self.thread_timeout = timeout
         assert self._channel is not None
-        if self._channel.lease is None:
-            self._channel.lease = Lease(self.thread_timeout)
+        lease = self.lease
+        if lease is None:
+            lease = Lease(self.thread_timeout)
+            self._channel.gate = lease
+            root = self
+            while root.parent is not None:
+                root = root.parent
+            root._lease = lease
         else:
-            self._channel.lease.timeout = self.thread_timeout
+            lease.timeout = self.thread_timeout
+
+    @property
+    def lease(self) -> Lease | None:
+        """The thread lease of the connection, once the sandbox (or one it nests in) shares it."""
+        root = self
+        while root.parent is not None:
+            root = root.parent
+        return root._lease
 
     @staticmethod
     def current() -> Sandbox | None:
@@ -124,24 +138,25 @@ class Sandbox:
         # A sandbox may be started again after stop(): nothing of its last run (an outer sandbox it nested in,
         # that one's engines) carries over.
         self.parent, self.engines = None, self._given
-        outer = self.engine._pin
+        outer = self.engine.pinned_to
         if isinstance(outer, Sandbox) and outer.active:
             outer._check_thread(self.engine)
             self.parent = outer
             assert outer._channel is not None
             self._channel = outer._channel
-            self._host = Session._guest(outer._channel, self.engine, implicit_savepoint=False)
+            self._host = Session.on_channel(
+                outer._channel, self.engine, Policy(guest=True, implicit_joins=True)
+            )
             engines = (*outer.engines, *(e for e in self.engines if e not in outer.engines))
             self.engines = engines
         else:
-            self._host = self.engine._owned_session()
-            self._channel = self._host._channel
+            self._host = self.engine.pooled_session()
+            self._channel = self._host.channel
         self._base = self._host.begin()  # BEGIN (or a SAVEPOINT when nested), sent with the first statement
         if self.protect_statements is None:
             self.protect_statements = self._channel.dialect.aborts_on_error
         for engine in self.engines:
-            self._pins.append((engine, engine._pin))
-            engine._pin = self
+            self._pins.append((engine, engine.pin(self)))
         self.active = True
         _active.append(self)
         return self
@@ -161,35 +176,25 @@ class Sandbox:
         assert channel is not None
         assert host is not None
         assert base is not None
-        lease, held = channel.lease, False
-        if lease is not None:
-            try:  # first wait for other threads' transactions in flight, before anything is unpinned
-                lease.acquire()
-                held = True
-            except ConnectionBusyError as exc:
-                errors.append(exc)
-                lease.reset()  # the holder's work is rolled back below; it must not block later work
-        for callback in reversed(self._cleanups):
-            try:
-                callback()
-            except Exception as exc:  # every cleanup runs; the first failure is raised below
-                errors.append(exc)
-        self._cleanups.clear()
+        lease = self.lease
+        held = lease is not None and _wait_for_threads(lease, errors)
+        self._run_cleanups(errors)
         self.active = False
         if self in _active:
             _active.remove(self)
         for engine, previous in reversed(self._pins):
-            engine._pin = previous  # type: ignore[assignment]  # a sandbox or blocker set it, restore as it was
+            engine.pin(previous)
         self._pins.clear()
         escaped: str | None = None
         try:
-            self._end_guests(channel, base)
+            channel.stack.end_above(base, [guest.lane for guest in self._guests])
+            self._guests.clear()
             if base.state is TransactionState.BROKEN:
                 # Not when the connection was lost or a ROLLBACK ended it: then nothing escaped.
-                if channel.escaped:
+                if channel.stack.escaped:
                     escaped = base.failure or "the server ended it"
             elif (
-                channel.server_open
+                channel.stack.server_open
                 and channel.dialect.is_alive(channel.connection)
                 and not channel.open_now()
             ):
@@ -201,7 +206,8 @@ class Sandbox:
             if lease is not None:
                 if self.parent is None:  # the connection goes back to the pool unshared
                     lease.reset()
-                    channel.lease = None
+                    channel.gate = None
+                    self._lease = None
                 elif held:
                     lease.release()
             host.close()
@@ -209,6 +215,14 @@ class Sandbox:
             raise SandboxEscapeError(escaped, channel.reported)
         if errors:
             raise errors[0]
+
+    def _run_cleanups(self, errors: list[BaseException]) -> None:
+        for callback in reversed(self._cleanups):
+            try:
+                callback()
+            except Exception as exc:  # every cleanup runs; the first failure is raised by stop()
+                errors.append(exc)
+        self._cleanups.clear()
 
     def _stop_nested(self) -> list[BaseException]:
         """Stop the sandboxes still active inside this one (stopped out of order): left active, they would go on
@@ -235,30 +249,6 @@ class Sandbox:
             except Exception as exc:  # this one stops all the same; the first error is raised at the end
                 errors.append(exc)
         return errors
-
-    def _end_guests(self, channel: Channel, base: Transaction) -> None:
-        """Mark what the code under test left open as rolled back (the base rollback below undoes it)."""
-        tx = channel.top
-        while tx is not None and tx is not base:
-            if tx.state is TransactionState.ACTIVE:
-                tx.state = TransactionState.ROLLED_BACK
-                tx.failure = "it was rolled back when the sandbox ended"
-            tx._callbacks.clear()
-            tx._lease = None  # the sandbox holds (or has reset) the lease; a late end must not release it
-            tx.session._innermost = tx.session._root = None
-            tx = tx.below
-        channel.top = base
-        for guest in self._guests:
-            # A guest's implicit transaction that joined the sandbox's is not on the connection's stack: ended
-            # here too, or the closed guest would go on sending statements to a connection back in the pool.
-            joined = guest._off_stack
-            if joined is not None and joined.state is TransactionState.ACTIVE:
-                joined.state = TransactionState.ROLLED_BACK
-                joined.failure = "it was rolled back when the sandbox ended"
-                joined._callbacks.clear()
-            guest._off_stack = guest._innermost = guest._root = None
-            guest.closed = True
-        self._guests.clear()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -300,13 +290,13 @@ class Sandbox:
 
     def _new_guest(self, engine: Engine, *, implicit_savepoint: bool) -> Session:
         assert self._channel is not None
-        guest = Session._guest(
-            self._channel,
-            engine,
-            nested=engine.nested,
-            implicit_savepoint=implicit_savepoint,
+        policy = Policy(
+            guest=True,
+            implicit_joins=not implicit_savepoint,
             protect_statements=bool(self.protect_statements),
+            nested_virtual=engine.nested == "virtual",
         )
+        guest = Session.on_channel(self._channel, engine, policy)
         self._guests.append(guest)
         return guest
 
@@ -328,3 +318,15 @@ class Sandbox:
             if root._shared or current in root._allowed:
                 return
         raise SandboxThreadError(current.name, self._owner.name, repr(engine))
+
+
+def _wait_for_threads(lease: Lease, errors: list[BaseException]) -> bool:
+    """Before anything is unpinned, wait for other threads' transactions in flight; True once the lease is
+    held. A wait that times out is noted in ``errors`` and the holder forgotten (its work is rolled back)."""
+    try:
+        lease.acquire()
+    except ConnectionBusyError as exc:
+        errors.append(exc)
+        lease.reset()  # the holder's work is rolled back; it must not block later work
+        return False
+    return True

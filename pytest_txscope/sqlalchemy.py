@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, TxScopeError
+from .places import add_library
 from .sandbox import Sandbox
 from .url import DatabaseURL
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from .dbapi import SandboxConnection
 
 __all__ = ["NoSandboxError", "attach", "current_session", "detach", "is_sqlalchemy_engine", "sqlalchemy_url"]
+
+add_library("sqlalchemy")  # messages name the user's line that called SQLAlchemy, not SQLAlchemy's own
 
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
 _listening: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .engine import Engine
+from .core import Engine, Session
 from .errors import RestoreError
-from .session import Session
 
 __all__ = [
     "RestoreError",

@@ -480,7 +480,7 @@ def test_thread_teardown_and_lock_faults(
         "transaction(s) still open, which were rolled back (with the sandbox, if they were in one): "
         "transaction #* (root, as a savepoint) of {} Outside a test their work would never be committed (nor "
         "their connections given back): end each transaction (commit() or rollback(), or a 'with' block) and "
-        "close sessions (session.close(), or 'with Session(engine) as session:')"
+        "close sessions (session.close(), or 'with engine.session() as session:')"
     )
     begun = "<Engine *>, begun at " + where + "."
     result.stdout.fnmatch_lines(

@@ -87,12 +87,18 @@ def test_session_over_a_raw_connection(backend: Backend, engine: Engine, peer: P
     before = setting()
     session = Session(conn)
     assert session.dialect.name == backend.family
-    with session as tx:
-        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
-        with pytest.raises(ValueError), session as inner:
+    # A session block: the session is current, its work is one transaction, committed on a clean exit, and
+    # the session is closed at the end (the connection stays open, its setting restored).
+    with session as sess:
+        assert sess is session
+        sess.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        with pytest.raises(ValueError), sess as inner:  # nested: a savepoint
             inner.execute("INSERT INTO items (id, name) VALUES (2, 'b')")
             raise ValueError
+    assert session.closed
     assert peer.fetchall("SELECT name FROM items") == [("a",)]
+    assert setting() == before
+    session = Session(conn)
     session.execute("INSERT INTO items (id, name) VALUES (3, 'c')")  # implicit: rolled back at close
     session.close()
     assert peer.fetchall("SELECT name FROM items") == [("a",)]

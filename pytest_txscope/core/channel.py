@@ -1,10 +1,11 @@
-"""The state of one DB-API connection: what the server holds, what is queued to send, and the stack of
-transactions open on it across every session that shares it.
+"""The sync I/O layer: one DB-API connection, and the state machine of the transactions on it.
 
-Transaction-control SQL is sent as late as possible and batched: ``BEGIN`` and ``SAVEPOINT`` wait for the
-first statement that needs them (a block that runs nothing costs nothing), and releasing or rolling back to a
-savepoint waits for the next statement, whose control statements then go in one round trip where the driver
-allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they end the unit of work.
+The channel sends what the machine (`TxStack`) asks for, as late as possible and batched: ``BEGIN`` and
+``SAVEPOINT`` wait for the first statement that needs them (a block that runs nothing costs nothing), and
+releasing or rolling back to a savepoint waits for the next statement, whose control statements then go in one
+round trip where the driver allows. Only ``COMMIT`` and the root ``ROLLBACK`` are sent at once, because they
+end the unit of work. It also watches the server: a statement that ended the transaction behind the library's
+back, or a lost connection, becomes a transition of the machine (``break_all``) and a clear error.
 """
 
 from __future__ import annotations
@@ -12,50 +13,54 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-from .dialects import DBAPIConnection, DBAPICursor, Dialect
-from .errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
-from .lease import Lease, watch_statements
-from .transactions import TransactionState
+from ..dialects import DBAPIConnection, DBAPICursor, Dialect
+from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
+from .machine import Lane, Step, TransactionKind, TxStack
+from .transaction import Host, Transaction
 
-if TYPE_CHECKING:
-    from .transactions import Transaction
-
-__all__ = ["Channel", "Lease"]
+__all__ = ["Channel", "Gate", "short_sql"]
 
 _T = TypeVar("_T")
 _OUR_SAVEPOINT = re.compile(r"txscope_[a-z]+[0-9]+")
 
 
+class Gate(Protocol):
+    """A connection shared between threads (a shared sandbox): which thread may use it now.
+
+    The channel takes it around every statement it sends; a guest session holds it for the whole of its
+    top-level transaction. The sandbox's thread lease implements it.
+    """
+
+    def acquire(self) -> None:
+        """Wait for (or re-enter) the calling thread's turn."""
+
+    def release(self) -> None:
+        """End one `acquire` of the calling thread."""
+
+    def sending(self, active: bool) -> None:
+        """The calling thread starts (True) or stops (False) waiting on the server for a statement."""
+
+
 class Channel:
-    """One connection's transaction state, shared by the sessions that use the connection."""
+    """One connection's I/O, shared by the sessions that use the connection."""
 
     def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
         self.dialect = dialect
         self.connection = connection  # the setter also binds the statement runner
-        self.pending: list[str] = []
-        """Control statements queued for the next round trip."""
-        self.server_open = False
-        """True once BEGIN reached the server and until COMMIT/ROLLBACK."""
-        self.top: Transaction | None = None
-        """The most recently opened transaction still open on this connection, whatever its session."""
-        self.counter = 0
-        """Numbers transactions for messages, unique on this connection."""
-        self.begin_sql = dialect.begin_statement()
+        self.stack: TxStack[Transaction] = TxStack(dialect, _make_transaction)
+        """The transactions open on the connection, across sessions: the state machine."""
         self.run = dialect.execute
-        self.run_many = dialect.executemany
         self.prepare: Callable[[str, Any], tuple[str, Any]] | None = (
-            None if dialect.prepare.__func__ is Dialect.prepare else dialect.prepare  # type: ignore[attr-defined]
+            None if getattr(dialect.prepare, "__func__", None) is Dialect.prepare else dialect.prepare
         )
-        self.lease: Lease | None = None
+        self.gate: Gate | None = None
         """Set while the connection is shared between threads (a shared sandbox)."""
         self.reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = None
         """Set by an engine: discards a dead connection and returns a new one (see `flush`)."""
         self.target: str | None = None
         """What the connection reaches, for messages (an engine's masked URL)."""
-        self.escaped = False
-        """True once something committed behind the library's back (work may have escaped a rollback)."""
         self.reported: BaseException | None = None
         """The error raised to the code when the server's transaction ended or the connection was lost."""
         self._watch = dialect.schema_watch()
@@ -74,45 +79,47 @@ class Channel:
         self.open_now: Callable[[], bool] = self.dialect.transaction_probe(connection)
         """Whether the server holds an open transaction on the connection now (no round trip)."""
 
+    # ------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Any) -> DBAPICursor:
         """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
-        # The hot path of every statement: no calls beyond the driver's own where they can be avoided (the
-        # issue's target is 1.3x a raw cursor call on SQLite, where a Python call is a sizeable share).
+        # The hot path of every statement: no calls beyond the driver's own where they can be avoided (a
+        # Python call is a sizeable share of a statement on SQLite).
         if params is None:
             params = self._no_params
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
-        if self.lease is not None:
+        if self.gate is not None:
             return self.checked(sql, lambda: self._send(sql, params))
         if self._watch is not None and self._watch(sql):
             self.schema_touched = True
-        if self.pending:
+        if self.stack.outbox:
             self.flush()
         try:
             cursor = self._send(sql, params)
         except Exception as exc:
             self.after_failure(sql, exc)
             raise
-        if self.server_open and not self.open_now():
+        if self.stack.server_open and not self.open_now():
             self.after_success(sql)
         return cursor
 
     def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
         sql, seq = self.dialect.prepare_many(sql, seq)
-        return self.checked(sql, lambda: self.run_many(self.connection, sql, seq))
+        return self.checked(sql, lambda: self.dialect.executemany(self.connection, sql, seq))
 
     def checked(self, sql: str, send: Callable[[], _T]) -> _T:
         """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
         a failure or success that ended our transaction marks it broken. On a shared connection the calling
-        thread holds the lease meanwhile."""
-        lease = self.lease
-        if lease is not None:
-            lease.acquire()
+        thread holds the gate meanwhile."""
+        gate = self.gate
+        if gate is not None:
+            gate.acquire()
+            gate.sending(True)
         if self._watch is not None and self._watch(sql):
             self.schema_touched = True
         try:
-            if self.pending:
+            if self.stack.outbox:
                 self.flush()
             try:
                 result = send()
@@ -122,12 +129,13 @@ class Channel:
             self.after_success(sql)
             return result
         finally:
-            if lease is not None:
-                lease.release()
+            if gate is not None:
+                gate.sending(False)
+                gate.release()
 
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""
-        if self.server_open and not self.open_now():
+        if self.stack.server_open and not self.open_now():
             error = ImplicitCommitError(sql, self.dialect.display)
             reason = f"the server ended the transaction while running {short_sql(sql)!r}"
             self.break_all(reason, escaped=not error.rolled_back)
@@ -139,9 +147,10 @@ class Channel:
         raises `ConnectionLostError` (from the driver's error) instead."""
         if self.dialect.is_disconnect(exc, self.connection):
             raise self.lost(sql, exc) from exc
-        if self.server_open and (not self.open_now() or self.dialect.error_ends_transaction(exc)):
+        if self.stack.server_open and (not self.open_now() or self.dialect.error_ends_transaction(exc)):
             self.break_all(f"the server ended the transaction when {short_sql(sql)!r} failed: {exc}")
 
+    # ------------------------------------------------------------------------------- control statements
     def flush(self) -> None:
         """Send the queued control statements.
 
@@ -149,29 +158,31 @@ class Channel:
         while it sat in the pool), nothing of the work has reached the server yet: an engine's connection is
         replaced by a new one and the statements are sent again, once. Costs nothing until a send fails.
         """
-        statements, self.pending = self.pending, []
+        statements, begins = self.stack.statement()
         try:
             self.control(statements)
         except Exception as exc:
             if not (
-                statements[0] is self.begin_sql
-                and self.reconnect is not None
-                and self.dialect.is_disconnect(exc, self.connection)
+                begins and self.reconnect is not None and self.dialect.is_disconnect(exc, self.connection)
             ):
                 self.control_failed(statements, exc)
                 raise
-            try:
-                self.connection = self.reconnect(self.connection)
-            except Exception:  # the server is unreachable now: the engine's error says so
-                self.break_all(f"reconnecting failed after: {type(exc).__name__}: {exc}", escaped=False)
-                raise
-            try:
-                self.control(statements)
-            except Exception as again:
-                self.control_failed(statements, again)
-                raise
-        if statements[0] is self.begin_sql:
-            self.server_open = True
+            self._resend_on_new_connection(statements, exc)
+        if begins:
+            self.stack.opened()
+
+    def _resend_on_new_connection(self, statements: list[str], exc: BaseException) -> None:
+        assert self.reconnect is not None
+        try:
+            self.connection = self.reconnect(self.connection)
+        except Exception:  # the server is unreachable now: the engine's error says so
+            self.break_all(f"reconnecting failed after: {type(exc).__name__}: {exc}", escaped=False)
+            raise
+        try:
+            self.control(statements)
+        except Exception as again:
+            self.control_failed(statements, again)
+            raise
 
     def control_failed(self, statements: list[str], exc: BaseException) -> None:
         """Sending control statements failed: mark what is open BROKEN, and raise a clearer error than the
@@ -180,8 +191,7 @@ class Channel:
         if self.dialect.is_disconnect(exc, self.connection):
             raise self.lost(text, exc) from exc
         problem = f"sending {text!r} failed: {type(exc).__name__}: {exc}"
-        error: TransactionStateError | None = None
-        if self.server_open and not self.open_now():
+        if self.stack.server_open and not self.open_now():
             error = TransactionStateError(
                 f"the transaction on this connection had already ended when the library sent {text!r}: code "
                 "committed or rolled back on the driver's connection (session.connection) behind the library's "
@@ -206,6 +216,46 @@ class Channel:
         self.reported = error
         raise error from exc
 
+    def control(self, statements: list[str]) -> None:
+        """Send transaction-control statements now; a driver may keep its caches if no schema changed."""
+        gate = self.gate
+        if gate is not None:
+            gate.sending(True)
+        try:
+            if self.schema_touched:
+                self.dialect.run_control(self.connection, statements)
+            else:
+                self.dialect.run_control_keeping_cache(self.connection, statements)
+        finally:
+            if gate is not None:
+                gate.sending(False)
+
+    # ---------------------------------------------------------------------------------- transitions
+    def apply(self, step: Step) -> None:
+        """Carry out what a transition asked for: give back the holds of the transactions that ended, and send
+        the ``COMMIT`` or ``ROLLBACK`` that ends a root."""
+        for hold in step.released:
+            hold.release()
+        if step.end is not None:
+            self.end_root(step.end)
+
+    def end_root(self, end: str) -> None:
+        """Send what is queued and ``end`` (COMMIT or ROLLBACK), which ends the server's transaction."""
+        statements = self.stack.end_root(end)
+        if not statements:
+            return
+        try:
+            self.control(statements)
+        except Exception as exc:
+            self.reset_after_failure()
+            if self.dialect.is_disconnect(exc, self.connection):
+                if end == "ROLLBACK":
+                    return  # the server discarded the transaction with the connection: it is rolled back
+                raise self.lost("; ".join(statements), exc, committing=True) from exc
+            raise
+        finally:
+            self.schema_touched = False
+
     def lost(self, sql: str, exc: BaseException, *, committing: bool = False) -> ConnectionLostError:
         """The connection is gone: mark what was open BROKEN (nothing escaped, the server rolls back what a lost
         connection left uncommitted) and return the error to raise."""
@@ -217,45 +267,10 @@ class Channel:
         self.reported = error
         return error
 
-    def control(self, statements: list[str]) -> None:
-        """Send transaction-control statements now; a driver may keep its caches if no schema changed."""
-        if self.schema_touched:
-            self.dialect.run_control(self.connection, statements)
-        else:
-            self.dialect.run_control_keeping_cache(self.connection, statements)
-
-    def end_root(self, statement: str) -> None:
-        """Send what is queued and ``statement`` (COMMIT or ROLLBACK), which ends the server transaction."""
-        statements, self.pending = self.pending, []
-        statements.append(statement)
-        self.server_open = False
-        try:
-            self.control(statements)
-        except Exception as exc:
-            self.reset_after_failure()
-            if self.dialect.is_disconnect(exc, self.connection):
-                if statement == "ROLLBACK":
-                    return  # the server discarded the transaction with the connection: it is rolled back
-                raise self.lost("; ".join(statements), exc, committing=True) from exc
-            raise
-        finally:
-            self.schema_touched = False
-
     def break_all(self, reason: str, *, escaped: bool = True) -> None:
-        """The server no longer holds our transaction: mark every open one BROKEN with ``reason``.
-
-        ``escaped=False`` when nothing can have been committed (a lost connection, a ROLLBACK).
-        """
-        self.escaped = self.escaped or escaped
-        tx = self.top
-        while tx is not None:
-            if tx.state is TransactionState.ACTIVE:
-                tx.state = TransactionState.BROKEN
-                tx.failure = reason
-                tx._callbacks.clear()
-            tx = tx.below
-        self.pending = []
-        self.server_open = False
+        """The server no longer holds our transaction: the machine marks every open one BROKEN with ``reason``,
+        and whatever the server still holds is rolled back."""
+        self.stack.break_all(reason, escaped=escaped)
         # The connection may be failing already; the caller raises the real error.
         with contextlib.suppress(Exception):
             if self.open_now():
@@ -263,24 +278,25 @@ class Channel:
 
     def failed(self) -> bool:
         """Whether an error aborted the server transaction (PostgreSQL), after sending what is queued."""
-        if not self.server_open or not self.dialect.transaction_failed(self.connection):
+        if not self.stack.server_open or not self.dialect.transaction_failed(self.connection):
             return False
-        if self.pending:  # a queued ROLLBACK TO may be what recovers the transaction
+        if self.stack.outbox:  # a queued ROLLBACK TO may be what recovers the transaction
             self.flush()
             return self.dialect.transaction_failed(self.connection)
         return True
 
     def reset_after_failure(self) -> None:
         """Forget queued work and roll back whatever the server still holds."""
-        self.pending = []
-        self.server_open = False
+        self.stack.forget()
         # The connection is failing; the caller re-raises the original error.
         with contextlib.suppress(Exception):
             self.dialect.reset(self.connection)
 
 
-# A thread inside these is sending a statement: the end of a sandbox that displaces it interrupts that first.
-watch_statements(Channel.checked.__code__, Channel.control.__code__)
+def _make_transaction(
+    lane: Lane, kind: TransactionKind, parent: Transaction | None, number: int, below: Transaction | None
+) -> Transaction:
+    return Transaction(cast(Host, lane.owner), lane, kind, parent, number=number, below=below)
 
 
 def short_sql(sql: str) -> str:

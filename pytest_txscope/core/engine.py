@@ -10,29 +10,34 @@ from contextlib import contextmanager
 from types import ModuleType, TracebackType
 from typing import Any, Protocol
 
-from .context import find_session, push_scope, reset_scope
-from .dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
-from .errors import (
+from ..dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
+from ..errors import (
     BackendUnavailableError,
     ConfigurationError,
     ConnectionBusyError,
     ScriptError,
     TxScopeError,
 )
+from ..url import DatabaseURL
+from .channel import Channel
+from .context import find_session, push_scope, reset_scope
+from .machine import Policy
 from .session import Session, exit_block_opened_by
-from .transactions import Transaction
-from .url import DatabaseURL
+from .transaction import Transaction
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "SessionProvider", "is_seconds"]
 
 _MODULE_BACKENDS = {"sqlite3": "sqlite", "psycopg": "postgresql", "pymysql": "mysql"}
 _NESTED_MODES = ("savepoint", "virtual")
 
 
-class _Pin(Protocol):
-    """What a sandbox offers the engines it pins (the sandbox layer implements it)."""
+class SessionProvider(Protocol):
+    """What pins an engine (`Engine.pin`): where its sessions come from meanwhile. A sandbox hands out guest
+    sessions on its connection; the plugin's blocker refuses."""
 
-    def guest_session(self, engine: Engine) -> Session: ...
+    def guest_session(self, engine: Engine) -> Session:
+        """A new session for ``engine``: what ``engine.session()`` and ``with engine:`` get."""
+        ...
 
 
 class Engine:
@@ -76,7 +81,7 @@ class Engine:
             isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1
         ):
             raise ConfigurationError(f"max_connections={max_connections!r} is not valid; use None or >= 1")
-        if not _is_seconds(acquire_timeout):
+        if not is_seconds(acquire_timeout):
             raise ConfigurationError(
                 f"acquire_timeout={acquire_timeout!r} is not valid; use a number of seconds >= 0 (and finite)"
             )
@@ -88,7 +93,7 @@ class Engine:
         self.url = url
         """The parsed URL (password masked when shown), when the engine was made from one."""
         self._dialect = dialect
-        self._pin: _Pin | None = None
+        self._pin: SessionProvider | None = None
         self._idle: list[DBAPIConnection] = []
         self._open = 0
         self._lock = threading.Condition()
@@ -193,7 +198,7 @@ class Engine:
                 if self.max_connections is None or self._open < self.max_connections:
                     self._open += 1
                     break
-                if find_session(self) is not None:
+                if find_session(Session, self) is not None:
                     # Waiting would wait for ourselves: this thread or task holds what we wait for.
                     raise ConnectionBusyError(
                         f"all {self.max_connections} connection(s) of {self.target} are held, one by a session "
@@ -282,16 +287,34 @@ class Engine:
         """True while a sandbox (or a blocker) holds this engine: its sessions go where the sandbox says."""
         return self._pin is not None
 
+    @property
+    def pinned_to(self) -> SessionProvider | None:
+        """What pins the engine now (a sandbox, the plugin's blocker), or None."""
+        return self._pin
+
+    def pin(self, provider: SessionProvider | None) -> SessionProvider | None:
+        """Send this engine's new sessions to ``provider`` (None: back to the pool) and return what pinned it
+        before, to give back with another ``pin()`` call when ``provider`` is done (pins nest)."""
+        previous, self._pin = self._pin, provider
+        return previous
+
     def _new_session(self) -> Session:
         pin = self._pin
         if pin is not None:
             return pin.guest_session(self)
-        return self._owned_session()
+        return self.pooled_session()
 
-    def _owned_session(self) -> Session:
-        """A session on a connection of the pool, whatever pins the engine (the sandbox takes its own)."""
+    def pooled_session(self) -> Session:
+        """A session on a connection of the pool, whatever pins the engine (a sandbox takes its own this way).
+
+        It is not made current; close it to give the connection back.
+        """
         connection, dialect = self._acquire()
-        return Session._for_engine(self, connection, dialect)
+        channel = Channel(connection, dialect)
+        channel.reconnect = self._reconnect
+        channel.target = self._target
+        policy = Policy(nested_virtual=self.nested == "virtual")
+        return Session.on_channel(channel, self, policy, release=self._release)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -300,13 +323,13 @@ class Engine:
         A new session is current for the block and closed at its end (what is still open is rolled back and
         the connection goes back to the pool); a current one is yielded as it is and left open.
         """
-        session = find_session(self)
+        session = find_session(Session, self)
         if session is not None:
             yield session
             return
         session = self._new_session()
         try:
-            _, token = push_scope(session, None)
+            token = push_scope(session, None)
             try:
                 yield session
             finally:
@@ -320,7 +343,7 @@ class Engine:
         A new session is closed (its connection returned to the pool) when that transaction ends, by
         ``commit()``, ``rollback()`` or the end of its ``with`` block.
         """
-        session = find_session(self)
+        session = find_session(Session, self)
         if session is not None:
             return session.begin()
         session = self._new_session()
@@ -329,11 +352,11 @@ class Engine:
         except BaseException:
             session.close()
             raise
-        tx._owns_session = True
+        tx.owns_session = True
         return tx
 
     def __enter__(self) -> Transaction:
-        return self.begin()._enter(self)
+        return self.begin().enter(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -388,7 +411,7 @@ class Engine:
             session.close()
 
 
-def _is_seconds(value: object) -> bool:
+def is_seconds(value: object) -> bool:
     """A wait a lock can make: a finite number of seconds, >= 0 (a bool is not one; inf would overflow)."""
     return (
         isinstance(value, (int, float))

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from .context import current_session, find_session
-from .errors import MissingEngineError, TransactionStateError
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .session import Session
-    from .transactions import Transaction
+from ..errors import MissingEngineError, TransactionStateError
+from .context import find_session
+from .engine import Engine
+from .session import Session, current_session
+from .transaction import Transaction
 
 __all__ = ["ensure_transaction", "transaction"]
 
@@ -37,23 +34,16 @@ class TransactionBlock:
             if session is None:
                 raise MissingEngineError(self._name)
         else:
-            session = find_session(self._engine)
+            session = find_session(Session, self._engine)
         if session is None:
             assert self._engine is not None
             tx = self._engine.begin()  # nothing current: a new session and root transaction of its own
         elif self._join:
-            session._require_open()
-            inner = session._innermost
-            if inner is None:
-                session._autobegin()
-                inner = session._innermost
-                assert inner is not None
-            inner._require_active("join the current transaction")
-            tx = session._join(inner)
+            tx = session.join()
         else:
             tx = session.begin()
         self._tx = tx
-        return tx._enter(self)
+        return tx.enter(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -65,9 +55,9 @@ class TransactionBlock:
                 f"'with {self._name}(...) as tx:'"
             )
         try:
-            tx.session._exit_block(tx, exc)
+            tx.session.exit_block(tx, exc)
         finally:
-            if tx._token is not None:  # exited in another thread or task: still open, for its own to end
+            if tx.block_token is not None:  # exited in another thread or task: still open, for its own to end
                 self._tx = tx
 
 

@@ -10,23 +10,31 @@ from __future__ import annotations
 
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .session import Session
-    from .transactions import Transaction
+from .transaction import Transaction
 
 __all__ = [
     "Scope",
     "current_scope",
-    "current_session",
     "find_opened_by",
     "find_session",
+    "is_current",
     "push_scope",
     "reset_scope",
     "restore_scope",
 ]
+
+
+class _Scoped(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def engine(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Scoped)
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Scope:
     """One entry of the current-session chain: a session, the transaction a block opened (if any), and the
     object (engine or session) whose own ``with`` statement opened it, if any."""
 
-    session: Session
+    session: _Scoped
     transaction: Transaction | None
     parent: Scope | None
     opened_by: object | None = None
@@ -49,11 +57,10 @@ def current_scope() -> Scope | None:
 
 
 def push_scope(
-    session: Session, transaction: Transaction | None, opened_by: object | None = None
-) -> tuple[Scope, Token[Scope | None]]:
-    """Make ``session`` (and ``transaction``) current; return the new scope and the token that undoes it."""
-    scope = Scope(session, transaction, _current.get(), opened_by)
-    return scope, _current.set(scope)
+    session: _Scoped, transaction: Transaction | None, opened_by: object | None = None
+) -> Token[Scope | None]:
+    """Make ``session`` (and ``transaction``) current; return the token that undoes it."""
+    return _current.set(Scope(session, transaction, _current.get(), opened_by))
 
 
 def reset_scope(token: Token[Scope | None]) -> None:
@@ -67,16 +74,6 @@ def restore_scope(scope: Scope | None) -> None:
     _current.set(scope)
 
 
-def current_session() -> Session | None:
-    """The innermost open session of this thread or task, whatever its engine."""
-    scope = _current.get()
-    while scope is not None:
-        if not scope.session.closed:
-            return scope.session
-        scope = scope.parent
-    return None
-
-
 def find_opened_by(owner: object) -> Scope | None:
     """The innermost scope whose block was opened by ``with owner:`` (an engine or a session)."""
     scope = _current.get()
@@ -87,12 +84,22 @@ def find_opened_by(owner: object) -> Scope | None:
     return None
 
 
-def find_session(engine: Engine) -> Session | None:
-    """The innermost open session of ``engine`` in this thread or task."""
+def is_current(session: object) -> bool:
+    """Whether a block made ``session`` current in this thread or task."""
+    scope = _current.get()
+    while scope is not None:
+        if scope.session is session:
+            return True
+        scope = scope.parent
+    return False
+
+
+def find_session(kind: type[S], engine: object = None) -> S | None:
+    """The innermost open session of class ``kind`` in this thread or task (of ``engine``, if given)."""
     scope = _current.get()
     while scope is not None:
         session = scope.session
-        if session.engine is engine and not session.closed:
+        if isinstance(session, kind) and not session.closed and (engine is None or session.engine is engine):
             return session
         scope = scope.parent
     return None

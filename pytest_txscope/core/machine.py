@@ -1,0 +1,592 @@
+"""The transaction state machine of one connection, without I/O.
+
+Every session that uses a connection (its owner, and in a sandbox the guests that share it) keeps its
+transactions on one stack: `TxStack`. Its methods are the transitions, declared here and nowhere else:
+
+==================  ================================================================  ==========================
+transition          when it happens                                                    control SQL it queues
+==================  ================================================================  ==========================
+``begin``           a session opens its root transaction (a block, or a first          ``BEGIN``; a guest's:
+                    statement outside blocks)                                          ``SAVEPOINT``
+``begin_nested``    a block or ``begin_nested()`` inside an open transaction           ``SAVEPOINT`` (or nothing:
+                                                                                       virtual)
+``join``            ``ensure_transaction()`` inside an open transaction                nothing
+``commit``          ``commit()`` or a clean exit of the block                          ``RELEASE`` (a root:
+                                                                                       ``COMMIT``, sent at once)
+``rollback``        ``rollback()``, an exception leaving the block, a session closing  ``ROLLBACK TO`` +
+                                                                                       ``RELEASE`` (a root:
+                                                                                       ``ROLLBACK``, at once)
+``take_over``       a block begins where statements opened an implicit transaction    nothing
+``statement``       a statement is about to be sent                                   hands out what is queued
+``protect``         a statement outside blocks runs in its own savepoint               ``SAVEPOINT`` / ``RELEASE``
+                                                                                       / ``ROLLBACK TO``
+``break_all``       the connection was lost, or the server ended the transaction       drops the queue
+                    behind the library's back (an escape)
+``end_above``       a sandbox ends: what its guests left open is rolled back with it   nothing
+==================  ================================================================  ==========================
+
+The machine never talks to the driver: a transition changes the stack, queues control SQL for the next round
+trip (``BEGIN`` and savepoints are sent lazily, ``RELEASE`` rides with the next statement) and returns a `Step`
+that says what the I/O layer must send at once (``COMMIT`` / ``ROLLBACK`` of a root) and which callbacks and
+thread holds to run afterwards. Illegal transitions raise `TransactionStateError` naming the fix. The sync
+`Channel` drives it; an async twin drives the same machine.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from ..errors import TransactionStateError
+
+__all__ = [
+    "OWNER",
+    "Frame",
+    "Hold",
+    "Lane",
+    "Policy",
+    "Step",
+    "TransactionKind",
+    "TransactionState",
+    "TxStack",
+]
+
+
+class TransactionKind(enum.Enum):
+    """What ending a transaction does on the server."""
+
+    ROOT = "root"
+    """``BEGIN`` ... ``COMMIT`` / ``ROLLBACK``: the only kind that really commits."""
+    NESTED = "nested"
+    """A ``SAVEPOINT``: commit releases it, rollback rolls back to it."""
+    VIRTUAL = "virtual"
+    """Joins the enclosing transaction: neither commits nor rolls back (``ensure_transaction()``, or nested
+    blocks on an engine created with ``nested="virtual"``)."""
+
+
+class TransactionState(enum.Enum):
+    """Where a transaction is in its life."""
+
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled back"
+    BROKEN = "broken"
+    """The server ended it behind the library's back (MySQL DDL, a raw COMMIT): see ``Transaction.failure``."""
+
+
+ACTIVE = TransactionState.ACTIVE
+VIRTUAL = TransactionKind.VIRTUAL
+
+
+class Hold(Protocol):
+    """Something a transaction holds while it is open (a thread's turn on a shared connection)."""
+
+    def release(self) -> None:
+        """Give it back."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a session's transactions sit on the connection: the one plug-in point of the sandbox.
+
+    A session that owns its connection uses `OWNER`. A *guest* session shares a connection another session
+    holds open in a transaction: its root transaction is a SAVEPOINT on what is open there.
+    """
+
+    guest: bool = False
+    """The root transaction is a SAVEPOINT on the transaction open on the connection."""
+    implicit_joins: bool = False
+    """A guest's statements outside blocks join what is open (no savepoint; the sandbox's own session)."""
+    protect_statements: bool = False
+    """Statements outside blocks run in a savepoint each, so that a failing one leaves the work usable."""
+    nested_virtual: bool = False
+    """Blocks inside an open transaction join it instead of setting a savepoint (``nested="virtual"``)."""
+
+
+OWNER = Policy()
+
+
+class Lane:
+    """One session's view of the stack: its outermost and innermost open transactions."""
+
+    __slots__ = ("closed", "innermost", "joined", "owner", "policy", "root")
+
+    def __init__(self, policy: Policy, owner: object) -> None:
+        self.policy = policy
+        self.owner = owner
+        """The session this lane is the view of (the transactions' `Host`)."""
+        self.root: Frame | None = None
+        self.innermost: Frame | None = None
+        self.joined: Frame | None = None
+        """A guest's implicit transaction that joined what is open: it sends nothing and is not on the stack,
+        so other sessions' transactions may begin and end around it."""
+        self.closed = False
+
+    def require_open(self) -> None:
+        """Raise if the session was closed."""
+        if not self.closed:
+            return
+        if self.policy.guest:
+            raise TransactionStateError(
+                "this session belonged to a sandbox that has ended (a session kept from an earlier test, "
+                "such as a scoped_session that was not removed); open a new session in this test"
+            )
+        raise TransactionStateError("this session is closed; open a new one with engine.session()")
+
+    def frames(self) -> Iterator[Frame]:
+        """The session's open transactions, innermost first."""
+        tx = self.innermost
+        while tx is not None:
+            yield tx
+            tx = tx.parent
+
+
+class Frame:
+    """The state of one transaction on the stack (`Transaction` adds the methods code calls)."""
+
+    __slots__ = (
+        "below",
+        "callbacks",
+        "depth",
+        "failure",
+        "hold",
+        "implicit",
+        "kind",
+        "lane",
+        "number",
+        "owns_session",
+        "parent",
+        "savepoint",
+        "state",
+    )
+
+    def __init__(
+        self, lane: Lane, kind: TransactionKind, parent: Frame | None, number: int, below: Frame | None
+    ) -> None:
+        self.lane = lane
+        self.kind = kind
+        self.parent = parent
+        """The transaction of the same session this one was opened in (None for a root)."""
+        self.below = below
+        """The transaction under this one on the connection, whatever its session (for a guest session's root,
+        the host's transaction it sits on)."""
+        self.depth: int = 0 if below is None else below.depth + (0 if kind is VIRTUAL else 1)
+        """How many savepoints deep this transaction is on the connection."""
+        self.number = number
+        self.savepoint: str | None = None
+        self.state = ACTIVE
+        self.failure: str | None = None
+        """Why the transaction is BROKEN or was force-ended, for the errors raised when it is used again."""
+        self.implicit = False
+        """True for the transaction a bare session opens by itself for statements run outside any block."""
+        self.callbacks: list[Callable[[], object]] = []
+        self.hold: Hold | None = None
+        self.owns_session = False
+        """Its session was opened for it (``engine.begin()``): the session closes when it ends."""
+
+    @property
+    def is_active(self) -> bool:
+        """True until the transaction is committed, rolled back or broken."""
+        return self.state is ACTIVE
+
+    def describe(self) -> str:
+        """Short text naming this transaction in error messages."""
+        kind = (
+            "root, as a savepoint"
+            if self.kind is TransactionKind.ROOT and self.savepoint
+            else self.kind.value
+        )
+        return f"transaction #{self.number} ({kind})"
+
+    def require_active(self, action: str) -> None:
+        """Raise `TransactionStateError` unless the transaction is active."""
+        if self.state is ACTIVE:
+            return
+        reason = f": {self.failure}" if self.failure else ""
+        raise TransactionStateError(
+            f"cannot {action}: {self.describe()} is already {self.state.value}{reason}; "
+            "open a new transaction block for more work"
+        )
+
+
+F = TypeVar("F", bound=Frame)
+
+
+@dataclass
+class Step:
+    """What a transition asks of the I/O layer once the stack has changed."""
+
+    end: str | None = None
+    """``COMMIT`` or ``ROLLBACK``: send it now with what is queued (a root transaction ends)."""
+    callbacks: list[Callable[[], object]] = field(default_factory=list)
+    """``on_commit`` callbacks to run once the commit is done (an application's top-level commit)."""
+    released: list[Hold] = field(default_factory=list)
+    """Holds of the transactions that ended, to give back."""
+
+
+@dataclass(frozen=True)
+class _Control:
+    sql: str
+    frame: Frame | None = None
+    """The transaction whose savepoint (or BEGIN) this sets: dropped, with what follows, if it is rolled back
+    before it was sent, or alone if it commits before."""
+    begins: bool = False
+    """It is the BEGIN of the server's transaction."""
+
+
+class TxStack(Generic[F]):
+    """The transactions open on one connection, across every session sharing it, and the control SQL queued
+    for the next round trip. ``sql`` gives the statement texts (a dialect); ``make`` builds transactions."""
+
+    def __init__(self, sql: _ControlSQL, make: Callable[[Lane, TransactionKind, F | None, int, F | None], F]):
+        self.sql = sql
+        self.make = make
+        self.top: F | None = None
+        """The most recently opened transaction still open on this connection, whatever its session."""
+        self.counter = 0
+        """Numbers transactions for messages, unique on this connection."""
+        self.outbox: list[_Control] = []
+        self.server_open = False
+        """True once BEGIN reached the server and until COMMIT/ROLLBACK."""
+        self.escaped = False
+        """True once something committed behind the library's back (work may have escaped a rollback)."""
+        self.begin_sql = sql.begin_statement()
+
+    # ----------------------------------------------------------------------------------------- begin
+    def begin(self, lane: Lane, *, implicit: bool = False, hold: Hold | None = None) -> F:
+        """A session opens its root transaction: ``BEGIN`` for a session that owns the connection, a SAVEPOINT
+        on what is open for a guest (refused when nothing is open: its sandbox has ended)."""
+        lane.require_open()
+        self.counter += 1
+        below = self.top
+        if lane.policy.guest and implicit and lane.policy.implicit_joins:
+            tx = self.make(lane, VIRTUAL, None, self.counter, below)
+            tx.implicit = True
+            lane.root = lane.innermost = lane.joined = tx
+            return tx
+        if lane.policy.guest and (below is None or below.state is not ACTIVE):
+            raise TransactionStateError(
+                "this session shares a sandbox connection whose transaction is no longer open; the sandbox "
+                "has ended (or was broken): open sessions inside the sandbox's lifetime"
+            )
+        tx = self.make(lane, TransactionKind.ROOT, None, self.counter, below)
+        tx.implicit = implicit
+        tx.hold = hold
+        if lane.policy.guest:
+            self._set_savepoint(tx)
+        else:
+            self.outbox.append(_Control(self.begin_sql, tx, begins=True))
+        lane.root = tx
+        return self._push(tx)
+
+    def begin_nested(self, parent: F) -> F:
+        """A block opens inside ``parent``: a SAVEPOINT, or a virtual transaction with ``nested="virtual"``.
+        Refused when another session's transaction was opened after ``parent`` and is still open."""
+        lane = parent.lane
+        if parent is not lane.joined:
+            self.check_on_top(parent, "open a transaction inside")
+        self.counter += 1
+        below = self.top if parent is lane.joined else parent
+        if lane.policy.nested_virtual:
+            return self._push(self.make(lane, VIRTUAL, parent, self.counter, below))
+        tx = self.make(lane, TransactionKind.NESTED, parent, self.counter, below)
+        self._set_savepoint(tx)
+        return self._push(tx)
+
+    def join(self, parent: F) -> F:
+        """``ensure_transaction()`` inside ``parent``: a virtual transaction that sends nothing. It goes on top
+        of whatever is open on the connection, which may be another session's transaction opened after
+        ``parent``: below ``parent`` itself, that one would drop out of the connection's stack."""
+        self.counter += 1
+        return self._push(self.make(parent.lane, VIRTUAL, parent, self.counter, self.top))
+
+    def take_over(self, tx: F) -> bool:
+        """A block takes over the implicit transaction of its session: its work is kept (True). A guest's
+        joined implicit transaction sends nothing: it ends, and the block needs a real root (False)."""
+        if tx.kind is not VIRTUAL:
+            tx.implicit = False
+            return True
+        tx.state = TransactionState.COMMITTED
+        self._pop(tx)
+        return False
+
+    def _set_savepoint(self, tx: F) -> None:
+        # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement cache is
+        # not churned by ever-new SAVEPOINT texts (each new text can trigger DEALLOCATE ALL).
+        tx.savepoint = f"txscope_sp{tx.depth}"
+        self.outbox.append(_Control(self.sql.savepoint(tx.savepoint), tx))
+
+    # ---------------------------------------------------------------------------------------- commit
+    def check_commit(self, tx: F) -> None:
+        """Refuse to commit ``tx`` while a transaction opened inside it (or, on a shared connection, another
+        session's opened after it) is open, or once its session no longer has it."""
+        tx.require_active("commit")
+        inner = tx.lane.innermost
+        if inner is None:  # its session was closed (or ended it) without marking it
+            tx.lane.require_open()
+            raise TransactionStateError(
+                f"cannot commit {tx.describe()}: its session no longer has it open; open a new transaction "
+                "block for more work"
+            )
+        if inner is not tx:
+            raise TransactionStateError(
+                f"cannot commit {tx.describe()}: {inner.describe()}, opened inside it, is still "
+                "active; commit or roll back the inner transaction first"
+            )
+        if tx.kind is not VIRTUAL:
+            self.check_on_top(tx, "commit")
+
+    def commit(self, tx: F) -> Step:
+        """``tx`` commits (after `check_commit`): a virtual one just ends; a savepoint is released (or never
+        sent, if nothing ran in it) and its callbacks pass to its parent, or, for a guest's root (the
+        application's commit), run now; a root queues nothing more and asks for ``COMMIT``."""
+        step = Step(released=self._pop(tx))
+        if tx.kind is VIRTUAL:
+            tx.state = TransactionState.COMMITTED
+            return step
+        if tx.savepoint is None:  # the root of a session that owns its connection
+            step.end = "COMMIT"
+            return step
+        outbox = self.outbox
+        if outbox and outbox[-1].frame is tx:
+            outbox.pop()  # never sent: nothing ran inside it
+        else:
+            outbox.append(_Control(self.sql.release(tx.savepoint)))
+        tx.state = TransactionState.COMMITTED
+        if tx.parent is not None:
+            tx.parent.callbacks.extend(tx.callbacks)
+        else:
+            step.callbacks = tx.callbacks
+        return step
+
+    def root_ended(self, tx: F, *, committed: bool) -> list[Callable[[], object]]:
+        """The server answered the ``COMMIT`` of a root (or it failed): its callbacks run only if it
+        committed."""
+        tx.state = TransactionState.COMMITTED if committed else TransactionState.ROLLED_BACK
+        return tx.callbacks if committed else []
+
+    # -------------------------------------------------------------------------------------- rollback
+    def rollback(self, tx: F) -> Step:
+        """``tx`` rolls back, with everything opened above it on the connection: its session's transactions
+        are rolled back, other sessions' become BROKEN (their work went with it). A savepoint that was never
+        sent is dropped with what was queued after it; a sent one queues ``ROLLBACK TO`` and ``RELEASE``; the
+        root of an owning session asks for ``ROLLBACK``."""
+        step = Step()
+        if tx is tx.lane.joined:  # off the connection's stack: nothing to send
+            tx.state = TransactionState.ROLLED_BACK
+            tx.callbacks.clear()
+            step.released = self._pop(tx)
+            return step
+        chain = self._chain_to(tx)
+        if chain is None:  # BROKEN, and no longer on the stack: only the session's bookkeeping is left
+            return self.unwind(tx)
+        target = next((t for t in reversed(chain) if t.kind is not VIRTUAL), None)
+        for t in chain:
+            self._roll_back_one(t, tx, step)
+        self.top = tx.below  # type: ignore[assignment]  # below of an F is an F: the stack holds one type
+        if target is None or tx.state is TransactionState.BROKEN:
+            return step
+        if target.savepoint is None:  # the root of a session that owns its connection
+            step.end = "ROLLBACK"
+            return step
+        outbox = self.outbox
+        sent = next((i for i, c in enumerate(outbox) if c.frame is target), None)
+        if sent is not None:
+            del outbox[sent:]  # never sent: drop it and all queued after it
+        else:
+            # Everything queued was queued after the savepoint was sent; rolling back to it discards it.
+            outbox.clear()
+            outbox.append(_Control(self.sql.rollback_to(target.savepoint)))
+            outbox.append(_Control(self.sql.release(target.savepoint)))
+        return step
+
+    def _chain_to(self, tx: F) -> list[F] | None:
+        """The transactions from the top of the stack down to ``tx``, ``tx`` last; None for a BROKEN ``tx``
+        that is no longer on the stack."""
+        chain: list[F] = []
+        inner = self.top
+        while inner is not None and inner is not tx:
+            chain.append(inner)
+            inner = inner.below  # type: ignore[assignment]  # the stack holds one type
+        if inner is None:
+            if tx.state is TransactionState.BROKEN:
+                return None
+            raise TransactionStateError(
+                f"{tx.describe()} is not open on this connection: it ended with a transaction it was opened in; "
+                "open a new transaction block for more work"
+            )
+        chain.append(tx)
+        return chain
+
+    def _roll_back_one(self, t: Frame, cause: Frame, step: Step) -> None:
+        if t.state is ACTIVE:
+            if t.lane is cause.lane:
+                t.state = TransactionState.ROLLED_BACK
+            else:
+                t.state = TransactionState.BROKEN
+                t.failure = (
+                    f"it was rolled back when {cause.describe()}, opened before it by another session on the "
+                    "same connection, rolled back"
+                )
+        t.callbacks.clear()
+        if t.lane is cause.lane:
+            step.released.extend(_take_hold(t))
+            lane = t.lane
+            if lane.innermost is t:
+                lane.innermost = t.parent
+                if t.parent is None:
+                    lane.root = None
+
+    def unwind(self, tx: F) -> Step:
+        """A BROKEN transaction leaves its session (the server ended it already: nothing to send)."""
+        step = Step(released=_take_hold(tx))
+        lane = tx.lane
+        if lane.innermost is tx:
+            lane.innermost = tx.parent
+            if tx.parent is None:
+                lane.root = None
+        return step
+
+    # ------------------------------------------------------------------------------------ statements
+    def statement(self) -> tuple[list[str], bool]:
+        """A statement is about to be sent: hand out (and forget) the queued control SQL, to send first, and
+        whether it begins the server's transaction (the I/O layer then calls `opened` once it went through)."""
+        outbox, self.outbox = self.outbox, []
+        return [c.sql for c in outbox], bool(outbox) and outbox[0].begins
+
+    def opened(self) -> None:
+        """The BEGIN reached the server."""
+        self.server_open = True
+
+    def end_root(self, end: str) -> list[str]:
+        """A root transaction ends: what is queued, then ``end`` (``COMMIT`` or ``ROLLBACK``), to send now.
+        A transaction that never reached the server sends nothing."""
+        if not self.server_open:
+            self.outbox.clear()
+            return []
+        statements = [c.sql for c in self.outbox] if end == "COMMIT" else []
+        statements.append(end)
+        self.outbox.clear()
+        self.server_open = False
+        return statements
+
+    def protect(self) -> str:
+        """A statement outside blocks is about to run in a savepoint of its own: queue it; the name returned
+        goes to `protected` afterwards."""
+        name = f"txscope_stmt{self.top.depth + 1 if self.top else 1}"
+        self.outbox.append(_Control(self.sql.savepoint(name)))
+        return name
+
+    def protected(self, name: str, *, failed: bool) -> None:
+        """The protected statement ran: release its savepoint, after rolling back to it if it failed (and the
+        server still holds the transaction)."""
+        if failed:
+            if not self.server_open:
+                return
+            self.outbox.append(_Control(self.sql.rollback_to(name)))
+        self.outbox.append(_Control(self.sql.release(name)))
+
+    # -------------------------------------------------------------------------------- faults and end
+    def break_all(self, reason: str, *, escaped: bool = True) -> None:
+        """The server no longer holds our transaction (the connection was lost, or something committed or rolled
+        back behind the library's back): every open transaction becomes BROKEN with ``reason``.
+        ``escaped=False`` when nothing can have been committed (a lost connection, a ROLLBACK)."""
+        self.escaped = self.escaped or escaped
+        tx = self.top
+        while tx is not None:
+            if tx.state is ACTIVE:
+                tx.state = TransactionState.BROKEN
+                tx.failure = reason
+                tx.callbacks.clear()
+            tx = tx.below  # type: ignore[assignment]  # the stack holds one type
+        self.outbox.clear()
+        self.server_open = False
+
+    def forget(self) -> None:
+        """The root's end failed on the wire: nothing is queued or open on the server any more."""
+        self.outbox.clear()
+        self.server_open = False
+
+    def end_above(self, base: F, guests: list[Lane]) -> None:
+        """A sandbox ends: what its guests left open above ``base`` is marked rolled back (the rollback of
+        ``base`` undoes it); their holds are dropped (the sandbox holds the connection) and their sessions
+        closed, so that none goes on sending statements to a connection back in the pool."""
+        tx = self.top
+        while tx is not None and tx is not base:
+            _mark_ended(tx)
+            tx.hold = None
+            tx.lane.innermost = tx.lane.root = None
+            tx = tx.below  # type: ignore[assignment]  # the stack holds one type
+        self.top = base
+        for lane in guests:
+            if lane.joined is not None:
+                _mark_ended(lane.joined)
+            lane.joined = lane.innermost = lane.root = None
+            lane.closed = True
+
+    # ------------------------------------------------------------------------------------------ checks
+    def check_on_top(self, tx: Frame, action: str) -> None:
+        """Refuse to end (or open inside) ``tx`` while another session's transaction opened after it is open."""
+        top = self.top
+        if top is tx or top is None or top.lane is tx.lane:
+            return
+        raise TransactionStateError(
+            f"cannot {action} {tx.describe()}: {top.describe()} of another session sharing this connection was "
+            "opened after it and is still open; sessions sharing a connection (in a sandbox) must end their "
+            "transactions in reverse order of opening"
+        )
+
+    def check_executable(self, tx: Frame) -> None:
+        """Refuse a statement (or a block) on ``tx`` unless it is its session's innermost real transaction."""
+        tx.require_active("run a statement")
+        lane = tx.lane
+        lane.require_open()
+        for inner in lane.frames():
+            if inner is tx:
+                return
+            if inner.kind is not VIRTUAL:
+                break
+        raise TransactionStateError(
+            f"cannot use {tx.describe()}: {lane.innermost.describe() if lane.innermost else 'nothing'}, "
+            "opened inside it, is still active; use the innermost transaction, or end it first"
+        )
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def _push(self, tx: F) -> F:
+        tx.lane.innermost = tx
+        self.top = tx
+        return tx
+
+    def _pop(self, tx: F) -> list[Hold]:
+        lane = tx.lane
+        if tx is lane.joined:
+            lane.joined = None
+        lane.innermost = tx.parent
+        if tx.parent is None:
+            lane.root = None
+        if self.top is tx:
+            self.top = tx.below  # type: ignore[assignment]  # the stack holds one type
+        return _take_hold(tx)
+
+
+class _ControlSQL(Protocol):
+    """The statement texts the machine queues (a dialect provides them)."""
+
+    def begin_statement(self) -> str: ...
+    def savepoint(self, name: str) -> str: ...
+    def release(self, name: str) -> str: ...
+    def rollback_to(self, name: str) -> str: ...
+
+
+def _take_hold(tx: Frame) -> list[Hold]:
+    hold, tx.hold = tx.hold, None
+    return [] if hold is None else [hold]
+
+
+def _mark_ended(tx: Frame) -> None:
+    if tx.state is ACTIVE:
+        tx.state = TransactionState.ROLLED_BACK
+        tx.failure = "it was rolled back when the sandbox ended"
+    tx.callbacks.clear()
