@@ -10,8 +10,8 @@ from __future__ import annotations
 from .blocks import TransactionBlock, ensure_transaction, transaction
 from .channel import Channel, Gate
 from .engine import Engine, SessionProvider
-from .machine import Policy, TransactionKind, TransactionState
 from .session import Session, current_session
+from .states import Policy, TransactionKind, TransactionState
 from .transaction import Transaction
 
 __all__ = [

@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 from ..dialects import DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
-from .machine import Lane, Step, TransactionKind, TxStack
+from .machine import TxStack
+from .states import Lane, Step, TransactionKind
 from .transaction import Host, Transaction
 
 __all__ = ["Channel", "Gate", "short_sql"]

@@ -15,14 +15,14 @@ from ..errors import (
     BackendUnavailableError,
     ConfigurationError,
     ConnectionBusyError,
-    ScriptError,
     TxScopeError,
 )
 from ..url import DatabaseURL
 from .channel import Channel
 from .context import find_session, push_scope, reset_scope
-from .machine import Policy
+from .scripts import run_script
 from .session import Session, exit_block_opened_by
+from .states import Policy
 from .transaction import Transaction
 
 __all__ = ["Engine", "SessionProvider", "is_seconds"]
@@ -66,25 +66,7 @@ class Engine:
         url: DatabaseURL | None = None,
         dialect: Dialect | None = None,
     ) -> None:
-        if not callable(connect):
-            raise ConfigurationError(
-                f"Engine() needs a function that returns a new DB-API connection, not {type(connect).__name__}; "
-                "for a URL use Engine.from_url(url), for a driver module Engine.from_dbapi(module, ...)"
-            )
-        if nested not in _NESTED_MODES:
-            raise ConfigurationError(
-                f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}"
-            )
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ConfigurationError(f"pool_size={pool_size!r} is not valid; use a whole number >= 0")
-        if max_connections is not None and (
-            isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1
-        ):
-            raise ConfigurationError(f"max_connections={max_connections!r} is not valid; use None or >= 1")
-        if not is_seconds(acquire_timeout):
-            raise ConfigurationError(
-                f"acquire_timeout={acquire_timeout!r} is not valid; use a number of seconds >= 0 (and finite)"
-            )
+        _check_options(connect, nested, pool_size, max_connections, acquire_timeout)
         self._connect = connect
         self.nested = nested
         self.pool_size = pool_size
@@ -373,40 +355,7 @@ class Engine:
         """
         session = self._new_session()
         try:
-            statements = session.dialect.split_script(script)
-            # Inside a sandbox the script runs in a savepoint like any app transaction (on MySQL its DDL
-            # then ends the sandbox's transaction, which the sandbox reports).
-            per_statement = session.dialect.ddl_commits and not session.is_guest
-            tx = None if per_statement else session.begin()
-            position = 0
-            for number, statement in enumerate(statements, 1):
-                position = script.find(statement, position)
-                try:
-                    if tx is None:
-                        session.connection.cursor().execute(statement)
-                    else:
-                        tx.execute(statement)
-                except Exception as exc:
-                    if tx is not None:
-                        tx.rollback()
-                    done = "statement 1 was" if number == 2 else f"statements 1 to {number - 1} were"
-                    kept = (
-                        f"{done} committed ({session.dialect.display} commits DDL as it runs)"
-                        if per_statement and number > 1
-                        else "nothing of the script was kept"
-                    )
-                    line = script.count("\n", 0, position) + 1
-                    raise ScriptError(
-                        number=number,
-                        total=len(statements),
-                        statement=statement,
-                        line=line,
-                        source=source,
-                        cause=exc,
-                        kept=kept,
-                    ) from exc
-            if tx is not None:
-                tx.commit()
+            run_script(session, script, source)
         finally:
             session.close()
 
@@ -424,3 +373,26 @@ def _close_quietly(connection: DBAPIConnection) -> None:
     # Closing a broken connection may fail; it is being discarded anyway.
     with contextlib.suppress(Exception):
         connection.close()
+
+
+def _check_options(
+    connect: object, nested: str, pool_size: object, max_connections: object, acquire_timeout: object
+) -> None:
+    """Refuse engine options that cannot work, naming the valid ones."""
+    if not callable(connect):
+        raise ConfigurationError(
+            f"Engine() needs a function that returns a new DB-API connection, not {type(connect).__name__}; "
+            "for a URL use Engine.from_url(url), for a driver module Engine.from_dbapi(module, ...)"
+        )
+    if nested not in _NESTED_MODES:
+        raise ConfigurationError(f"nested={nested!r} is not valid; use one of: {', '.join(_NESTED_MODES)}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
+        raise ConfigurationError(f"pool_size={pool_size!r} is not valid; use a whole number >= 0")
+    if max_connections is not None and (
+        isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1
+    ):
+        raise ConfigurationError(f"max_connections={max_connections!r} is not valid; use None or >= 1")
+    if not is_seconds(acquire_timeout):
+        raise ConfigurationError(
+            f"acquire_timeout={acquire_timeout!r} is not valid; use a number of seconds >= 0 (and finite)"
+        )

@@ -16,7 +16,7 @@ from ..dialects import DBAPIConnection, DBAPICursor, Dialect, dialect_for_connec
 from ..errors import ConfigurationError, TransactionStateError
 from .channel import Channel
 from .context import Scope, current_scope, find_opened_by, find_session, is_current, push_scope, reset_scope
-from .machine import ACTIVE, OWNER, Lane, Policy, Step, TransactionKind, TransactionState
+from .states import ACTIVE, OWNER, Lane, Policy, Step, TransactionKind, TransactionState
 from .transaction import Executor, Transaction
 
 __all__ = ["Session", "current_session", "exit_block_opened_by"]

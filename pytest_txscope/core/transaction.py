@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from ..dialects import DBAPICursor
 from ..errors import TransactionStateError
-from .machine import Frame, Lane, TransactionKind, TransactionState
+from .states import Frame, Lane, TransactionKind, TransactionState
 
 __all__ = ["Executor", "Host", "Transaction"]
 
