@@ -50,7 +50,7 @@ class Channel:
     def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
         self.dialect = dialect
         self.connection = connection  # the setter also binds the statement runner
-        self.stack: TxStack[Transaction] = TxStack(dialect, _make_transaction)
+        self.stack: TxStack[Transaction] = TxStack(dialect, self._make_transaction)
         """The transactions open on the connection, across sessions: the state machine."""
         self.run = dialect.execute
         self.prepare: Callable[[str, Any], tuple[str, Any]] | None = (
@@ -79,6 +79,17 @@ class Channel:
         self._send, self._no_params = self.dialect.statement_runner(connection)
         self.open_now: Callable[[], bool] = self.dialect.transaction_probe(connection)
         """Whether the server holds an open transaction on the connection now (no round trip)."""
+
+    def _make_transaction(
+        self,
+        lane: Lane,
+        kind: TransactionKind,
+        parent: Transaction | None,
+        number: int,
+        below: Transaction | None,
+    ) -> Transaction:
+        owner = cast(Host, lane.owner)  # every lane on a channel is a Session's
+        return Transaction(owner, lane, kind, parent, number=number, below=below, sender=self)
 
     # ------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Any) -> DBAPICursor:
@@ -292,12 +303,6 @@ class Channel:
         # The connection is failing; the caller re-raises the original error.
         with contextlib.suppress(Exception):
             self.dialect.reset(self.connection)
-
-
-def _make_transaction(
-    lane: Lane, kind: TransactionKind, parent: Transaction | None, number: int, below: Transaction | None
-) -> Transaction:
-    return Transaction(cast(Host, lane.owner), lane, kind, parent, number=number, below=below)
 
 
 def short_sql(sql: str) -> str:

@@ -78,6 +78,7 @@ class Session(Executor):
         self._stack = channel.stack
         self.lane = Lane(policy, self)
         """The session's view of the connection's transaction stack."""
+        self._protect = policy.protect_statements
         self.dialect = channel.dialect
         self.engine = engine
         self._release: Callable[[DBAPIConnection], None] | None = None
@@ -141,8 +142,13 @@ class Session(Executor):
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
         """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
-        inner = self._statement_transaction()
-        if inner.implicit and self.lane.policy.protect_statements:
+        # The hot path of db_session: inlined, as a Python call is a sizeable share of a statement on SQLite.
+        inner = self.lane.innermost
+        if inner is None:
+            inner = self._autobegin()
+        elif inner.state is not ACTIVE:
+            inner.require_active("run a statement")
+        if inner.implicit and self._protect:
             return self._execute_protected(sql, params, many=False)
         return self._channel.execute(sql, params)
 
@@ -197,13 +203,9 @@ class Session(Executor):
             self.close()
 
     # ------------------------------------------------------------------------- the transactions' Host
-    def run(self, tx: Transaction, sql: str, params: Any, *, many: bool) -> DBAPICursor:
-        """Run a statement in ``tx`` (`Transaction.execute`)."""
-        if tx.state is not ACTIVE or self.lane.innermost is not tx:
-            self._stack.check_executable(tx)
-        if many:
-            return self._channel.executemany(sql, params)
-        return self._channel.execute(sql, params)
+    def check_usable(self, tx: Transaction) -> None:
+        """Refuse a statement on ``tx`` unless it is the session's innermost real transaction."""
+        self._stack.check_executable(tx)
 
     def open_inside(self, tx: Transaction) -> Transaction:
         """Open a transaction nested in ``tx`` (`Transaction.begin_nested`)."""

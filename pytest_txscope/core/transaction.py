@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from ..dialects import DBAPICursor
 from ..errors import TransactionStateError
-from .states import Frame, Lane, TransactionKind, TransactionState
+from .states import ACTIVE, Frame, Lane, TransactionKind, TransactionState
 
-__all__ = ["Executor", "Host", "Transaction"]
+__all__ = ["Executor", "Host", "Sender", "Transaction"]
 
 
 class Executor:
@@ -50,6 +50,16 @@ class Executor:
         return None if row is None else row[0]
 
 
+class Sender(Protocol):
+    """Where a transaction's statements go (the connection's channel)."""
+
+    def execute(self, sql: str, params: Any) -> DBAPICursor:
+        """Send one statement."""
+
+    def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+        """Send one statement once per parameter set."""
+
+
 class Host(Protocol):
     """What a transaction asks of the session that opened it (`Session` implements it)."""
 
@@ -61,8 +71,8 @@ class Host(Protocol):
     def closed(self) -> bool:
         """Whether the session was closed."""
 
-    def run(self, tx: Transaction, sql: str, params: Any, *, many: bool) -> DBAPICursor:
-        """Run a statement in ``tx``."""
+    def check_usable(self, tx: Transaction) -> None:
+        """Refuse a statement on ``tx`` unless it is the session's innermost real transaction."""
 
     def open_inside(self, tx: Transaction) -> Transaction:
         """Open a transaction nested in ``tx``."""
@@ -86,7 +96,7 @@ class Transaction(Frame, Executor):
     ``fetch*`` helpers, always inside this transaction.
     """
 
-    __slots__ = ("block_token", "entered", "forced", "session")
+    __slots__ = ("block_token", "entered", "forced", "sender", "session")
 
     def __init__(
         self,
@@ -97,8 +107,11 @@ class Transaction(Frame, Executor):
         *,
         number: int,
         below: Transaction | None,
+        sender: Sender,
     ) -> None:
         super().__init__(lane, kind, parent, number, below)
+        self.sender = sender
+        """The channel of the transaction's connection."""
         self.session = session
         """The `Session` the transaction belongs to."""
         self.block_token: Token[Any] | None = None
@@ -118,11 +131,15 @@ class Transaction(Frame, Executor):
         ``sql`` uses portable placeholders: ``:name`` with a mapping, or ``?`` with a sequence; the same text
         runs on SQLite, PostgreSQL and MySQL/MariaDB. Without parameters the text goes to the driver unchanged.
         """
-        return self.session.run(self, sql, params, many=False)
+        if self.state is not ACTIVE or self.lane.innermost is not self:
+            self.session.check_usable(self)
+        return self.sender.execute(sql, params)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set (portable placeholders, as `execute`)."""
-        return self.session.run(self, sql, seq_of_params, many=True)
+        if self.state is not ACTIVE or self.lane.innermost is not self:
+            self.session.check_usable(self)
+        return self.sender.executemany(sql, seq_of_params)
 
     # ------------------------------------------------------------------------------------------- control
     def begin_nested(self) -> Transaction:
