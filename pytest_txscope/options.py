@@ -104,73 +104,76 @@ class Settings:
 SETTINGS = pytest.StashKey[Settings]()
 
 
+# Command-line options: (name, argparse keywords). Each defaults to None so that its ini key fills in.
+_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--txscope-url",
+        {"help": "database URL (overrides ini txscope_url and $TXSCOPE_URL; default: embedded SQLite)"},
+    ),
+    (
+        "--txscope-reuse-db",
+        {
+            "action": "store_true",
+            "help": "keep the databases this run creates, and reuse them next run if the schema is unchanged",
+        },
+    ),
+    (
+        "--txscope-check-leaks",
+        {
+            "action": "store_true",
+            "help": "after each test, compare every table's row count with the start of the run",
+        },
+    ),
+    (
+        "--txscope-statement-savepoints",
+        {
+            "choices": _SAVEPOINT_MODES,
+            "help": "run each statement sent outside transaction blocks in its own savepoint (default: auto)",
+        },
+    ),
+)
+
+# Ini keys: (name, help, type, default).
+_INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
+    ("txscope_url", "database URL (see --txscope-url)", None, ""),
+    ("txscope_schema", f"schema, run once per run: {SCHEMA_FORMS}, one per line", "linelist", None),
+    (
+        "txscope_engines",
+        "import paths of the application's engines to pin in sandboxed tests",
+        "linelist",
+        None,
+    ),
+    ("txscope_reuse_db", "true to keep and reuse created databases (see --txscope-reuse-db)", bool, ""),
+    ("txscope_check_leaks", "true to check tables for leftover rows after each test", bool, ""),
+    ("txscope_block", "true to refuse database use in tests that asked for no sandbox", bool, ""),
+    (
+        "txscope_allow_databases",
+        "database names the plugin may create, drop or clean although they do not look like test databases",
+        "linelist",
+        None,
+    ),
+    ("txscope_statement_savepoints", "auto, on or off (see --txscope-statement-savepoints)", None, ""),
+    (
+        "txscope_thread_timeout",
+        "seconds a thread waits for a shared sandbox's connection (default 10)",
+        float,
+        "",
+    ),
+)
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register the command-line options and ini keys."""
     group = parser.getgroup("txscope", "database transactions rolled back per test (pytest-txscope)")
-    group.addoption(
-        "--txscope-url",
-        default=None,
-        help="database URL (overrides ini txscope_url and $TXSCOPE_URL; default: embedded SQLite)",
-    )
-    group.addoption(
-        "--txscope-reuse-db",
-        action="store_true",
-        default=None,
-        help="keep the databases this run creates, and reuse them next run if the schema is unchanged",
-    )
-    group.addoption(
-        "--txscope-check-leaks",
-        action="store_true",
-        default=None,
-        help="after each test, compare every table's row count with the start of the run",
-    )
-    group.addoption(
-        "--txscope-statement-savepoints",
-        default=None,
-        choices=_SAVEPOINT_MODES,
-        help="run each statement sent outside transaction blocks in its own savepoint (default: auto)",
-    )
-    parser.addini("txscope_url", "database URL (see --txscope-url)", default="")
-    parser.addini(
-        "txscope_schema", f"schema, run once per run: {SCHEMA_FORMS}, one per line", type="linelist"
-    )
-    parser.addini(
-        "txscope_engines",
-        "import paths of the application's engines to pin in sandboxed tests",
-        type="linelist",
-    )
-    parser.addini(
-        "txscope_reuse_db",
-        "true to keep and reuse created databases (see --txscope-reuse-db)",
-        type=_scalar(bool),
-        default="",
-    )
-    parser.addini(
-        "txscope_check_leaks",
-        "true to check tables for leftover rows after each test",
-        type=_scalar(bool),
-        default="",
-    )
-    parser.addini(
-        "txscope_block",
-        "true to refuse database use in tests that asked for no sandbox",
-        type=_scalar(bool),
-        default="",
-    )
-    parser.addini(
-        "txscope_allow_databases",
-        "database names the plugin may create, drop or clean although they do not look like test databases",
-        type="linelist",
-    )
-    parser.addini(
-        "txscope_statement_savepoints", "auto, on or off (see --txscope-statement-savepoints)", default=""
-    )
-    parser.addini(
-        "txscope_thread_timeout",
-        "seconds a thread waits for a shared sandbox's connection (default 10)",
-        type=_scalar(float),
-        default="",
-    )
+    for name, keywords in _OPTIONS:
+        group.addoption(name, default=None, **keywords)
+    for key, text, kind, default in _INI_KEYS:
+        if kind == "linelist":
+            parser.addini(key, text, type="linelist")
+        elif kind is None:
+            parser.addini(key, text, default=default)
+        else:
+            parser.addini(key, text, type=_scalar(kind), default=default)
 
 
 def _bool(config: pytest.Config, option: str, ini: str) -> bool:
@@ -183,28 +186,50 @@ def _bool(config: pytest.Config, option: str, ini: str) -> bool:
 def resolve(config: pytest.Config) -> Settings:
     """Resolve and validate the configuration; raise `pytest.UsageError` naming the valid forms."""
     _check_unknown_keys(config)
+    url, source = _resolve_url(config)
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return Settings(
+        url=url,
+        url_source=source,
+        schema=tuple(_schema_entry(str(text), base) for text in config.getini("txscope_schema")),
+        engines=_resolve_engines(config),
+        reuse_db=_bool(config, "--txscope-reuse-db", "txscope_reuse_db"),
+        check_leaks=_bool(config, "--txscope-check-leaks", "txscope_check_leaks"),
+        block=_ini_bool(config, "txscope_block"),
+        allow_databases=tuple(str(a) for a in config.getini("txscope_allow_databases")),
+        statement_savepoints=_resolve_savepoint_mode(config),
+        thread_timeout=_resolve_thread_timeout(config),
+    )
+
+
+def _resolve_url(config: pytest.Config) -> tuple[DatabaseURL | None, str]:
+    """The URL, from the first place that gives one: the option, the ini key, the environment."""
     url_text, source = (config.getoption("--txscope-url") or "").strip(), "--txscope-url"
     if not url_text:
         url_text, source = str(config.getini("txscope_url")).strip(), "txscope_url"
     if not url_text:
         url_text, source = os.environ.get("TXSCOPE_URL", "").strip(), "TXSCOPE_URL"
-    url = None
-    if url_text:
-        try:
-            url = DatabaseURL.parse(url_text)
-        except TxScopeError as exc:
-            raise pytest.UsageError(f"{source}: {exc}") from None
-        _check_driver(url, source)
-    else:
-        source = "default"
-    base = config.inipath.parent if config.inipath else config.rootpath
-    schema = tuple(_schema_entry(str(text), base) for text in config.getini("txscope_schema"))
+    if not url_text:
+        return None, "default"
+    try:
+        url = DatabaseURL.parse(url_text)
+    except TxScopeError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+    _check_driver(url, source)
+    return url, source
+
+
+def _resolve_engines(config: pytest.Config) -> tuple[str, ...]:
     engines = tuple(str(e) for e in config.getini("txscope_engines"))
     for entry in engines:
         if not _IMPORT_PATH.match(entry):
             raise pytest.UsageError(
                 f"txscope_engines entry {entry!r} is not an import path; write it as package.module:attribute"
             )
+    return engines
+
+
+def _resolve_savepoint_mode(config: pytest.Config) -> str:
     mode = (
         config.getoption("--txscope-statement-savepoints")
         or str(config.getini("txscope_statement_savepoints")).strip().lower()
@@ -214,6 +239,10 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"txscope_statement_savepoints = {mode!r} is not valid; use one of: {', '.join(_SAVEPOINT_MODES)}"
         )
+    return str(mode)
+
+
+def _resolve_thread_timeout(config: pytest.Config) -> float:
     raw_timeout = str(config.getini("txscope_thread_timeout")).strip() or "10"
     try:
         thread_timeout = float(raw_timeout)
@@ -224,18 +253,7 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
-    return Settings(
-        url=url,
-        url_source=source,
-        schema=schema,
-        engines=engines,
-        reuse_db=_bool(config, "--txscope-reuse-db", "txscope_reuse_db"),
-        check_leaks=_bool(config, "--txscope-check-leaks", "txscope_check_leaks"),
-        block=_ini_bool(config, "txscope_block"),
-        allow_databases=tuple(str(a) for a in config.getini("txscope_allow_databases")),
-        statement_savepoints=mode,
-        thread_timeout=thread_timeout,
-    )
+    return thread_timeout
 
 
 def _ini_bool(config: pytest.Config, ini: str) -> bool:
