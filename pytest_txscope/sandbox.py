@@ -185,23 +185,8 @@ class Sandbox:
         for engine, previous in reversed(self._pins):
             engine.pin(previous)
         self._pins.clear()
-        escaped: str | None = None
         try:
-            channel.stack.end_above(base, [guest.lane for guest in self._guests])
-            self._guests.clear()
-            if base.state is TransactionState.BROKEN:
-                # Not when the connection was lost or a ROLLBACK ended it: then nothing escaped.
-                if channel.stack.escaped:
-                    escaped = base.failure or "the server ended it"
-            elif (
-                channel.stack.server_open
-                and channel.dialect.is_alive(channel.connection)
-                and not channel.open_now()
-            ):
-                escaped = "the server reports no open transaction"
-                channel.break_all(escaped)  # nothing is left to roll back (SQLite would refuse a ROLLBACK)
-            if base.state is TransactionState.ACTIVE:
-                base.rollback()
+            escaped = self._roll_back(channel, base)
         finally:
             if lease is not None:
                 if self.parent is None:  # the connection goes back to the pool unshared
@@ -215,6 +200,27 @@ class Sandbox:
             raise SandboxEscapeError(escaped, channel.reported)
         if errors:
             raise errors[0]
+
+    def _roll_back(self, channel: Channel, base: Transaction) -> str | None:
+        """Roll back the outer transaction with what the guests left open; return how it escaped, if the
+        server no longer held it (None when nothing escaped)."""
+        channel.stack.end_above(base, [guest.lane for guest in self._guests])
+        self._guests.clear()
+        escaped: str | None = None
+        if base.state is TransactionState.BROKEN:
+            # Not when the connection was lost or a ROLLBACK ended it: then nothing escaped.
+            if channel.stack.escaped:
+                escaped = base.failure or "the server ended it"
+        elif (
+            channel.stack.server_open
+            and channel.dialect.is_alive(channel.connection)
+            and not channel.open_now()
+        ):
+            escaped = "the server reports no open transaction"
+            channel.break_all(escaped)  # nothing is left to roll back (SQLite would refuse a ROLLBACK)
+        if base.state is TransactionState.ACTIVE:
+            base.rollback()
+        return escaped
 
     def _run_cleanups(self, errors: list[BaseException]) -> None:
         for callback in reversed(self._cleanups):
