@@ -12,6 +12,7 @@ scope, each test rolling back to it, and the data itself rolled back when the sc
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -144,9 +145,8 @@ class Sandbox:
             self.parent = outer
             assert outer._channel is not None
             self._channel = outer._channel
-            self._host = Session.on_channel(
-                outer._channel, self.engine, Policy(guest=True, implicit_joins=True)
-            )
+            policy = _guest_policy(implicit_joins=True, protect_statements=False, nested_virtual=False)
+            self._host = Session.on_channel(outer._channel, self.engine, policy)
             engines = (*outer.engines, *(e for e in self.engines if e not in outer.engines))
             self.engines = engines
         else:
@@ -296,8 +296,7 @@ class Sandbox:
 
     def _new_guest(self, engine: Engine, *, implicit_savepoint: bool) -> Session:
         assert self._channel is not None
-        policy = Policy(
-            guest=True,
+        policy = _guest_policy(
             implicit_joins=not implicit_savepoint,
             protect_statements=bool(self.protect_statements),
             nested_virtual=engine.nested == "virtual",
@@ -336,3 +335,14 @@ def _wait_for_threads(lease: Lease, errors: list[BaseException]) -> bool:
         lease.reset()  # the holder's work is rolled back; it must not block later work
         return False
     return True
+
+
+@functools.cache
+def _guest_policy(*, implicit_joins: bool, protect_statements: bool, nested_virtual: bool) -> Policy:
+    """The policy of a guest session (a few combinations, made once)."""
+    return Policy(
+        guest=True,
+        implicit_joins=implicit_joins,
+        protect_statements=protect_statements,
+        nested_virtual=nested_virtual,
+    )

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from ..dialects import DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
 from .machine import TxStack
-from .states import Lane, Step, TransactionKind
-from .transaction import Host, Transaction
+from .states import Step
+from .transaction import Transaction
 
 __all__ = ["Channel", "Gate", "short_sql"]
 
@@ -50,7 +50,7 @@ class Channel:
     def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
         self.dialect = dialect
         self.connection = connection  # the setter also binds the statement runner
-        self.stack: TxStack[Transaction] = TxStack(dialect, self._make_transaction)
+        self.stack: TxStack[Transaction] = TxStack(dialect, Transaction)
         """The transactions open on the connection, across sessions: the state machine."""
         self.run = dialect.execute
         self.prepare: Callable[[str, Any], tuple[str, Any]] | None = (
@@ -79,17 +79,6 @@ class Channel:
         self._send, self._no_params = self.dialect.statement_runner(connection)
         self.open_now: Callable[[], bool] = self.dialect.transaction_probe(connection)
         """Whether the server holds an open transaction on the connection now (no round trip)."""
-
-    def _make_transaction(
-        self,
-        lane: Lane,
-        kind: TransactionKind,
-        parent: Transaction | None,
-        number: int,
-        below: Transaction | None,
-    ) -> Transaction:
-        owner = cast(Host, lane.owner)  # every lane on a channel is a Session's
-        return Transaction(owner, lane, kind, parent, number=number, below=below, sender=self)
 
     # ------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Any) -> DBAPICursor:
@@ -170,7 +159,8 @@ class Channel:
         while it sat in the pool), nothing of the work has reached the server yet: an engine's connection is
         replaced by a new one and the statements are sent again, once. Costs nothing until a send fails.
         """
-        statements, begins = self.stack.statement()
+        statements = self.stack.statement()
+        begins = statements[0] is self.stack.begin_sql
         try:
             self.control(statements)
         except Exception as exc:

@@ -69,6 +69,7 @@ class Engine:
         _check_options(connect, nested, pool_size, max_connections, acquire_timeout)
         self._connect = connect
         self.nested = nested
+        self._policy = Policy(nested_virtual=nested == "virtual")
         self.pool_size = pool_size
         self.max_connections = max_connections
         self.acquire_timeout = acquire_timeout
@@ -295,8 +296,7 @@ class Engine:
         channel = Channel(connection, dialect)
         channel.reconnect = self._reconnect
         channel.target = self._target
-        policy = Policy(nested_virtual=self.nested == "virtual")
-        return Session.on_channel(channel, self, policy, release=self._release)
+        return Session.on_channel(channel, self, self._policy, release=self._release)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

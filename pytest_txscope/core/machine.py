@@ -34,8 +34,7 @@ thread holds to run afterwards. Illegal transitions raise `TransactionStateError
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from ..errors import TransactionStateError
@@ -45,16 +44,6 @@ __all__ = ["TxStack"]
 
 
 F = TypeVar("F", bound=Frame)
-
-
-@dataclass(frozen=True)
-class _Control:
-    sql: str
-    frame: Frame | None = None
-    """The transaction whose savepoint (or BEGIN) this sets: dropped, with what follows, if it is rolled back
-    before it was sent, or alone if it commits before."""
-    begins: bool = False
-    """It is the BEGIN of the server's transaction."""
 
 
 class TxStack(Generic[F]):
@@ -68,7 +57,11 @@ class TxStack(Generic[F]):
         """The most recently opened transaction still open on this connection, whatever its session."""
         self.counter = 0
         """Numbers transactions for messages, unique on this connection."""
-        self.outbox: list[_Control] = []
+        self.outbox: list[str] = []
+        """Control statements queued for the next round trip."""
+        self._opening: list[Frame | None] = []
+        """For each queued statement, the transaction whose SAVEPOINT (or BEGIN) it is: dropped, with what
+        follows, if that transaction rolls back before it was sent, or alone if it commits before."""
         self.server_open = False
         """True once BEGIN reached the server and until COMMIT/ROLLBACK."""
         self.escaped = False
@@ -98,7 +91,7 @@ class TxStack(Generic[F]):
         if lane.policy.guest:
             self._set_savepoint(tx)
         else:
-            self.outbox.append(_Control(self.begin_sql, tx, begins=True))
+            self._queue(self.begin_sql, tx)
         lane.root = tx
         return self._push(tx)
 
@@ -130,20 +123,19 @@ class TxStack(Generic[F]):
             tx.implicit = False
             return True
         tx.state = TransactionState.COMMITTED
-        self._pop(tx)
+        self._pop(tx)  # holds nothing: a joined transaction sends nothing
         return False
 
     def _set_savepoint(self, tx: F) -> None:
         # Named by depth, not by a counter: the same few texts recur, so psycopg's prepared-statement cache is
         # not churned by ever-new SAVEPOINT texts (each new text can trigger DEALLOCATE ALL).
         tx.savepoint = f"txscope_sp{tx.depth}"
-        self.outbox.append(_Control(self.sql.savepoint(tx.savepoint), tx))
+        self._queue(self.sql.savepoint(tx.savepoint), tx)
 
     # ---------------------------------------------------------------------------------------- commit
     def check_commit(self, tx: F) -> None:
         """Refuse to commit ``tx`` while a transaction opened inside it (or, on a shared connection, another
         session's opened after it) is open, or once its session no longer has it."""
-        tx.require_active("commit")
         inner = tx.lane.innermost
         if inner is None:  # its session was closed (or ended it) without marking it
             tx.lane.require_open()
@@ -163,26 +155,24 @@ class TxStack(Generic[F]):
         """``tx`` commits (after `check_commit`): a virtual one just ends; a savepoint is released (or never
         sent, if nothing ran in it) and its callbacks pass to its parent, or, for a guest's root (the
         application's commit), run now; a root queues nothing more and asks for ``COMMIT``."""
-        step = Step(released=self._pop(tx))
+        hold = self._pop(tx)
         if tx.kind is VIRTUAL:
             tx.state = TransactionState.COMMITTED
-            return step
+            return _NOTHING if hold is None else Step(released=(hold,))
         if tx.savepoint is None:  # the root of a session that owns its connection
-            step.end = "COMMIT"
-            return step
-        outbox = self.outbox
-        if outbox and outbox[-1].frame is tx:
-            outbox.pop()  # never sent: nothing ran inside it
+            return _COMMIT
+        if self._opening and self._opening[-1] is tx:
+            self.outbox.pop()  # never sent: nothing ran inside it
+            self._opening.pop()
         else:
-            outbox.append(_Control(self.sql.release(tx.savepoint)))
+            self._queue(self.sql.release(tx.savepoint))
         tx.state = TransactionState.COMMITTED
         if tx.parent is not None:
             tx.parent.callbacks.extend(tx.callbacks)
-        else:
-            step.callbacks = tx.callbacks
-        return step
+            return _NOTHING if hold is None else Step(released=(hold,))
+        return Step(callbacks=tx.callbacks, released=() if hold is None else (hold,))
 
-    def root_ended(self, tx: F, *, committed: bool) -> list[Callable[[], object]]:
+    def root_ended(self, tx: F, *, committed: bool) -> Sequence[Callable[[], object]]:
         """The server answered the ``COMMIT`` of a root (or it failed): its callbacks run only if it
         committed."""
         tx.state = TransactionState.COMMITTED if committed else TransactionState.ROLLED_BACK
@@ -194,33 +184,36 @@ class TxStack(Generic[F]):
         are rolled back, other sessions' become BROKEN (their work went with it). A savepoint that was never
         sent is dropped with what was queued after it; a sent one queues ``ROLLBACK TO`` and ``RELEASE``; the
         root of an owning session asks for ``ROLLBACK``."""
-        step = Step()
         if tx is tx.lane.joined:  # off the connection's stack: nothing to send
             tx.state = TransactionState.ROLLED_BACK
             tx.callbacks.clear()
-            step.released = self._pop(tx)
-            return step
+            hold = self._pop(tx)
+            return _NOTHING if hold is None else Step(released=(hold,))
         chain = self._chain_to(tx)
         if chain is None:  # BROKEN, and no longer on the stack: only the session's bookkeeping is left
             return self.unwind(tx)
-        target = next((t for t in reversed(chain) if t.kind is not VIRTUAL), None)
+        target = None  # the outermost real (root or savepoint) transaction among tx and what is above it
         for t in chain:
-            self._roll_back_one(t, tx, step)
+            if t.kind is not VIRTUAL:
+                target = t
+        released: list[Hold] = []
+        for t in chain:
+            self._roll_back_one(t, tx, released)
+        step = Step(released=released) if released else _NOTHING
         self.top = tx.below  # type: ignore[assignment]  # below of an F is an F: the stack holds one type
         if target is None or tx.state is TransactionState.BROKEN:
             return step
         if target.savepoint is None:  # the root of a session that owns its connection
-            step.end = "ROLLBACK"
-            return step
-        outbox = self.outbox
-        sent = next((i for i, c in enumerate(outbox) if c.frame is target), None)
-        if sent is not None:
-            del outbox[sent:]  # never sent: drop it and all queued after it
+            return Step(end="ROLLBACK", released=released)
+        if target in self._opening:
+            unsent = self._opening.index(target)
+            del self.outbox[unsent:]  # never sent: drop it and all queued after it
+            del self._opening[unsent:]
         else:
             # Everything queued was queued after the savepoint was sent; rolling back to it discards it.
-            outbox.clear()
-            outbox.append(_Control(self.sql.rollback_to(target.savepoint)))
-            outbox.append(_Control(self.sql.release(target.savepoint)))
+            self.forget_queue()
+            self._queue(self.sql.rollback_to(target.savepoint))
+            self._queue(self.sql.release(target.savepoint))
         return step
 
     def _chain_to(self, tx: F) -> list[F] | None:
@@ -241,7 +234,7 @@ class TxStack(Generic[F]):
         chain.append(tx)
         return chain
 
-    def _roll_back_one(self, t: Frame, cause: Frame, step: Step) -> None:
+    def _roll_back_one(self, t: Frame, cause: Frame, released: list[Hold]) -> None:
         if t.state is ACTIVE:
             if t.lane is cause.lane:
                 t.state = TransactionState.ROLLED_BACK
@@ -253,7 +246,9 @@ class TxStack(Generic[F]):
                 )
         t.callbacks.clear()
         if t.lane is cause.lane:
-            step.released.extend(_take_hold(t))
+            hold = _take_hold(t)
+            if hold is not None:
+                released.append(hold)
             lane = t.lane
             if lane.innermost is t:
                 lane.innermost = t.parent
@@ -262,7 +257,8 @@ class TxStack(Generic[F]):
 
     def unwind(self, tx: F) -> Step:
         """A BROKEN transaction leaves its session (the server ended it already: nothing to send)."""
-        step = Step(released=_take_hold(tx))
+        hold = _take_hold(tx)
+        step = _NOTHING if hold is None else Step(released=(hold,))
         lane = tx.lane
         if lane.innermost is tx:
             lane.innermost = tx.parent
@@ -271,11 +267,12 @@ class TxStack(Generic[F]):
         return step
 
     # ------------------------------------------------------------------------------------ statements
-    def statement(self) -> tuple[list[str], bool]:
-        """A statement is about to be sent: hand out (and forget) the queued control SQL, to send first, and
-        whether it begins the server's transaction (the I/O layer then calls `opened` once it went through)."""
+    def statement(self) -> list[str]:
+        """A statement is about to be sent: hand out (and forget) the queued control SQL, to send first. When
+        it begins with `begin_sql`, the I/O layer calls `opened` once it went through."""
         outbox, self.outbox = self.outbox, []
-        return [c.sql for c in outbox], bool(outbox) and outbox[0].begins
+        self._opening = []
+        return outbox
 
     def opened(self) -> None:
         """The BEGIN reached the server."""
@@ -285,11 +282,11 @@ class TxStack(Generic[F]):
         """A root transaction ends: what is queued, then ``end`` (``COMMIT`` or ``ROLLBACK``), to send now.
         A transaction that never reached the server sends nothing."""
         if not self.server_open:
-            self.outbox.clear()
+            self.forget_queue()
             return []
-        statements = [c.sql for c in self.outbox] if end == "COMMIT" else []
+        statements = self.outbox if end == "COMMIT" else []
         statements.append(end)
-        self.outbox.clear()
+        self.forget_queue()
         self.server_open = False
         return statements
 
@@ -297,7 +294,7 @@ class TxStack(Generic[F]):
         """A statement outside blocks is about to run in a savepoint of its own: queue it; the name returned
         goes to `protected` afterwards."""
         name = f"txscope_stmt{self.top.depth + 1 if self.top else 1}"
-        self.outbox.append(_Control(self.sql.savepoint(name)))
+        self._queue(self.sql.savepoint(name))
         return name
 
     def protected(self, name: str, *, failed: bool) -> None:
@@ -306,8 +303,8 @@ class TxStack(Generic[F]):
         if failed:
             if not self.server_open:
                 return
-            self.outbox.append(_Control(self.sql.rollback_to(name)))
-        self.outbox.append(_Control(self.sql.release(name)))
+            self._queue(self.sql.rollback_to(name))
+        self._queue(self.sql.release(name))
 
     # -------------------------------------------------------------------------------- faults and end
     def break_all(self, reason: str, *, escaped: bool = True) -> None:
@@ -322,13 +319,17 @@ class TxStack(Generic[F]):
                 tx.failure = reason
                 tx.callbacks.clear()
             tx = tx.below  # type: ignore[assignment]  # the stack holds one type
-        self.outbox.clear()
-        self.server_open = False
+        self.forget()
 
     def forget(self) -> None:
         """The root's end failed on the wire: nothing is queued or open on the server any more."""
-        self.outbox.clear()
+        self.forget_queue()
         self.server_open = False
+
+    def forget_queue(self) -> None:
+        """Drop what is queued (what it would do is undone, or was never needed)."""
+        self.outbox = []
+        self._opening = []
 
     def end_above(self, base: F, guests: list[Lane]) -> None:
         """A sandbox ends: what its guests left open above ``base`` is marked rolled back (the rollback of
@@ -375,12 +376,16 @@ class TxStack(Generic[F]):
         )
 
     # ---------------------------------------------------------------------------------------- helpers
+    def _queue(self, sql: str, opens: Frame | None = None) -> None:
+        self.outbox.append(sql)
+        self._opening.append(opens)
+
     def _push(self, tx: F) -> F:
         tx.lane.innermost = tx
         self.top = tx
         return tx
 
-    def _pop(self, tx: F) -> list[Hold]:
+    def _pop(self, tx: F) -> Hold | None:
         lane = tx.lane
         if tx is lane.joined:
             lane.joined = None
@@ -392,6 +397,11 @@ class TxStack(Generic[F]):
         return _take_hold(tx)
 
 
+_NOTHING = Step()
+"""A transition that asks nothing of the I/O layer (never changed: each Step is read once)."""
+_COMMIT = Step(end="COMMIT")
+
+
 class _ControlSQL(Protocol):
     """The statement texts the machine queues (a dialect provides them)."""
 
@@ -401,9 +411,9 @@ class _ControlSQL(Protocol):
     def rollback_to(self, name: str) -> str: ...
 
 
-def _take_hold(tx: Frame) -> list[Hold]:
+def _take_hold(tx: Frame) -> Hold | None:
     hold, tx.hold = tx.hold, None
-    return [] if hold is None else [hold]
+    return hold
 
 
 def _mark_ended(tx: Frame) -> None:

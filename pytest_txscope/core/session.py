@@ -76,7 +76,7 @@ class Session(Executor):
     def _setup(self, channel: Channel, engine: Any, policy: Policy) -> None:
         self._channel = channel
         self._stack = channel.stack
-        self.lane = Lane(policy, self)
+        self.lane = Lane(policy, self, channel)
         """The session's view of the connection's transaction stack."""
         self._protect = policy.protect_statements
         self.dialect = channel.dialect
@@ -122,7 +122,7 @@ class Session(Executor):
         ``rollback()``.
         """
         self.lane.require_open()
-        inner = self.transaction
+        inner: Transaction | None = self.lane.innermost  # type: ignore[assignment]  # the lane's are Transactions
         if inner is None:
             return self._begin_root()
         if inner.implicit:
@@ -164,7 +164,7 @@ class Session(Executor):
 
         A guest session only rolls back its own transactions; the connection stays with its host.
         """
-        if self.closed:
+        if self.lane.closed:
             return
         # Closed first: rolling back a root that owns its session (engine.begin()) calls close() again, which
         # would give the connection back twice, and the pool would then hand it to two sessions at once.
@@ -234,7 +234,7 @@ class Session(Executor):
         callbacks = step.callbacks
         if step.end is not None:
             callbacks = self._commit_root(tx, step)
-        else:
+        elif step.released:
             self._channel.apply(step)
         if tx.parent is None and tx.kind is not TransactionKind.VIRTUAL:
             if tx.owns_session:
@@ -340,7 +340,7 @@ class Session(Executor):
                 gate.release()
             raise
 
-    def _commit_root(self, tx: Transaction, step: Step) -> list[Callable[[], object]]:
+    def _commit_root(self, tx: Transaction, step: Step) -> Sequence[Callable[[], object]]:
         """Send the COMMIT of a root transaction; its callbacks run only if it committed."""
         try:
             self._channel.apply(step)
@@ -386,7 +386,7 @@ class Session(Executor):
         )
 
 
-def _fire(callbacks: list[Callable[[], object]]) -> None:
+def _fire(callbacks: Sequence[Callable[[], object]]) -> None:
     first: BaseException | None = None
     for callback in callbacks:
         try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import TransactionStateError
 
@@ -80,12 +80,14 @@ OWNER = Policy()
 class Lane:
     """One session's view of the stack: its outermost and innermost open transactions."""
 
-    __slots__ = ("closed", "innermost", "joined", "owner", "policy", "root")
+    __slots__ = ("closed", "innermost", "io", "joined", "owner", "policy", "root")
 
-    def __init__(self, policy: Policy, owner: object) -> None:
+    def __init__(self, policy: Policy, owner: Any, io: Any) -> None:
         self.policy = policy
         self.owner = owner
-        """The session this lane is the view of (the transactions' `Host`)."""
+        """The session this lane is the view of (its transactions' `Host`)."""
+        self.io = io
+        """The I/O layer of the connection (its transactions send their statements through it)."""
         self.root: Frame | None = None
         self.innermost: Frame | None = None
         self.joined: Frame | None = None
@@ -180,13 +182,21 @@ class Frame:
         )
 
 
-@dataclass
 class Step:
     """What a transition asks of the I/O layer once the stack has changed."""
 
-    end: str | None = None
-    """``COMMIT`` or ``ROLLBACK``: send it now with what is queued (a root transaction ends)."""
-    callbacks: list[Callable[[], object]] = field(default_factory=list)
-    """``on_commit`` callbacks to run once the commit is done (an application's top-level commit)."""
-    released: list[Hold] = field(default_factory=list)
-    """Holds of the transactions that ended, to give back."""
+    __slots__ = ("callbacks", "end", "released")
+
+    def __init__(
+        self,
+        *,
+        end: str | None = None,
+        callbacks: Sequence[Callable[[], object]] = (),
+        released: Sequence[Hold] = (),
+    ) -> None:
+        self.end = end
+        """``COMMIT`` or ``ROLLBACK``: send it now with what is queued (a root transaction ends)."""
+        self.callbacks = callbacks
+        """``on_commit`` callbacks to run once the commit is done (an application's top-level commit)."""
+        self.released = released
+        """Holds of the transactions that ended, to give back."""

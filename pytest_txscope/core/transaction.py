@@ -100,20 +100,17 @@ class Transaction(Frame, Executor):
 
     def __init__(
         self,
-        session: Host,
         lane: Lane,
         kind: TransactionKind,
         parent: Transaction | None,
-        *,
         number: int,
         below: Transaction | None,
-        sender: Sender,
     ) -> None:
         super().__init__(lane, kind, parent, number, below)
-        self.sender = sender
-        """The channel of the transaction's connection."""
-        self.session = session
+        self.session: Host = lane.owner
         """The `Session` the transaction belongs to."""
+        self.sender: Sender = lane.io
+        """The channel of the transaction's connection."""
         self.block_token: Token[Any] | None = None
         """Undoes the current-session change of the transaction's ``with`` block, while it is open."""
         self.entered = False
