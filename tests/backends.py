@@ -139,19 +139,6 @@ def sibling_url(backend: Backend, suffix: str) -> str:
     return f"{server}/{database}_{suffix}" + (f"?{query}" if query else "")
 
 
-def isolate_generated_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Environment for generated projects run in a subprocess.
-
-    They must not believe they are workers of an outer xdist run, nor read an outer URL; and they load only the
-    plugins they name: whatever else is installed (hypothesis, faker, factory-boy plugins...) costs about a
-    second to import in every process, xdist workers included.
-    """
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-
-
 def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     unavailable(name)
     if name == "sqlite-file":

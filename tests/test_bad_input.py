@@ -73,7 +73,6 @@ def stopped_at_setup(result: pytest.RunResult, line: str, banner: str = STOPPED)
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     pytester.makepyfile(test_x=TESTS)
     return pytester
 

@@ -149,8 +149,6 @@ def make_project(
         conftest += SQLITE_APP + (SQLITE_SA_APP if orm else "")
     pytester.makefile(".ini", pytest="\n".join(ini))
     pytester.makeconftest(conftest)
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
     return pytester
 
 

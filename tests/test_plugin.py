@@ -84,7 +84,6 @@ def _app_url(db_engine):
     app.engine = Engine.from_url(db_engine.url)
 """
         )
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     return pytester
 
 

@@ -159,7 +159,6 @@ def sa_project(
     if conftest:
         pytester.makeconftest(conftest)
     pytester.makefile(".ini", pytest="\n".join(lines))
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     return pytester
 
 
