@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -415,7 +415,7 @@ def test_bad_configuration_is_a_usage_error(
     assert "Hidden-pw" not in result.stderr.str() + result.stdout.str()
 
 
-# Import paths that do not import, and schemas that fail halfway: tests/test_bad_input.py.
+# Import paths that do not import, and schemas that fail halfway: tests/faults/test_bad_input.py.
 
 
 @pytest.mark.backends("sqlite-file")  # loading does not depend on the backend

@@ -55,9 +55,10 @@ from sqlalchemy import Column, Integer, MetaData, Table, delete, insert, text, u
 from pytest_txscope import Engine, Sandbox, Session, Transaction, TransactionState, TransactionStateError
 from pytest_txscope.sqlalchemy import session_for
 
-from .backends import ALL, Peer, make_backend
+from ..backends import ALL, Peer, make_backend
 
-# One table per process (see tests/test_state_machine.py: two runs sharing a database would deadlock on DDL).
+# One table per process (see tests/contract/test_transaction_stack_machine.py: two runs sharing a database
+# would deadlock on DDL).
 TABLE = f"sbm_items_{os.getpid()}"
 DDL = f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, val INTEGER NOT NULL)"
 SELECT = f"SELECT id, val FROM {TABLE} ORDER BY id"

@@ -32,7 +32,7 @@ from pytest_txscope import (
     TransactionStateError,
 )
 
-from .backends import Backend, Peer, sibling_url
+from ..backends import Backend, Peer, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 

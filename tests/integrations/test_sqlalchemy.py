@@ -19,7 +19,7 @@ from pytest_txscope import BackendUnavailableError, DatabaseURL
 from pytest_txscope.provision import drop, drop_templates
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import ENV, Backend, database_url, sibling_url
+from ..backends import ENV, Backend, database_url, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 

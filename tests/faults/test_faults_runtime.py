@@ -33,7 +33,7 @@ from pytest_txscope import ConnectionBusyError, DatabaseURL, TransactionStateErr
 from pytest_txscope.lease import Lease
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 

@@ -17,7 +17,7 @@ from pytest_txscope import (
     transaction,
 )
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 INSERT = "INSERT INTO items (id, name, qty) VALUES (:id, :name, :qty)"
 INSERT_NAME = "INSERT INTO items (id, name) VALUES (:id, :name)"

@@ -21,7 +21,7 @@ from hypothesis import settings
 from pytest_txscope import DatabaseURL
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 

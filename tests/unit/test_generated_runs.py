@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from . import generated_runs
-from .generated_runs import clean_environ
+from .. import generated_runs
+from ..generated_runs import clean_environ
 
 # The generated test: what it may and may not see of the outer run (set up by `outer_run` below).
 SEES = """

@@ -19,7 +19,7 @@ import pytest
 from pytest_txscope import DatabaseURL
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 

@@ -1,7 +1,7 @@
 """The sandbox, on every backend: nesting, stopping and restarting, the sessions and raw DB-API connections it
 hands out, and the stack of transactions they share on its connection.
 
-Most of these were found by the misuse fuzz (tests/test_api_fuzz.py): a sandbox left active on a connection back
+Most of these were found by the misuse fuzz (tests/faults/test_api_fuzz.py): a sandbox left active on a connection back
 in the pool, a kept session writing after its sandbox ended (for real, outside any rollback), a join that cut
 another session's transaction off the connection's stack.
 """
@@ -12,7 +12,7 @@ import pytest
 
 from pytest_txscope import Engine, Sandbox, TransactionStateError, ensure_transaction
 
-from .backends import Peer
+from ..backends import Peer
 
 INSERT = "INSERT INTO items (id, name) VALUES (:id, :name)"
 

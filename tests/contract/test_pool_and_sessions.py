@@ -9,7 +9,7 @@ import pytest
 
 from pytest_txscope import Engine, Session, TransactionStateError, UnsupportedConnectionError
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 INSERT = "INSERT INTO items (id, name) VALUES (:id, :name)"
 
