@@ -1,7 +1,8 @@
 """The project's tests, by what they check:
 
 - ``unit/``: one module called directly: URLs and engine construction, SQL rewriting, table inspection and
-  restore, provisioning of test databases, and this suite's own helper for generated runs;
+  restore, provisioning of test databases, and this suite's own helpers (the environment of generated runs,
+  the database of each pytest-xdist worker);
 - ``contract/``: the core API on every backend: transactions, sessions and the pool, the current session per
   thread and task, the sandbox and its threads, per-backend quirks, and state machines checking them against
   models;
