@@ -22,7 +22,7 @@ else:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow],
     )
-    # One command away: HYPOTHESIS_PROFILE=heavy pytest tests/test_state_machine.py
+    # One command away: HYPOTHESIS_PROFILE=heavy pytest tests/contract/test_transaction_stack_machine.py
     settings.register_profile(
         "heavy",
         derandomize=False,

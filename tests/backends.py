@@ -3,6 +3,10 @@
 PostgreSQL and MySQL/MariaDB run when their URL is set (``TXSCOPE_TEST_POSTGRESQL_URL``,
 ``TXSCOPE_TEST_MYSQL_URL``) and are skipped with the reason otherwise. ``TXSCOPE_TEST_REQUIRE`` (a comma list,
 as CI sets it) turns a skip into a failure, so that a backend CI must cover is never silently left out.
+
+Under pytest-xdist each worker runs its tests in a database of its own, named after the base database
+(``<base>_gw0``): the tests create tables such as ``items`` under fixed names, which two workers must not share.
+It is created when a test first needs it and dropped when the worker ends (`drop_worker_databases`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from typing import Any
 import pytest
 
 from pytest_txscope import DatabaseURL, Engine
+from pytest_txscope.provision import drop
 
 ALL = ("sqlite-file", "sqlite-memory", "postgresql", "mysql")
 ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
 _unreachable: dict[str, str] = {}
+_worker_databases: dict[str, str] = {}  # backend -> the URL of this worker's database, once created
 
 
 def required() -> set[str]:
@@ -132,24 +138,51 @@ def sibling_url(backend: Backend, suffix: str) -> str:
     """A database of its own on ``backend``'s server, named after the base test database plus ``suffix``.
 
     Deriving the name from the base database keeps concurrent runs pointed at different base databases
-    (``txscope_test``, ``txscope_a_test``, ...) out of each other's way.
+    (``txscope_test``, ``txscope_a_test``, ...) out of each other's way; under pytest-xdist ``backend`` is the
+    worker's database (``<base>_gw0``), so workers stay out of each other's way too.
     """
-    base, _, query = backend.url.partition("?")
+    return _with_suffix(backend.url, suffix)
+
+
+def _with_suffix(url: str, suffix: str) -> str:
+    base, _, query = url.partition("?")
     server, _, database = base.rpartition("/")
     return f"{server}/{database}_{suffix}" + (f"?{query}" if query else "")
 
 
-def isolate_generated_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Environment for generated projects run in a subprocess.
+def database_url(name: str) -> str | None:
+    """The URL of the database this process's tests use on the server backend ``name`` (None if its variable
+    is not set): the base test database, or under pytest-xdist the worker's own, ``<base>_<worker>``."""
+    url = os.environ.get(ENV[name])
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    return _with_suffix(url, worker)
 
-    They must not believe they are workers of an outer xdist run, nor read an outer URL; and they load only the
-    plugins they name: whatever else is installed (hypothesis, faker, factory-boy plugins...) costs about a
-    second to import in every process, xdist workers included.
-    """
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+def _worker_database(name: str) -> str:
+    """`database_url`, created empty the first time a test of this worker needs it (again if a run that
+    crashed left one behind)."""
+    url = database_url(name)
+    assert url is not None
+    if url == os.environ[ENV[name]] or name in _worker_databases:
+        return url
+    drop(DatabaseURL.parse(url), allow=())
+    peer = Peer(Backend(name, os.environ[ENV[name]]))
+    quote = '"' if name == "postgresql" else "`"
+    try:
+        peer.execute(f"CREATE DATABASE {quote}{DatabaseURL.parse(url).database}{quote}")
+    finally:
+        peer.close()
+    _worker_databases[name] = url
+    return url
+
+
+def drop_worker_databases() -> None:
+    """Drop the databases `_worker_database` created (tests/conftest.py, when the session ends)."""
+    while _worker_databases:
+        _, url = _worker_databases.popitem()
+        drop(DatabaseURL.parse(url), allow=())
 
 
 def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
@@ -159,7 +192,7 @@ def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     elif name == "sqlite-memory":
         yield Backend(name, "sqlite:///:memory:")
     else:
-        yield Backend(name, os.environ[ENV[name]])
+        yield Backend(name, _worker_database(name))
 
 
 TXSCOPE_TEST_PASSWORD = "Sekr1t-pw-txscope"

@@ -9,12 +9,17 @@ import pytest
 
 from pytest_txscope import Engine
 
-from .backends import ALL, Backend, Peer, make_backend
+from .backends import ALL, Backend, Peer, drop_worker_databases, make_backend
+from .generated_runs import clean_pytester
 
 # password_scan: fails any test whose output shows the test password (and wraps the pytester fixture).
 pytest_plugins = ["pytester", "tests.password_scan"]
 
 ITEMS_DDL = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL UNIQUE, qty INTEGER)"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    drop_worker_databases()  # under pytest-xdist: the worker's databases (tests/backends.py)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -32,6 +37,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if not (wants_peer and b == "sqlite-memory") and (b in wanted or b.split("-")[0] in wanted)
         ]
         metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytest's ``pytester`` (with the password scan), whose runs never see the variables of this run: no
+    ``PYTEST_XDIST_WORKER``, ``PYTEST_*`` or ``TXSCOPE_URL`` of ours (tests/generated_runs.py)."""
+    return clean_pytester(pytester, monkeypatch)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from pytest_txscope import (
 )
 from pytest_txscope import sandbox as sandbox_module
 
-from .backends import ALL, Peer, make_backend
+from ..backends import ALL, Peer, make_backend
 
 TABLE = f"fuzz_items_{os.getpid()}"  # one per process: concurrent runs of the suite never share it
 ACTIVE = TransactionState.ACTIVE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -84,7 +84,6 @@ def _app_url(db_engine):
     app.engine = Engine.from_url(db_engine.url)
 """
         )
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     return pytester
 
 
@@ -416,7 +415,7 @@ def test_bad_configuration_is_a_usage_error(
     assert "Hidden-pw" not in result.stderr.str() + result.stdout.str()
 
 
-# Import paths that do not import, and schemas that fail halfway: tests/test_bad_input.py.
+# Import paths that do not import, and schemas that fail halfway: tests/faults/test_bad_input.py.
 
 
 @pytest.mark.backends("sqlite-file")  # loading does not depend on the backend

@@ -9,7 +9,13 @@ import pytest
 
 from pytest_txscope import Engine, Session, TransactionStateError, UnsupportedConnectionError
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
+
+INSERT = "INSERT INTO items (id, name) VALUES (:id, :name)"
+
+
+def committed(peer: Peer) -> list[str]:
+    return [name for (name,) in peer.fetchall("SELECT name FROM items ORDER BY id")]
 
 
 def test_connections_are_reused(engine: Engine) -> None:
@@ -61,6 +67,21 @@ def test_pool_size_zero_closes_every_connection(backend: Backend) -> None:
     with engine as tx:
         assert tx.session.connection is not first
     engine.dispose()
+
+
+def test_closing_the_session_of_engine_begin_gives_its_connection_back_once(
+    engine: Engine, peer: Peer
+) -> None:
+    tx = engine.begin()
+    tx.execute(INSERT, {"id": 1, "name": "dropped"})
+    tx.session.close()  # rolls back the root, whose end closes the session too: the pool got it back twice
+    first, second = engine.begin(), engine.begin()
+    assert first.session.connection is not second.session.connection
+    first.execute(INSERT, {"id": 2, "name": "first"})
+    second.fetchscalar("SELECT count(*) FROM items")
+    second.rollback()  # on a shared connection this would undo the first one's work
+    first.commit()
+    assert committed(peer) == ["first"]
 
 
 # ------------------------------------------------------------------------------------------ Session(conn)
@@ -149,16 +170,3 @@ def test_session_over_sqlite_keeps_savepoints_inside_the_transaction(tmp_path: A
     assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)
     other.close()
     conn.close()
-
-
-def test_raw_sandbox_begin_commits_a_pending_transaction_as_mysql_does(engine: Engine, peer: Peer) -> None:
-    from pytest_txscope import Sandbox
-
-    with Sandbox(engine) as sandbox:
-        conn = sandbox.connection()
-        conn.cursor().execute("INSERT INTO items (id, name) VALUES (1, 'kept')")
-        conn.begin()  # MySQL's BEGIN commits the pending transaction first
-        conn.cursor().execute("INSERT INTO items (id, name) VALUES (2, 'undone')")
-        conn.rollback()
-        assert sandbox.session().fetchall("SELECT name FROM items") == [("kept",)]
-    assert peer.fetchall("SELECT count(*) FROM items") == [(0,)]

@@ -32,7 +32,7 @@ from pytest_txscope import (
     TransactionStateError,
 )
 
-from .backends import Backend, Peer, sibling_url
+from ..backends import Backend, Peer, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -310,7 +310,6 @@ def make_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, url
     pytester.makeconftest(CONFTEST)
     pytester.makefile(".ini", pytest=f"[pytest]\ntxscope_url = {url}\naddopts = -p no:randomly\n")
     monkeypatch.setenv("FAULTS_URL", url)
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
 
 
 def rows_left(backend: Backend, url: str) -> int:

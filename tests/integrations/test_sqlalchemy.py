@@ -10,7 +10,6 @@ that nothing they did survived.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 
@@ -20,7 +19,7 @@ from pytest_txscope import BackendUnavailableError, DatabaseURL
 from pytest_txscope.provision import drop, drop_templates
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import ENV, Backend, sibling_url
+from ..backends import ENV, Backend, database_url, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -159,14 +158,13 @@ def sa_project(
     if conftest:
         pytester.makeconftest(conftest)
     pytester.makefile(".ini", pytest="\n".join(lines))
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     return pytester
 
 
 def drop_project_databases() -> None:
     """Drop the server databases (and PostgreSQL templates) the generated projects reused."""
-    for family, variable in ENV.items():
-        url = os.environ.get(variable)
+    for family in ENV:
+        url = database_url(family)
         if not url:
             continue
         target = DatabaseURL.parse(project_url(Backend(family, url)) or "")

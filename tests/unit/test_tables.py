@@ -28,7 +28,7 @@ from pytest_txscope.tables import (
     snapshot,
 )
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 DDL = {
     "sqlite": """

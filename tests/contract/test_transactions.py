@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
 from pytest_txscope import (
@@ -14,9 +17,10 @@ from pytest_txscope import (
     transaction,
 )
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 INSERT = "INSERT INTO items (id, name, qty) VALUES (:id, :name, :qty)"
+INSERT_NAME = "INSERT INTO items (id, name) VALUES (:id, :name)"
 
 
 def names(tx_or_session: object) -> list[str]:
@@ -29,6 +33,23 @@ def peer_names(peer: Peer) -> list[str]:
 
 def add(tx: object, id_: int, name: str, qty: int = 0) -> None:
     tx.execute(INSERT, {"id": id_, "name": name, "qty": qty})  # type: ignore[attr-defined]
+
+
+def in_thread(call: Any) -> BaseException | None:
+    """Run ``call`` in a new thread (a fresh context); return what it raised."""
+    raised: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join(15)
+    assert not worker.is_alive(), "the call hung"
+    return raised[0] if raised else None
 
 
 # --------------------------------------------------------------------------------------------- top level
@@ -255,6 +276,19 @@ def test_ensure_transaction_with_an_engine_and_nothing_current_commits(engine: E
     assert peer_names(peer) == ["a"]
 
 
+def test_begin_nested_inside_a_joined_transaction_keeps_one_stack(engine: Engine, peer: Peer) -> None:
+    with transaction(engine) as root:
+        join = ensure_transaction()
+        joined = join.__enter__()  # virtual: joins `root`
+        nested = root.begin_nested()  # beside `joined`, it left that one off the connection's stack
+        assert nested.parent is joined
+        nested.execute(INSERT_NAME, {"id": 1, "name": "nested"})
+        nested.commit()
+        join.__exit__(None, None, None)  # raised "... is not open on this connection"
+        assert joined.state is TransactionState.COMMITTED
+    assert peer_names(peer) == ["nested"]
+
+
 @pytest.mark.parametrize("function", [transaction, ensure_transaction])
 def test_nothing_current_and_no_engine_is_a_clear_error(function: object) -> None:
     name = function.__name__  # type: ignore[attr-defined]
@@ -380,6 +414,16 @@ def test_a_transaction_block_cannot_be_entered_twice(engine: Engine) -> None:
         assert tx.state is TransactionState.COMMITTED
 
 
+def test_a_transaction_block_exited_without_being_entered(engine: Engine) -> None:
+    for make, name in ((transaction, "transaction"), (ensure_transaction, "ensure_transaction")):
+        block = make(engine)
+        with pytest.raises(TransactionStateError) as info:
+            block.__exit__(None, None, None)
+        assert str(info.value) == (
+            f"a {name}() block was exited without being entered, or twice; use it as 'with {name}(...) as tx:'"
+        )
+
+
 def test_engine_block_exited_in_another_context_is_an_error(engine: Engine) -> None:
     with pytest.raises(TransactionStateError) as info:
         engine.__exit__(None, None, None)
@@ -387,3 +431,18 @@ def test_engine_block_exited_in_another_context_is_an_error(engine: Engine) -> N
         "'with engine:' block ended, but no transaction it opened is current in this thread or task; "
         "blocks must end in the thread or task that opened them"
     )
+
+
+def test_a_block_exited_in_another_thread_ends_nothing(engine: Engine, peer: Peer) -> None:
+    block = transaction(engine)
+    tx = block.__enter__()
+    tx.execute(INSERT_NAME, {"id": 1, "name": "kept"})
+    error = in_thread(lambda: block.__exit__(None, None, None))
+    assert isinstance(error, TransactionStateError)
+    assert str(error) == (
+        f"the block of {tx.describe()} was exited in a thread or asyncio task other than the one that entered "
+        "it, and was left open; end each block in the thread or task that opened it"
+    )
+    assert tx.state is TransactionState.ACTIVE
+    block.__exit__(None, None, None)  # its own thread ends it: committed
+    assert peer_names(peer) == ["kept"]

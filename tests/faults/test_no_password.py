@@ -26,8 +26,8 @@ from pytest_txscope import (
 )
 from pytest_txscope.provision import provision
 
-from .backends import TXSCOPE_TEST_PASSWORD as PASSWORD
-from .backends import Backend, password_url
+from ..backends import TXSCOPE_TEST_PASSWORD as PASSWORD
+from ..backends import Backend, password_url
 
 pytestmark = pytest.mark.backends("postgresql", "mysql")
 
@@ -188,7 +188,7 @@ def test_clean():
 def scan_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project whose tests print the password, run in a process of its own: in this one, its log records
     would reach this test's own log capture."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent.parent))  # for `tests.password_scan`
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2]))  # for `tests.password_scan`
     pytester.makepyfile(test_scanned=SCANNED_PROJECT)
     return pytester
 

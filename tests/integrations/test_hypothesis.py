@@ -7,7 +7,6 @@ or counts two rows). A last generated test checks, from an engine of its own, th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +21,7 @@ from hypothesis import settings
 from pytest_txscope import DatabaseURL
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from .backends import Backend, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -107,14 +106,11 @@ def test_zz_nothing_survived(db_engine):
 
 
 def project_url(backend: Backend) -> str | None:
-    """The generated projects' database: the embedded default for SQLite, ``<base>_hyp`` else.
-
-    Under pytest-xdist, one per worker of this run (the generated runs are told they are no workers).
-    """
+    """The generated projects' database: the embedded default for SQLite, ``<base>_hyp`` else (under
+    pytest-xdist, ``<base>_<worker>_hyp``: ``backend`` is the worker's database)."""
     if backend.family == "sqlite":
         return None
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return sibling_url(backend, DATABASE + (f"_{worker}" if worker else "")).partition("?")[0]
+    return sibling_url(backend, DATABASE).partition("?")[0]
 
 
 @pytest.fixture(autouse=True)
@@ -149,8 +145,6 @@ def make_project(
         conftest += SQLITE_APP + (SQLITE_SA_APP if orm else "")
     pytester.makefile(".ini", pytest="\n".join(ini))
     pytester.makeconftest(conftest)
-    for var in ("TXSCOPE_URL", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
     return pytester
 
 

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 
 from pytest_txscope import Engine, Session, Transaction, TransactionState, TransactionStateError
 
-from .backends import ALL, Peer, make_backend
+from ..backends import ALL, Peer, make_backend
 
 # One table per process: two runs sharing a database (pytest-xdist workers, or two people running the suite)
 # would otherwise deadlock across processes: one's DROP TABLE queues behind the other's open transaction, and

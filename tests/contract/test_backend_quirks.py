@@ -13,7 +13,7 @@ from pytest_txscope import (
     TransactionStateError,
 )
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 
 @pytest.mark.backends("mysql")

@@ -19,7 +19,7 @@ import pytest
 from pytest_txscope import DatabaseURL
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, isolate_generated_runs, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -284,7 +284,7 @@ def make_project(
     else:
         pytester.makepyfile(schema_mod=SCHEMA_MOD.format(ddl=ddl))
     pytester.makepyfile(app=APP, conftest=CONFTEST)
-    # Plugin autoloading is off (see _clean_env): the project loads the plugin and pytest-xdist itself, and
+    # Plugin autoloading is off (see _no_plugin_autoload): the project loads the plugin and pytest-xdist itself, and
     # the runs that want pytest-randomly say -p randomly. Nothing here disables pytest-randomly.
     ini = [
         "[pytest]",
@@ -309,8 +309,10 @@ def take_log(pytester: pytest.Pytester, name: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate_generated_runs(monkeypatch)
+def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generated projects load only the plugins they name: whatever else is installed (hypothesis, faker,
+    # factory-boy plugins...) costs about a second to import in every process, xdist workers included.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from pytest_txscope import ConnectionBusyError, DatabaseURL, TransactionStateErr
 from pytest_txscope.lease import Lease
 from pytest_txscope.provision import drop, drop_templates, worker_url
 
-from .backends import Backend, isolate_generated_runs, sibling_url
+from ..backends import Backend, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -262,8 +262,10 @@ def test_99_nothing_is_left(db_session):
 
 # ---------------------------------------------------------------------------------------------- helpers
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate_generated_runs(monkeypatch)
+def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generated projects load only the plugins they name: whatever else is installed (hypothesis, faker,
+    # factory-boy plugins...) costs about a second to import in every process, xdist workers included.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from pytest_txscope import ConfigurationError, DatabaseURL, Engine, Sandbox
 from pytest_txscope.provision import drop, drop_templates
 
-from .backends import Backend, password_url, sibling_url
+from ..backends import Backend, password_url, sibling_url
 
 KEYS = (
     "txscope_url, txscope_schema, txscope_engines, txscope_reuse_db, txscope_check_leaks, txscope_block, "
@@ -73,7 +73,6 @@ def stopped_at_setup(result: pytest.RunResult, line: str, banner: str = STOPPED)
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.delenv("TXSCOPE_URL", raising=False)
     pytester.makepyfile(test_x=TESTS)
     return pytester
 
@@ -546,7 +545,7 @@ def test_max_connections_is_not_a_boolean() -> None:
 
 
 def test_positional_marker_argument(project: pytest.Pytester) -> None:
-    # Misspelt and mistyped marker arguments: tests/test_plugin.py; a positional one is refused the same way.
+    # Misspelt and mistyped marker arguments: tests/plugin/test_plugin.py; a positional one is refused the same way.
     ini(project)
     project.makepyfile(test_x="import pytest\n\n@pytest.mark.txscope(True)\ndef test_1(): pass\n")
     result = project.runpytest()

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_txscope import ConnectionBusyError, Engine, Sandbox, SandboxThreadError
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 
 def in_thread(work: Callable[[], Any], name: str = "worker") -> Any:

@@ -30,7 +30,7 @@ from pytest_txscope.provision import (
     worker_url,
 )
 
-from .backends import ENV, unavailable
+from ..backends import ENV, unavailable
 
 KEY_A = schema_key(["CREATE TABLE items (a)"])
 KEY_B = schema_key(["CREATE TABLE items (b)"])

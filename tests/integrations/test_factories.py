@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .backends import Backend
+from ..backends import Backend
 from .test_sqlalchemy import OUTSIDE_CHECK, drop_project_databases, sa_project
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")

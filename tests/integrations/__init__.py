@@ -1,0 +1,1 @@
+"""SQLAlchemy, factory_boy and Hypothesis under the plugin, on generated projects."""

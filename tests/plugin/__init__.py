@@ -1,0 +1,1 @@
+"""The pytest plugin, run as users run it: a real pytest on generated projects."""

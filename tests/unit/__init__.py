@@ -1,0 +1,1 @@
+"""One module of the library (or of this suite) called directly, on real databases where it needs them."""
