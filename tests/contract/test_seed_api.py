@@ -19,7 +19,7 @@ from pytest_txscope import (
     transaction,
 )
 
-from .backends import Backend, Peer
+from ..backends import Backend, Peer
 
 
 def _own_connection(backend: Backend) -> Any:
