@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dialects import DBAPIConnection, dialect_for_backend
+from .dialects import DBAPIConnection, dialect_for_url
 from .engine import Engine
 from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
 from .url import DatabaseURL
@@ -226,9 +226,10 @@ class _Server:
     def __init__(self, url: DatabaseURL, lock_dir: Path | None = None) -> None:
         self.url = url
         self.backend = url.backend
+        self.dialect = dialect_for_url(url)  # the driver the URL names
         admin = url.with_database("postgres" if self.backend == "postgresql" else "")
         try:
-            self.conn: DBAPIConnection = dialect_for_backend(self.backend).connect_from_url(admin, {})()
+            self.conn: DBAPIConnection = self.dialect.connect_from_url(admin, {})()
         except Exception as exc:
             # Not chained: the driver's frames hold the password as arguments, which pytest prints.
             if isinstance(exc, OSError) or type(exc).__name__ in ("OperationalError", "InterfaceError"):
@@ -263,11 +264,7 @@ class _Server:
         return "`" + name.replace("`", "``") + "`"
 
     def literal(self, text: str) -> str:
-        if self.backend == "mysql":
-            return str(self.conn.escape(text))
-        from psycopg import sql
-
-        return sql.Literal(text).as_string(self.conn)
+        return self.dialect.string_literal(self.conn, text)
 
     def _schema_comments(self) -> bool:
         return bool(
@@ -440,7 +437,7 @@ def end_connection(url: DatabaseURL, connection: Any) -> bool:
         connection.interrupt()
         return True
     try:  # from a connection to the same database: the user may reach no other
-        killer = dialect_for_backend(url.backend).connect_from_url(url, {})()
+        killer = dialect_for_url(url).connect_from_url(url, {})()
     except Exception:  # the caller's error names the thread; a failed kill only means waiting for it
         return False
     try:
