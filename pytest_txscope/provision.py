@@ -436,16 +436,18 @@ def end_connection(url: DatabaseURL, connection: Any) -> bool:
     if url.backend == "sqlite":
         connection.interrupt()
         return True
+    dialect = dialect_for_url(url)
     try:  # from a connection to the same database: the user may reach no other
-        killer = dialect_for_url(url).connect_from_url(url, {})()
+        session = dialect.session_id(connection)  # mysqlclient's thread_id() refuses while the statement runs
+        killer = dialect.connect_from_url(url, {})()
     except Exception:  # the caller's error names the thread; a failed kill only means waiting for it
         return False
     try:
         cursor = killer.cursor()
         if url.backend == "postgresql":
-            cursor.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+            cursor.execute("SELECT pg_terminate_backend(%s)", (session,))
         else:
-            cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
+            cursor.execute(f"KILL CONNECTION {int(session or 0)}")
         cursor.close()
     except Exception:
         return False

@@ -199,6 +199,11 @@ class Dialect(ABC):
         if self.in_transaction(connection):
             self.execute(connection, "ROLLBACK", None).close()
 
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        """The server's id for the session of ``connection`` (what ``pg_terminate_backend`` or ``KILL`` take),
+        readable while another thread runs a statement on it; None for an embedded database."""
+        return None
+
     def string_literal(self, connection: DBAPIConnection, text: str) -> str:
         """``text`` as an SQL string literal, quoted as ``connection`` needs (for statements that take no
         parameters, such as ``COMMENT ON DATABASE``). This default doubles quotes, which standard SQL needs."""

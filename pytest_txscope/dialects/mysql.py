@@ -111,6 +111,9 @@ class MySQLDialect(MySQLBackend):
     def string_literal(self, connection: DBAPIConnection, text: str) -> str:
         return str(connection.escape(text))
 
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        return int(connection.thread_id())  # PyMySQL keeps it from the handshake
+
     def describe(self, connection: DBAPIConnection) -> str:
         db = connection.db.decode() if isinstance(connection.db, bytes) else connection.db
         return f"MySQL/MariaDB connection to {connection.host}:{connection.port}/{db} as {connection.user!r}"

@@ -17,6 +17,9 @@ up nearly all the traffic (`TrackedConnection`): every statement reaches the ser
   that fails, leaves the state unknown: the next time the core asks, the server is asked, in one round trip
   (`ask_server`).
 
+The C API's calls that end or may end a transaction without a statement through ``query()`` (``commit()``,
+``rollback()``, ``autocommit()``, ``change_user()``, ``send_query()``) update the state too.
+
 A connection opened by someone else (``Session(conn)``) is not tracked: for it the server is asked every
 time, which is exact but costs a round trip per statement inside a transaction.
 """
@@ -106,10 +109,17 @@ class TrackedConnection:
     transaction (see the module's documentation), so that the core's check after every statement costs no
     round trip."""
 
+    txscope_session_id: int | None = None
+    """The server's id of the session, read once at connect: mysqlclient refuses ``thread_id()`` while another
+    thread runs a statement, which is when it is needed (to end that statement with ``KILL``)."""
     txscope_open = False
     """Whether the server held a transaction after the last statement whose effect is known."""
     txscope_known = True
     """False after a statement whose effect on the transaction is unknown, until the server is asked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.txscope_session_id = self.thread_id()  # type: ignore[attr-defined]
 
     def query(self, query: bytes) -> None:
         effect = statement_effect(query)
@@ -120,12 +130,47 @@ class TrackedConnection:
             self.txscope_known = False
             raise
         if effect is None:
+            if not self.txscope_open and not self.get_autocommit():  # type: ignore[attr-defined]
+                # Autocommit switched off (behind the dialect's back): any statement opens a transaction.
+                self.txscope_open = True
             return
         if effect is UNKNOWN:
             self.txscope_known = False
         else:
             self.txscope_open = bool(effect)
             self.txscope_known = True
+
+    def send_query(self, query: bytes) -> None:
+        # mysqlclient's asynchronous API (send_query, then read_query_result): the same sorting as query().
+        self.txscope_known = False
+        super().send_query(query)  # type: ignore[misc]
+
+    def commit(self) -> None:
+        # The C API's mysql_commit(): a COMMIT not sent through query().
+        try:
+            super().commit()  # type: ignore[misc]
+        except BaseException:
+            self.txscope_known = False
+            raise
+        self.txscope_open, self.txscope_known = False, True
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()  # type: ignore[misc]
+        except BaseException:
+            self.txscope_known = False
+            raise
+        self.txscope_open, self.txscope_known = False, True
+
+    def autocommit(self, on: bool) -> None:
+        # Switching autocommit on commits an open transaction; off, every statement opens one.
+        self.txscope_known = False
+        super().autocommit(on)  # type: ignore[misc]
+
+    def change_user(self, *args: Any, **kwargs: Any) -> None:
+        # A new session for the new user: whatever was open is rolled back.
+        self.txscope_known = False
+        super().change_user(*args, **kwargs)  # type: ignore[misc]
 
     def txscope_in_transaction(self) -> bool:
         """Whether the server holds a transaction: tracked, or asked when unknown."""
@@ -256,6 +301,10 @@ class MySQLdbDialect(MySQLBackend):
     def string_literal(self, connection: DBAPIConnection, text: str) -> str:
         literal: bytes = connection.string_literal(text.encode(connection.encoding))
         return literal.decode(connection.encoding)
+
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        known = getattr(connection, "txscope_session_id", None)
+        return int(connection.thread_id()) if known is None else int(known)
 
     def describe(self, connection: DBAPIConnection) -> str:
         try:

@@ -97,6 +97,9 @@ class PostgreSQLBackend(Dialect):
         sqlstate = self.sqlstate(error)
         return bool(connection.closed) or sqlstate.startswith("08") or sqlstate in _SHUTDOWN
 
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        return int(connection.info.backend_pid)  # read from libpq: no lock, no round trip
+
     def split_script(self, script: str) -> list[str]:
         from ..sql import split_statements
 
