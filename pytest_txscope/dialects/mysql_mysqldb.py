@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TransactionStateError
 from ..url import DatabaseURL
 from .base import DBAPIConnection, DBAPICursor
 from .mysql import DISCONNECTS, MULTI_STATEMENTS, MySQLBackend
@@ -76,12 +76,28 @@ def statement_effect(sql: bytes | str) -> object:
 
 
 def ask_server(connection: DBAPIConnection) -> bool:
-    """Whether the server holds a transaction on ``connection``, asked in one round trip (two without
-    multi-statements): ``SAVEPOINT`` then ``RELEASE SAVEPOINT`` of the same name. Inside a transaction both
-    succeed and leave nothing behind; outside one the savepoint ends with the statement that set it (every
-    statement is its own transaction in autocommit mode), so the release fails with error 1305. MySQL and
-    MariaDB alike, and no privilege needed."""
+    """Whether the server holds a transaction on ``connection``, asked in one round trip.
+
+    In autocommit mode (the dialect's own connections, always): ``SAVEPOINT`` then ``RELEASE SAVEPOINT`` of the
+    same name (two round trips without multi-statements). Inside a transaction both succeed and leave nothing
+    behind; outside one the savepoint ends with the statement that set it, so the release fails with error
+    1305. MySQL and MariaDB alike, and no privilege needed.
+
+    With autocommit off (a connection someone else opened, in the DB-API's default mode) a savepoint would
+    itself open a transaction: MariaDB is asked ``SELECT @@in_transaction`` instead; MySQL has no such variable,
+    and `TransactionStateError` says to switch autocommit on first.
+    """
     raw_query = _raw_query(connection)
+    if not connection.get_autocommit():
+        if "mariadb" not in connection.get_server_info().lower():
+            raise TransactionStateError(
+                "cannot tell without side effects whether this mysqlclient connection to MySQL holds a "
+                "transaction while its autocommit is off; commit or roll back, then switch it on "
+                "(conn.autocommit(True)) before wrapping it in a Session"
+            )
+        raw_query(connection, b"SELECT @@in_transaction")
+        rows = connection.store_result().fetch_row()
+        return bool(int(rows[0][0]))
     try:
         if connection.client_flag & MULTI_STATEMENTS:
             raw_query(connection, _PROBE_SAVEPOINT + b"; " + _PROBE_RELEASE)
