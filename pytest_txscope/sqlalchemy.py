@@ -82,7 +82,8 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
         for option in ("journal_mode", "foreign_keys", "timeout"):
             query.pop(option, None)
     return URL.create(
-        f"{url.backend}+{dialect_for_url(url).url_driver}",
+        # SQLite's only driver is SQLAlchemy's default there: the plain name, as the URLs users write.
+        "sqlite" if url.backend == "sqlite" else f"{url.backend}+{dialect_for_url(url).url_driver}",
         username=url.user,
         password=url.password,
         host=url.host,

@@ -251,6 +251,7 @@ class MySQLdbDialect(MySQLBackend):
         return self._connection_class
 
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
+        self.load_driver()  # raises MissingDriverError (and refuses PyMySQL posing as MySQLdb) every time
         connection_class = self.connection_class()
         params: dict[str, Any] = {"charset": "utf8mb4", **self.server_params(url, "database"), **kwargs}
         for key in _INTEGER_OPTIONS & params.keys():
