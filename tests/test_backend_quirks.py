@@ -289,3 +289,22 @@ def test_mysqlclient_tracking_agrees_with_the_server(backend: Backend, engine: E
     finally:
         conn.close()
         engine.executescript("DROP TABLE IF EXISTS quirk_ddl")
+
+
+@pytest.mark.backends("postgresql", "mysql")
+def test_autocommit_switched_off_on_the_driver_connection_is_put_back(
+    backend: Backend, engine: Engine
+) -> None:
+    with engine as tx:
+        conn = tx.session.connection
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        if backend.name == "postgresql-psycopg2":
+            conn.set_session(autocommit=False)  # psycopg2 accepts it: it did not send the library's BEGIN
+        elif backend.family == "mysql":
+            conn.autocommit(False)  # commits the open transaction: reported at the block's end
+    # psycopg 3 refuses the change inside a transaction; there is nothing to put back.
+    with engine as tx:
+        assert tx.session.connection is conn  # pooled, with autocommit on again
+        on = conn.get_autocommit() if backend.family == "mysql" else conn.autocommit
+        assert on
+        tx.execute("DELETE FROM items")

@@ -55,6 +55,11 @@ class MySQLBackend(Dialect):
 
         return restore
 
+    def reset(self, connection: DBAPIConnection) -> None:
+        super().reset(connection)
+        if not connection.get_autocommit():  # a local flag: switched off behind the library's back
+            connection.autocommit(True)
+
     def error_ends_transaction(self, error: BaseException) -> bool:
         # A deadlock rolls back the whole transaction, but an error reply carries no status flags, so
         # server_status still says "in transaction" until the next successful statement.

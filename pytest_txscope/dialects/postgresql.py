@@ -85,6 +85,15 @@ class PostgreSQLBackend(Dialect):
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return self.transaction_status(connection) != _IDLE
 
+    def reset(self, connection: DBAPIConnection) -> None:
+        super().reset(connection)
+        if not connection.autocommit:
+            # Switched off behind the library's back (psycopg2 accepts set_session(autocommit=False) and
+            # set_isolation_level() while the library's BEGIN is open, as it did not send it): put back before
+            # the connection is pooled, or the driver would open and end transactions by itself.
+            connection.rollback()
+            connection.autocommit = True
+
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         return self.transaction_status(connection) == _INERROR
 
