@@ -105,12 +105,36 @@ def written_rows_query(count: int) -> str:
 
 
 def connect(url: DatabaseURL, *, autocommit: bool = False) -> Any:
-    """A raw DB-API connection to ``url`` with the driver pytest-txscope uses (foreign keys on for SQLite)."""
+    """A raw DB-API connection to ``url`` with the driver pytest-txscope uses for it, the one its scheme names
+    or the default (foreign keys on for SQLite)."""
     if url.backend == "sqlite":
         # isolation_level "" is sqlite3's legacy default: a deferred BEGIN before the first write.
         conn = sqlite3.connect(url.database, isolation_level=None if autocommit else "")  # type: ignore[arg-type]
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
+    if url.driver == "psycopg2":
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=url.host or "localhost",
+            port=url.port or 5432,
+            user=url.user,
+            password=url.password,
+            dbname=url.database or "postgres",
+        )
+        conn.autocommit = autocommit
+        return conn
+    if url.driver == "mysqldb":
+        import MySQLdb
+
+        return MySQLdb.connect(
+            host=url.host or "localhost",
+            port=url.port or 3306,
+            user=url.user or "root",
+            password=url.password or "",
+            database=url.database or "",
+            autocommit=autocommit,
+        )
     if url.backend == "postgresql":
         import psycopg
 

@@ -28,6 +28,7 @@ __all__ = [
     "TransactionLeftOpenWarning",
     "TransactionStateError",
     "TxScopeError",
+    "UnknownDriverError",
     "UnknownSchemeError",
     "UnsafeDatabaseError",
     "UnsupportedConnectionError",
@@ -55,6 +56,22 @@ class UnknownSchemeError(ConfigurationError):
         )
 
 
+class UnknownDriverError(UnknownSchemeError):
+    """A database URL names a driver (``postgresql+pg8000://``) that pytest-txscope does not drive."""
+
+    def __init__(self, scheme: str, url: str, driver: str, known: tuple[str, ...]) -> None:
+        ConfigurationError.__init__(
+            self,
+            f"unknown driver {driver!r} in database URL {url}; for this database use one of: "
+            f"{', '.join(s + '://' for s in known)} (the first is the default, also used when the scheme "
+            "names no driver)",
+        )
+        self.scheme = scheme
+        self.url = url
+        self.driver = driver
+        self.known = known
+
+
 class MalformedURLError(ConfigurationError):
     """A database URL cannot be parsed."""
 
@@ -68,13 +85,13 @@ class MalformedURLError(ConfigurationError):
 class MissingDriverError(TxScopeError, ImportError):
     """The DB-API driver a URL needs is not installed."""
 
-    def __init__(self, backend: str, module: str, extra: str) -> None:
+    def __init__(self, backend: str, module: str, extra: str, hint: str = "") -> None:
         self.backend = backend
         self.module = module
         self.extra = extra
         super().__init__(
             f"the {backend} backend needs the {module!r} driver, which is not installed; "
-            f"install it with: pip install 'pytest-txscope[{extra}]'",
+            f"install it with: pip install 'pytest-txscope[{extra}]'" + (f" ({hint})" if hint else ""),
             name=module,
         )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from .dialects import dialect_for_backend
-from .errors import ImportPathError, MissingDriverError, TxScopeError
+from .dialects import dialect_for_url
+from .errors import ImportPathError, TxScopeError
 from .url import DatabaseURL
 
 __all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve"]
@@ -283,15 +283,13 @@ def _check_driver(url: DatabaseURL, source: str) -> None:
 
     ``find_spec`` only looks the module up: the driver is still imported when a test first needs it.
     """
-    dialect = dialect_for_backend(url.backend)
+    dialect = dialect_for_url(url)
     try:
         found = importlib.util.find_spec(dialect.driver) is not None
     except (ImportError, ValueError):  # a finder that refuses the name, or a module without a spec
         found = False
     if not found:
-        raise pytest.UsageError(
-            f"{source}: {MissingDriverError(dialect.display, dialect.driver, dialect.extra)}"
-        )
+        raise pytest.UsageError(f"{source}: {dialect.missing()}")
 
 
 def _check_unknown_keys(config: pytest.Config) -> None:

@@ -15,7 +15,9 @@ Place = tuple[CodeType, int]
 """Where code is: its code object and the offset of its instruction then (``f_lasti``: reading it costs
 nothing, while ``f_lineno`` decodes the line table). Turned into a line only when a message needs it."""
 
-_libraries: list[str] = [f"{os.sep}{name}{os.sep}" for name in ("pytest_txscope", "psycopg", "pymysql")]
+_libraries: list[str] = [
+    f"{os.sep}{name}{os.sep}" for name in ("pytest_txscope", "psycopg", "psycopg2", "pymysql", "MySQLdb")
+]
 _STDLIB = os.path.dirname(os.__file__)
 _library_code: dict[CodeType, bool] = {}  # a few hundred entries at most: the code between users and us
 

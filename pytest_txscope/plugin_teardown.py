@@ -230,9 +230,9 @@ def _chain(error: BaseException) -> Iterable[BaseException]:
 
 def _is_lock_wait(error: BaseException) -> bool:
     module = type(error).__module__
-    if module.startswith("psycopg"):
-        return getattr(error, "sqlstate", None) in _PG_LOCK_STATES
-    if module.startswith("pymysql"):
+    if module.startswith("psycopg"):  # psycopg 3 names the SQLSTATE sqlstate, psycopg2 pgcode
+        return (getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)) in _PG_LOCK_STATES
+    if module.startswith(("pymysql", "MySQLdb")):
         return bool(error.args) and error.args[0] in _MYSQL_LOCK_CODES
     if module == "sqlite3":
         return getattr(error, "sqlite_errorcode", None) in _SQLITE_BUSY or "database is locked" in str(error)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import Engine
-from .dialects import DBAPIConnection, dialect_for_backend
+from .dialects import DBAPIConnection, dialect_for_url
 from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
 from .url import DatabaseURL
 
@@ -113,7 +113,9 @@ def _base_name(database: str) -> str:
     return match.group(1) if match else database
 
 
-def _template_prefix(base: str) -> str:
+def template_prefix(base: str) -> str:
+    """How the names of the PostgreSQL templates built for database ``base`` begin (shortened, with a digest,
+    where the name would pass PostgreSQL's 63-byte limit)."""
     prefix = f"{base}_tpl_"
     if len(prefix.encode()) > _PG_MAX - _KEY_FIELD:
         prefix = f"{_cut(base, _PG_MAX - _KEY_FIELD - 14)}_{_digest(base, 8)}_tpl_"
@@ -123,7 +125,7 @@ def _template_prefix(base: str) -> str:
 def _template_name(base: str, key: str) -> str:
     # A key that fits the _KEY_FIELD bytes reserved for it is kept readable; others are hashed.
     part = key if re.fullmatch(r"[0-9a-z_]{1,16}", key) else _digest(key, 12)
-    return _template_prefix(base) + part
+    return template_prefix(base) + part
 
 
 def schema_key(parts: Iterable[bytes | str]) -> str:
@@ -226,9 +228,10 @@ class _Server:
     def __init__(self, url: DatabaseURL, lock_dir: Path | None = None) -> None:
         self.url = url
         self.backend = url.backend
+        self.dialect = dialect_for_url(url)  # the driver the URL names
         admin = url.with_database("postgres" if self.backend == "postgresql" else "")
         try:
-            self.conn: DBAPIConnection = dialect_for_backend(self.backend).connect_from_url(admin, {})()
+            self.conn: DBAPIConnection = self.dialect.connect_from_url(admin, {})()
         except Exception as exc:
             # Not chained: the driver's frames hold the password as arguments, which pytest prints.
             if isinstance(exc, OSError) or type(exc).__name__ in ("OperationalError", "InterfaceError"):
@@ -263,11 +266,7 @@ class _Server:
         return "`" + name.replace("`", "``") + "`"
 
     def literal(self, text: str) -> str:
-        if self.backend == "mysql":
-            return str(self.conn.escape(text))
-        from psycopg import sql
-
-        return sql.Literal(text).as_string(self.conn)
+        return self.dialect.string_literal(self.conn, text)
 
     def _schema_comments(self) -> bool:
         return bool(
@@ -359,7 +358,7 @@ class _Server:
 
     def _drop_stale_templates(self, template: str, comments: Collection[str]) -> None:
         """Drop the templates of this base built for other keys (and any a killed run left half-built)."""
-        prefix = _template_prefix(_base_name(self.url.database))
+        prefix = template_prefix(_base_name(self.url.database))
         for other in comments:
             if other != template and other.startswith(prefix):
                 try:
@@ -424,7 +423,7 @@ def drop_templates(url: DatabaseURL, *, allow: Collection[str]) -> None:
         return
     base = _base_name(url.database)
     check_safe(url.with_database(base), "drop", allow)
-    prefix = _template_prefix(base)
+    prefix = template_prefix(base)
     with contextlib.closing(_Server(url)) as server:
         for name in server.comments():
             if name.startswith(prefix):
@@ -439,16 +438,18 @@ def end_connection(url: DatabaseURL, connection: Any) -> bool:
     if url.backend == "sqlite":
         connection.interrupt()
         return True
+    dialect = dialect_for_url(url)
     try:  # from a connection to the same database: the user may reach no other
-        killer = dialect_for_backend(url.backend).connect_from_url(url, {})()
+        session = dialect.session_id(connection)  # mysqlclient's thread_id() refuses while the statement runs
+        killer = dialect.connect_from_url(url, {})()
     except Exception:  # the caller's error names the thread; a failed kill only means waiting for it
         return False
     try:
         cursor = killer.cursor()
         if url.backend == "postgresql":
-            cursor.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+            cursor.execute("SELECT pg_terminate_backend(%s)", (session,))
         else:
-            cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
+            cursor.execute(f"KILL CONNECTION {int(session or 0)}")
         cursor.close()
     except Exception:
         return False

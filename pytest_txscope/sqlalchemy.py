@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["NoSandboxError", "attach", "current_session", "detach", "is_sqlalchemy_engine", "sqlalchemy_url"]
 
 add_library("sqlalchemy")  # messages name the user's line that called SQLAlchemy, not SQLAlchemy's own
-
-_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
 _listening: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -74,8 +72,11 @@ def is_sqlalchemy_engine(obj: object) -> bool:
 
 
 def sqlalchemy_url(url: DatabaseURL) -> URL:
-    """The SQLAlchemy URL for a pytest-txscope URL (psycopg 3 and PyMySQL drivers)."""
+    """The SQLAlchemy URL for a pytest-txscope URL, on the same driver (psycopg 3, psycopg2, PyMySQL,
+    mysqlclient, sqlite3): SQLAlchemy spells the drivers as pytest-txscope's URLs do."""
     from sqlalchemy.engine import URL
+
+    from .dialects import dialect_for_url
 
     query = dict(url.query)
     if url.backend == "sqlite":
@@ -83,7 +84,8 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
         for option in ("journal_mode", "foreign_keys", "timeout"):
             query.pop(option, None)
     return URL.create(
-        _DRIVERS[url.backend],
+        # SQLite's only driver is SQLAlchemy's default there: the plain name, as the URLs users write.
+        "sqlite" if url.backend == "sqlite" else f"{url.backend}+{dialect_for_url(url).url_driver}",
         username=url.user,
         password=url.password,
         host=url.host,
@@ -135,12 +137,45 @@ def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool
         # insist on a real psycopg connection. Let that first, read-only connection be a real one.
         with sa_engine.connect():
             pass
+    if sa_engine.dialect.driver == "psycopg2":
+        _let_psycopg2_register_on_sandbox_connections()
     if sa_engine not in _listening:
         ref = weakref.ref(sa_engine)
         event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
         event.listen(sa_engine, "checkout", lambda *a: _check_out(*a, engine_ref=ref))
         _listening.add(sa_engine)
     _pins[sa_engine] = _Pin(provider)
+
+
+def _let_psycopg2_register_on_sandbox_connections() -> None:
+    """Let psycopg2's ``register_type`` take a sandbox connection, for the connection under it.
+
+    SQLAlchemy's psycopg2 dialect registers type casters (UUID; hstore and JSON when asked) on every connection
+    it gets, through ``psycopg2.extras``; they end in ``register_type``, C code that accepts only psycopg2's
+    own connections and cursors. Each module that calls it gets a wrapper that hands it the real connection
+    under a sandbox connection, and everything else unchanged (done once; harmless to other callers). The
+    casters then stay on the real connection, which the sandbox's later tests reuse: UUID columns read as
+    ``uuid.UUID`` there, as they do through SQLAlchemy.
+    """
+    import importlib
+
+    for name in ("psycopg2.extensions", "psycopg2._json", "psycopg2._range"):
+        module = importlib.import_module(name)
+        original = module.register_type
+        if getattr(original, "_txscope_unwraps", False):
+            continue
+
+        def register_type(obj: Any, scope: Any = None, *, _original: Any = original) -> Any:
+            return _original(obj, _real(scope)) if scope is not None else _original(obj)
+
+        register_type._txscope_unwraps = True  # type: ignore[attr-defined]
+        setattr(module, "register_type", register_type)  # noqa: B010  # a module attribute mypy cannot see
+
+
+def _real(value: Any) -> Any:
+    from .dbapi import SandboxConnection
+
+    return value.session.connection if isinstance(value, SandboxConnection) else value
 
 
 def detach(sa_engine: SAEngine) -> None:
@@ -150,7 +185,8 @@ def detach(sa_engine: SAEngine) -> None:
 
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
     """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops."""
-    backend = sandbox.engine.dialect.name
+    dialect = sandbox.engine.dialect
+    backend = dialect.name
     for sa_engine in sa_engines:
         name = "mysql" if sa_engine.dialect.name in ("mysql", "mariadb") else sa_engine.dialect.name
         if name != backend:
@@ -158,6 +194,13 @@ def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
                 f"txscope_engines: {sa_engine!r} speaks {sa_engine.dialect.name} but the test database is "
                 f"{backend} ({sandbox.engine.target}); point the application's engine at the test database "
                 "(for example from the same environment variable)"
+            )
+        if sa_engine.dialect.driver != dialect.url_driver:
+            # SQLAlchemy's dialect for one driver calls that driver's API on the connections it is handed.
+            raise ConfigurationError(
+                f"txscope_engines: {sa_engine!r} uses the {sa_engine.dialect.driver} driver but the test database "
+                f"is reached through {dialect.driver_display} ({sandbox.engine.target}); name the same driver in "
+                f"both URLs, e.g. {backend}+{sa_engine.dialect.driver}:// for the test database"
             )
         outer = _pins.get(sa_engine)
         attach(sa_engine, sandbox.connection)

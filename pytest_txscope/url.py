@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .errors import MalformedURLError, UnknownSchemeError
+from .errors import MalformedURLError, UnknownDriverError, UnknownSchemeError
 
-__all__ = ["DatabaseURL", "mask_password"]
+__all__ = ["DRIVERS", "SCHEMES", "DatabaseURL", "mask_password"]
 
-# Scheme spellings users write, mapped to the dialect that serves them.
+# Scheme spellings users write (the part before any "+driver"), mapped to the backend that serves them.
 SCHEMES: dict[str, str] = {
     "sqlite": "sqlite",
     "sqlite3": "sqlite",
     "postgresql": "postgresql",
     "postgres": "postgresql",
-    "postgresql+psycopg": "postgresql",
     "mysql": "mysql",
     "mariadb": "mysql",
-    "mysql+pymysql": "mysql",
-    "mariadb+pymysql": "mysql",
+}
+
+# The drivers each backend runs on, spelt as after the "+" of a scheme (``postgresql+psycopg2://``), as
+# SQLAlchemy spells them; the first is the default, used when the scheme names none. The dialect registry
+# (pytest_txscope.dialects) has one dialect for each.
+DRIVERS: dict[str, tuple[str, ...]] = {
+    "sqlite": ("pysqlite",),
+    "postgresql": ("psycopg", "psycopg2"),
+    "mysql": ("pymysql", "mysqldb"),
 }
 
 EXAMPLES = {
@@ -32,11 +39,18 @@ EXAMPLES = {
 # The password runs to the LAST "@" of the URL (whitespace ends a URL): a password with an unencoded "@" or "/"
 # makes the URL malformed, and must still not show in the message that says so.
 _USERINFO = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>\S*)(?P<tail>@)")
+# A password given as a query option instead (``?password=...``; PyMySQL and mysqlclient also read ``passwd``,
+# ODBC-style strings ``pwd``): its value runs to the next option, fragment or whitespace.
+PASSWORD_OPTIONS = ("password", "passwd", "pwd")
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&;](?:" + "|".join(PASSWORD_OPTIONS) + r")=)(?P<password>[^&;#\s]*)", re.IGNORECASE
+)
 
 
 def mask_password(text: str) -> str:
-    """Replace the password of every URL in ``text`` with ``***``; works on URLs that do not parse."""
-    return _USERINFO.sub(r"\g<head>***\g<tail>", text)
+    """Replace the password of every URL in ``text`` with ``***``, in the user info and in the query string;
+    works on URLs that do not parse."""
+    return _QUERY_PASSWORD.sub(r"\g<head>***", _USERINFO.sub(r"\g<head>***\g<tail>", text))
 
 
 def _malformed(url: str, shown: str, problem: str, backend: str) -> MalformedURLError:
@@ -62,6 +76,9 @@ class DatabaseURL:
     port: int | None = None
     database: str = ""
     query: tuple[tuple[str, str], ...] = ()
+    driver: str | None = None
+    """The driver the scheme names (``psycopg2`` in ``postgresql+psycopg2://``), lower case; None when it
+    names none, and the backend's default driver serves it (psycopg 3, PyMySQL, sqlite3)."""
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
@@ -85,12 +102,15 @@ class DatabaseURL:
         scheme, sep, rest = url.partition("://")
         if not sep or not scheme:
             raise MalformedURLError(shown, "it has no scheme", ", ".join(EXAMPLES.values()))
-        backend = SCHEMES.get(scheme.lower())
+        base, plus, driver_name = scheme.lower().partition("+")
+        backend = SCHEMES.get(base)
         if backend is None:
-            known = tuple(s for s in SCHEMES if "+" not in s)
-            raise UnknownSchemeError(scheme, shown, known)
+            raise UnknownSchemeError(scheme, shown, tuple(SCHEMES))
+        driver = driver_name if plus else None
+        if driver is not None and driver not in DRIVERS[backend]:
+            raise UnknownDriverError(scheme, shown, driver, tuple(f"{base}+{d}" for d in DRIVERS[backend]))
         if backend == "sqlite":
-            return cls._parse_sqlite(scheme, rest, shown)
+            return cls._parse_sqlite(scheme, rest, shown, driver)
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -109,10 +129,11 @@ class DatabaseURL:
             port=port,
             database=database,
             query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+            driver=driver,
         )
 
     @classmethod
-    def _parse_sqlite(cls, scheme: str, rest: str, shown: str) -> DatabaseURL:
+    def _parse_sqlite(cls, scheme: str, rest: str, shown: str, driver: str | None) -> DatabaseURL:
         path, _, query = rest.partition("?")
         if path == "":
             database = ":memory:"
@@ -126,6 +147,7 @@ class DatabaseURL:
             scheme=scheme,
             database=database,
             query=tuple(parse_qsl(query, keep_blank_values=True)),
+            driver=driver,
         )
 
     @property
@@ -135,9 +157,7 @@ class DatabaseURL:
 
     def with_database(self, database: str) -> DatabaseURL:
         """The same server and credentials, another database."""
-        return DatabaseURL(
-            self.backend, self.scheme, self.user, self.password, self.host, self.port, database, self.query
-        )
+        return dataclasses.replace(self, database=database)
 
     def render(self) -> str:
         """The URL as text with the password replaced by ``***`` (safe for logs, headers and errors)."""
@@ -155,8 +175,14 @@ class DatabaseURL:
                 host += f":{self.port}"
             text = f"{self.scheme}://{auth}{host}/{self.database}"
         if self.query:
-            text += "?" + "&".join(f"{k}={v}" for k, v in self.query)
+            text += "?" + "&".join(
+                f"{k}={'***' if k.lower() in PASSWORD_OPTIONS else v}" for k, v in self.query
+            )
         return text
 
     def __str__(self) -> str:
         return self.render()
+
+    def __repr__(self) -> str:
+        # Not the dataclass's: the query string may hold a password too (``?password=``).
+        return f"DatabaseURL({self.render()!r}, backend={self.backend!r}, driver={self.driver!r})"

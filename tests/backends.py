@@ -2,7 +2,12 @@
 
 PostgreSQL and MySQL/MariaDB run when their URL is set (``TXSCOPE_TEST_POSTGRESQL_URL``,
 ``TXSCOPE_TEST_MYSQL_URL``) and are skipped with the reason otherwise. ``TXSCOPE_TEST_REQUIRE`` (a comma list,
-as CI sets it) turns a skip into a failure, so that a backend CI must cover is never silently left out.
+as CI sets it) turns a skip into a failure, so that a backend CI must cover is never silently left out; a
+family's name (``postgresql``) requires all its drivers.
+
+Each server runs once per driver: ``postgresql`` and ``mysql`` through the default drivers (psycopg 3,
+PyMySQL), ``postgresql-psycopg2`` and ``mysql-mysqldb`` through the same server with the driver named in the
+URL's scheme (``postgresql+psycopg2://``).
 
 Under pytest-xdist each worker runs its tests in a database of its own, named after the base database
 (``<base>_gw0``): the tests create tables such as ``items`` under fixed names, which two workers must not share.
@@ -20,12 +25,31 @@ from typing import Any
 import pytest
 
 from pytest_txscope import DatabaseURL, Engine
+from pytest_txscope.dialects import dialect_for_url
 from pytest_txscope.provision import drop
 
-ALL = ("sqlite-file", "sqlite-memory", "postgresql", "mysql")
+ALL = ("sqlite-file", "sqlite-memory", "postgresql", "postgresql-psycopg2", "mysql", "mysql-mysqldb")
 ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
+DRIVER_OF = {"postgresql-psycopg2": "psycopg2", "mysql-mysqldb": "mysqldb"}
+"""The driver a backend names in its URL's scheme (the others use their family's default driver)."""
+_TAGS = {"postgresql-psycopg2": "pg2", "mysql-mysqldb": "mdb"}
+"""Short, so that generated database names (and their templates) stay within the servers' name limits."""
 _unreachable: dict[str, str] = {}
 _worker_databases: dict[str, str] = {}  # backend -> the URL of this worker's database, once created
+
+
+def family_of(backend: str) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql``."""
+    return backend.split("-", maxsplit=1)[0]
+
+
+def server_url(backend: str) -> str | None:
+    """The URL of a server backend from the environment, with the backend's driver in its scheme."""
+    url = os.environ.get(ENV[family_of(backend)])
+    if not url or backend not in DRIVER_OF:
+        return url
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}+{DRIVER_OF[backend]}{sep}{rest}"
 
 
 def required() -> set[str]:
@@ -37,7 +61,7 @@ def unavailable(backend: str) -> None:
     reason = _reason(backend)
     if reason is None:
         return
-    if backend in required():
+    if backend in required() or family_of(backend) in required():
         pytest.fail(f"backend {backend} is required (TXSCOPE_TEST_REQUIRE) but {reason}", pytrace=False)
     pytest.skip(f"{backend}: {reason}")
 
@@ -45,9 +69,9 @@ def unavailable(backend: str) -> None:
 def _reason(backend: str) -> str | None:
     if backend.startswith("sqlite"):
         return None
-    url = os.environ.get(ENV[backend])
+    url = server_url(backend)
     if not url:
-        return f"{ENV[backend]} is not set"
+        return f"{ENV[family_of(backend)]} is not set"
     if backend not in _unreachable:
         try:
             engine = Engine.from_url(url)
@@ -59,6 +83,15 @@ def _reason(backend: str) -> str | None:
             _unreachable[backend] = (
                 f"cannot be reached at {DatabaseURL.parse(url)}: {type(exc).__name__}: {exc}"
             )
+        else:
+            served, named = type(engine.dialect).__name__, type(dialect_for_url(url)).__name__
+            if (
+                served != named
+            ):  # a contract run on another driver than the one named passes without testing it
+                _unreachable[backend] = (
+                    f"Engine.from_url() serves {url.partition(':')[0]}:// with {served}, not {named}: the core "
+                    "must choose the dialect with pytest_txscope.dialects.dialect_for_url()"
+                )
     return _unreachable[backend] or None
 
 
@@ -71,7 +104,7 @@ class Backend:
 
     @property
     def family(self) -> str:
-        return "sqlite" if self.name.startswith("sqlite") else self.name
+        return family_of(self.name)
 
     @property
     def has_peer(self) -> bool:
@@ -86,15 +119,28 @@ class Backend:
 
 
 class Peer:
-    """An independent autocommit connection, opened with the driver directly, bypassing pytest-txscope."""
+    """An independent autocommit connection, opened with the backend's driver directly, bypassing
+    pytest-txscope (so that ``Session(peer.conn)`` wraps a connection of that driver)."""
 
     def __init__(self, backend: Backend) -> None:
         url = DatabaseURL.parse(backend.url)
         self.family = backend.family
+        driver = DRIVER_OF.get(backend.name)
         if self.family == "sqlite":
             import sqlite3
 
             self.conn: Any = sqlite3.connect(url.database, isolation_level=None)
+        elif driver == "psycopg2":
+            import psycopg2
+
+            self.conn = psycopg2.connect(
+                host=url.host,
+                port=url.port,
+                user=url.user,
+                password=url.password or None,
+                dbname=url.database,
+            )
+            self.conn.autocommit = True
         elif self.family == "postgresql":
             import psycopg
 
@@ -104,6 +150,17 @@ class Peer:
                 user=url.user,
                 password=url.password or None,
                 dbname=url.database,
+                autocommit=True,
+            )
+        elif driver == "mysqldb":
+            import MySQLdb
+
+            self.conn = MySQLdb.connect(
+                host=url.host or "localhost",
+                port=url.port or 3306,
+                user=url.user,
+                password=url.password or "",
+                database=url.database,
                 autocommit=True,
             )
         else:
@@ -141,6 +198,8 @@ def sibling_url(backend: Backend, suffix: str) -> str:
     (``txscope_test``, ``txscope_a_test``, ...) out of each other's way; under pytest-xdist ``backend`` is the
     worker's database (``<base>_gw0``), so workers stay out of each other's way too.
     """
+    if backend.name in _TAGS:  # the same server as the default driver's: a name of its own there too
+        suffix = f"{_TAGS[backend.name]}_{suffix}"
     return _with_suffix(backend.url, suffix)
 
 
@@ -153,7 +212,7 @@ def _with_suffix(url: str, suffix: str) -> str:
 def database_url(name: str) -> str | None:
     """The URL of the database this process's tests use on the server backend ``name`` (None if its variable
     is not set): the base test database, or under pytest-xdist the worker's own, ``<base>_<worker>``."""
-    url = os.environ.get(ENV[name])
+    url = server_url(name)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if not url or not worker:
         return url
@@ -165,16 +224,17 @@ def _worker_database(name: str) -> str:
     crashed left one behind)."""
     url = database_url(name)
     assert url is not None
-    if url == os.environ[ENV[name]] or name in _worker_databases:
+    family = family_of(name)
+    if url == server_url(name) or family in _worker_databases:
         return url
     drop(DatabaseURL.parse(url), allow=())
-    peer = Peer(Backend(name, os.environ[ENV[name]]))
-    quote = '"' if name == "postgresql" else "`"
+    peer = Peer(Backend(family, os.environ[ENV[family]]))
+    quote = '"' if family == "postgresql" else "`"
     try:
         peer.execute(f"CREATE DATABASE {quote}{DatabaseURL.parse(url).database}{quote}")
     finally:
         peer.close()
-    _worker_databases[name] = url
+    _worker_databases[family] = url  # one per server: the drivers of a family share it
     return url
 
 

@@ -10,7 +10,14 @@ from contextlib import contextmanager
 from types import ModuleType, TracebackType
 from typing import Any, Protocol
 
-from ..dialects import DBAPIConnection, Dialect, dialect_for_backend, dialect_for_connection
+from ..dialects import (
+    DBAPIConnection,
+    Dialect,
+    dialect_for_connection,
+    dialect_for_module,
+    dialect_for_url,
+    driver_modules,
+)
 from ..errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -27,7 +34,6 @@ from .transaction import Transaction
 
 __all__ = ["Engine", "SessionProvider", "is_seconds"]
 
-_MODULE_BACKENDS = {"sqlite3": "sqlite", "psycopg": "postgresql", "pymysql": "mysql"}
 _NESTED_MODES = ("savepoint", "virtual")
 
 
@@ -101,7 +107,7 @@ class Engine:
         except TxScopeError:
             url = "<not shown: it may hold a password>"  # pytest prints this frame's arguments
             raise
-        dialect = dialect_for_backend(parsed.backend)
+        dialect = dialect_for_url(parsed)
         options = {
             k: connect_kwargs.pop(k)
             for k in ("nested", "pool_size", "acquire_timeout")
@@ -118,16 +124,17 @@ class Engine:
     def from_dbapi(cls, module: ModuleType, *args: Any, **kwargs: Any) -> Engine:
         """An engine that opens connections with ``module.connect(*args, **kwargs)``.
 
-        ``module`` is ``sqlite3``, ``psycopg`` or ``pymysql``. Engine options (``nested``, ``pool_size``,
-        ``max_connections``, ``acquire_timeout``) are taken from ``kwargs``.
+        ``module`` is ``sqlite3``, ``psycopg``, ``psycopg2``, ``pymysql`` or ``MySQLdb``. Engine options
+        (``nested``, ``pool_size``, ``max_connections``, ``acquire_timeout``) are taken from ``kwargs``.
         """
         name = getattr(module, "__name__", repr(module))
-        backend = _MODULE_BACKENDS.get(name)
-        if backend is None:
+        dialect = dialect_for_module(name)
+        if dialect is None:
             raise ConfigurationError(
                 f"Engine.from_dbapi() does not know the driver module {name!r}; "
-                f"use one of: {', '.join(_MODULE_BACKENDS)}, or pass a connect function to Engine()"
+                f"use one of: {', '.join(driver_modules())}, or pass a connect function to Engine()"
             )
+        backend = dialect.name
         options = {
             k: kwargs.pop(k)
             for k in ("nested", "pool_size", "max_connections", "acquire_timeout")
@@ -140,7 +147,7 @@ class Engine:
             memory = bool(args and args[0] == ":memory:") or kwargs.get("database") == ":memory:"
             if memory:
                 options.setdefault("max_connections", 1)
-        engine = cls(lambda: module.connect(*args, **kwargs), dialect=dialect_for_backend(backend), **options)
+        engine = cls(lambda: module.connect(*args, **kwargs), dialect=dialect, **options)
         if memory:
             engine._reconnect = None
         return engine

@@ -28,12 +28,19 @@ class Dialect(ABC):
     """
 
     name: str
-    """Short name used in URLs, options and test ids: ``sqlite``, ``postgresql``, ``mysql``."""
+    """Short name of the backend used in URLs, options and test ids: ``sqlite``, ``postgresql``, ``mysql``."""
     display: str
-    """Name shown to people."""
+    """Name of the backend shown to people."""
     driver: str
-    """Import name of the DB-API driver, and the extra that installs it."""
+    """Import name of the DB-API driver module."""
+    url_driver: str
+    """The driver's name after the ``+`` of a URL scheme (``psycopg2`` in ``postgresql+psycopg2://``)."""
+    driver_display: str
+    """The driver's name shown to people (``psycopg 3``, ``mysqlclient``)."""
     extra: str
+    """The extra of pytest-txscope that installs the driver."""
+    install_hint: str = ""
+    """What else installing the driver takes, for the error that says it is missing."""
     batches_control: bool = False
     """True when ``BEGIN`` and savepoints can be sent as one text in one round trip."""
     ddl_commits: bool = False
@@ -46,7 +53,11 @@ class Dialect(ABC):
         try:
             return importlib.import_module(self.driver)
         except ImportError:
-            raise MissingDriverError(self.display, self.driver, self.extra) from None
+            raise self.missing() from None
+
+    def missing(self) -> MissingDriverError:
+        """The error saying that the driver is not installed, and how to install it."""
+        return MissingDriverError(self.display, self.driver, self.extra, self.install_hint)
 
     @abstractmethod
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
@@ -187,6 +198,16 @@ class Dialect(ABC):
         """Roll back whatever is open, so the connection can go back to the pool clean."""
         if self.in_transaction(connection):
             self.execute(connection, "ROLLBACK", None).close()
+
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        """The server's id for the session of ``connection`` (what ``pg_terminate_backend`` or ``KILL`` take),
+        readable while another thread runs a statement on it; None for an embedded database."""
+        return None
+
+    def string_literal(self, connection: DBAPIConnection, text: str) -> str:
+        """``text`` as an SQL string literal, quoted as ``connection`` needs (for statements that take no
+        parameters, such as ``COMMENT ON DATABASE``). This default doubles quotes, which standard SQL needs."""
+        return "'" + text.replace("'", "''") + "'"
 
     def split_script(self, script: str) -> list[str]:
         """Split a script into statements for `Engine.executescript`."""

@@ -1,12 +1,13 @@
-"""PostgreSQL through psycopg 3.
+"""PostgreSQL: what every driver shares (`PostgreSQLBackend`), and psycopg 3 (`PostgreSQLDialect`).
 
-Connections run in psycopg's autocommit mode and we send ``BEGIN`` ourselves: in its default mode psycopg opens
-a transaction before the first statement by itself, and ``with connect() as conn:`` commits on exit, both of
-which would take the transaction out of the core's hands.
+Connections run in the driver's autocommit mode and we send ``BEGIN`` ourselves: in its default mode a driver
+opens a transaction before the first statement by itself, and ``with connect() as conn:`` commits on exit, both
+of which would take the transaction out of the core's hands.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,10 +16,11 @@ from ..sql import PyformatConverter
 from ..url import DatabaseURL
 from .base import DBAPIConnection, DBAPICursor, Dialect
 
-__all__ = ["PostgreSQLDialect"]
+__all__ = ["PostgreSQLBackend", "PostgreSQLDialect"]
 
-_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
-_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR
+# libpq's PQtransactionStatus values, which psycopg 3 and psycopg2 both report.
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE, psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR, psycopg2.extensions.TRANSACTION_STATUS_INERROR
 _SHUTDOWN = ("57P01", "57P02", "57P03")  # admin_shutdown, crash_shutdown, cannot_connect_now
 _COMMAND_OK = 1  # psycopg.pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
@@ -37,13 +39,12 @@ def _may_change_schema(sql: str) -> bool:
     return not sql.lstrip()[:9].upper().startswith(_DATA_ONLY)
 
 
-class PostgreSQLDialect(Dialect):
-    """PostgreSQL through psycopg 3."""
+class PostgreSQLBackend(Dialect):
+    """What PostgreSQL is, whichever driver reaches it: the SQL, the error codes, and the transaction states
+    libpq reports. A driver's dialect adds how to connect and how to read those states from its connection."""
 
     name = "postgresql"
     display = "PostgreSQL"
-    driver = "psycopg"
-    extra = "postgresql"
     batches_control = True
     aborts_on_error = True
 
@@ -51,12 +52,85 @@ class PostgreSQLDialect(Dialect):
         self._converter = PyformatConverter(backslash_escapes=False, hash_comments=False)
         self.prepare = self._converter.convert  # type: ignore[method-assign]  # the bound converter is the hot path
 
-    def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
-        psycopg = self.load_driver()
+    @abstractmethod
+    def transaction_status(self, connection: DBAPIConnection) -> int:
+        """libpq's transaction status of ``connection`` (IDLE 0, ACTIVE 1, INTRANS 2, INERROR 3, UNKNOWN 4)."""
+
+    @abstractmethod
+    def sqlstate(self, error: BaseException) -> str:
+        """The SQLSTATE of a driver error, or "" when it has none (a client-side error, a lost connection)."""
+
+    def server_connect_params(self, url: DatabaseURL, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``connect()`` keywords for ``url``: libpq's, which both drivers pass on."""
         params: dict[str, Any] = {**self.server_params(url, "dbname"), **kwargs}
-        params["autocommit"] = True
         # libpq waits for an unreachable host as long as the OS does (minutes); PyMySQL's default is 10 s too.
         params.setdefault("connect_timeout", 10)
+        return params
+
+    def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
+        if self.transaction_status(connection) != _IDLE:
+            raise TransactionStateError(
+                f"this {self.driver_display} connection has an open transaction; commit or roll it back before "
+                "wrapping it in a Session, so that its work is neither committed nor lost without you knowing"
+            )
+        previous = connection.autocommit
+        connection.autocommit = True
+
+        def restore() -> None:
+            if self.transaction_status(connection) == _IDLE:
+                connection.autocommit = previous
+
+        return restore
+
+    def in_transaction(self, connection: DBAPIConnection) -> bool:
+        return self.transaction_status(connection) != _IDLE
+
+    def reset(self, connection: DBAPIConnection) -> None:
+        super().reset(connection)
+        if not connection.autocommit:
+            # Switched off behind the library's back (psycopg2 accepts set_session(autocommit=False) and
+            # set_isolation_level() while the library's BEGIN is open, as it did not send it): put back before
+            # the connection is pooled, or the driver would open and end transactions by itself.
+            connection.rollback()
+            connection.autocommit = True
+
+    def transaction_failed(self, connection: DBAPIConnection) -> bool:
+        return self.transaction_status(connection) == _INERROR
+
+    def is_alive(self, connection: DBAPIConnection) -> bool:
+        return not connection.closed
+
+    def is_disconnect(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        # Class 08 is "connection exception"; 57P01-03 are the server shutting the session down
+        # (pg_terminate_backend, a fast shutdown, a crash): the connection is closed right after.
+        sqlstate = self.sqlstate(error)
+        return bool(connection.closed) or sqlstate.startswith("08") or sqlstate in _SHUTDOWN
+
+    def session_id(self, connection: DBAPIConnection) -> int | None:
+        return int(connection.info.backend_pid)  # read from libpq: no lock, no round trip
+
+    def split_script(self, script: str) -> list[str]:
+        from ..sql import split_statements
+
+        return split_statements(script)
+
+    def describe(self, connection: DBAPIConnection) -> str:
+        info = connection.info
+        return f"PostgreSQL connection to {info.host}:{info.port}/{info.dbname} as {info.user}"
+
+
+class PostgreSQLDialect(PostgreSQLBackend):
+    """PostgreSQL through psycopg 3."""
+
+    driver = "psycopg"
+    url_driver = "psycopg"
+    driver_display = "psycopg"
+    extra = "postgresql"
+
+    def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
+        psycopg = self.load_driver()
+        params = self.server_connect_params(url, kwargs)
+        params["autocommit"] = True
 
         def connect() -> DBAPIConnection:
             return psycopg.connect(**params)
@@ -68,23 +142,16 @@ class PostgreSQLDialect(Dialect):
             connection, "pgconn"
         )
 
-    def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
-        if connection.info.transaction_status != _IDLE:
-            raise TransactionStateError(
-                "this psycopg connection has an open transaction; commit or roll it back before wrapping it in "
-                "a Session, so that its work is neither committed nor lost without you knowing"
-            )
-        previous = connection.autocommit
-        connection.autocommit = True
+    def transaction_status(self, connection: DBAPIConnection) -> int:
+        return int(connection.info.transaction_status)
 
-        def restore() -> None:
-            if connection.info.transaction_status == _IDLE:
-                connection.autocommit = previous
+    def sqlstate(self, error: BaseException) -> str:
+        return getattr(error, "sqlstate", None) or ""
 
-        return restore
+    def string_literal(self, connection: DBAPIConnection, text: str) -> str:
+        from psycopg import sql
 
-    def in_transaction(self, connection: DBAPIConnection) -> bool:
-        return bool(connection.info.transaction_status != _IDLE)
+        return str(sql.Literal(text).as_string(connection))
 
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
         # psycopg's Connection.execute takes None for "no parameters": the text is then not scanned for %s.
@@ -93,18 +160,6 @@ class PostgreSQLDialect(Dialect):
     def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
         pgconn = connection.pgconn
         return lambda: pgconn.transaction_status != _IDLE
-
-    def transaction_failed(self, connection: DBAPIConnection) -> bool:
-        return bool(connection.info.transaction_status == _INERROR)
-
-    def is_alive(self, connection: DBAPIConnection) -> bool:
-        return not connection.closed
-
-    def is_disconnect(self, error: BaseException, connection: DBAPIConnection) -> bool:
-        # Class 08 is "connection exception"; 57P01-03 are the server shutting the session down
-        # (pg_terminate_backend, a fast shutdown, a crash): the connection is closed right after.
-        sqlstate = getattr(error, "sqlstate", None) or ""
-        return connection.closed or sqlstate.startswith("08") or sqlstate in _SHUTDOWN
 
     def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> DBAPICursor:
         if params is None:
@@ -128,12 +183,3 @@ class PostgreSQLDialect(Dialect):
 
     def schema_watch(self) -> Callable[[str], bool] | None:
         return _may_change_schema
-
-    def split_script(self, script: str) -> list[str]:
-        from ..sql import split_statements
-
-        return split_statements(script)
-
-    def describe(self, connection: DBAPIConnection) -> str:
-        info = connection.info
-        return f"PostgreSQL connection to {info.host}:{info.port}/{info.dbname} as {info.user}"

@@ -42,6 +42,8 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
     display = "SQLite"
     driver = "sqlite3"
+    url_driver = "pysqlite"
+    driver_display = "sqlite3"
     extra = "sqlite"
 
     def __init__(self) -> None:

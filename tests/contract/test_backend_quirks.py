@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 
 from pytest_txscope import (
+    DatabaseURL,
     Engine,
     ImplicitCommitError,
     ScriptError,
     TransactionState,
     TransactionStateError,
 )
+from pytest_txscope.dialects import dialect_for_url
 
 from ..backends import Backend, Peer
 
@@ -139,7 +141,7 @@ def _prepared(session: object) -> int:
     return int(session.fetchscalar("SELECT count(*) FROM pg_prepared_statements"))  # type: ignore[attr-defined]
 
 
-@pytest.mark.backends("postgresql")
+@pytest.mark.backends("postgresql", exact=True)  # psycopg 3's cache: psycopg2 prepares nothing
 def test_postgresql_rollback_keeps_prepared_statements_when_no_schema_changed(
     backend: Backend, engine: Engine
 ) -> None:
@@ -177,14 +179,132 @@ def test_postgresql_rollback_after_ddl_drops_prepared_statements(backend: Backen
 def test_postgresql_failed_control_statement_keeps_the_driver_error_class(
     backend: Backend, engine: Engine
 ) -> None:
-    import psycopg
-
     with pytest.raises(TransactionStateError, match="no longer existed") as info, engine as tx:
         tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
         with engine as sp:
             sp.execute("INSERT INTO items (id, name) VALUES (2, 'b')")
-            tx.session.connection.execute("RELEASE SAVEPOINT txscope_sp1")  # behind the library's back
+            cursor = tx.session.connection.cursor()
+            cursor.execute("RELEASE SAVEPOINT txscope_sp1")  # behind the library's back
+            cursor.close()
             sp.rollback()
-        tx.execute("SELECT 1")  # the queued ROLLBACK TO goes out with this statement, through libpq
-    # libpq's error result was turned into psycopg's own exception class, as execute() would raise it.
-    assert isinstance(info.value.__cause__, psycopg.errors.InvalidSavepointSpecification)
+        tx.execute("SELECT 1")  # the queued ROLLBACK TO goes out with this statement (psycopg: through libpq)
+    # The driver's own exception class for the SQLSTATE, as execute() raises it (psycopg: made from libpq's
+    # error result).
+    cause = info.value.__cause__
+    assert type(cause).__name__ == "InvalidSavepointSpecification"
+    assert type(cause).__module__.split(".")[0] == dialect_for_url(backend.url).driver
+
+
+# ------------------------------------------------------------------------ mysqlclient's transaction tracking
+@pytest.mark.parametrize(
+    ("sql", "effect"),
+    [
+        ("SELECT 1", None),
+        ("  insert into items values (1, 'a', 1)", None),
+        ("UPDATE items SET qty = 2", None),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", None),
+        ("SAVEPOINT sp1", None),
+        ("RELEASE SAVEPOINT sp1", None),
+        ("ROLLBACK TO SAVEPOINT sp1", None),
+        ("rollback work to sp1", None),
+        ("BEGIN", True),
+        ("begin work;", True),
+        ("START TRANSACTION", True),
+        ("COMMIT", False),
+        ("ROLLBACK", False),
+        ("commit work ;", False),
+        ("START TRANSACTION READ ONLY", "unknown"),
+        ("BEGIN NOT ATOMIC SELECT 1; END", "unknown"),  # MariaDB's compound statement
+        ("COMMIT AND CHAIN", "unknown"),
+        ("CREATE TABLE t (id INT)", "unknown"),
+        ("SET autocommit = 1", "unknown"),
+        ("CALL p()", "unknown"),
+        ("LOCK TABLES items WRITE", "unknown"),
+        ("/* a comment */ SELECT 1", "unknown"),
+        ("SELECT 1; COMMIT", "unknown"),
+        ("INSERT INTO items VALUES (1, 'a;b', 1)", "unknown"),  # a ';' in a literal: asking is exact too
+        ("DROP TABLE t", "unknown"),
+        ("DESCRIBE items", None),
+        ("DROP TABLE t2", "unknown"),  # DO... and DROP share a prefix, not a word
+    ],
+)
+def test_mysqlclient_statement_effects(sql: str, effect: object) -> None:
+    from pytest_txscope.dialects.mysql_mysqldb import UNKNOWN, statement_effect
+
+    assert statement_effect(sql) is (UNKNOWN if effect == "unknown" else effect)
+    assert statement_effect(sql.encode()) is (UNKNOWN if effect == "unknown" else effect)
+
+
+@pytest.mark.backends("mysql-mysqldb")
+def test_mysqlclient_tracking_agrees_with_the_server(backend: Backend, engine: Engine) -> None:
+    from pytest_txscope.dialects.mysql_mysqldb import ask_server
+
+    dialect = dialect_for_url(backend.url)
+    conn = dialect.connect_from_url(DatabaseURL.parse(backend.url), {})()
+    seen = []
+
+    def step(action: str) -> None:
+        if action.startswith("conn."):
+            getattr(conn, action[5:].split("(", maxsplit=1)[0])(*(True,) if "(True)" in action else ())
+        else:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(action)
+                while cursor.nextset():
+                    pass
+            except Exception as exc:  # failures leave the state to be asked
+                seen.append(type(exc).__name__)
+            cursor.close()
+        tracked = dialect.in_transaction(conn)
+        assert tracked == ask_server(conn), (action, tracked)
+
+    try:
+        for action in (
+            "BEGIN",
+            "INSERT INTO items (id, name) VALUES (1, 'a')",
+            "SAVEPOINT sp1",
+            "INSERT INTO items (id, name) VALUES (2, 'b')",
+            "ROLLBACK TO SAVEPOINT sp1",
+            "COMMIT",
+            "SELECT 1",
+            "BEGIN",
+            "CREATE TEMPORARY TABLE quirk_tmp (id INT)",  # no implicit commit
+            "CREATE TABLE quirk_ddl (id INT)",  # implicit commit
+            "BEGIN",
+            "SET autocommit = 1",  # commits
+            "BEGIN",
+            "INSERT INTO items (id, name) VALUES (1, 'duplicate')",  # fails, transaction goes on
+            "SELECT 1; COMMIT",
+            "BEGIN",
+            "conn.commit()",
+            "BEGIN",
+            "conn.rollback()",
+            "BEGIN",
+            "conn.autocommit(True)",
+            "BEGIN",
+            "DROP TABLE quirk_ddl",
+        ):
+            step(action)
+        assert seen == ["IntegrityError"]
+    finally:
+        conn.close()
+        engine.executescript("DROP TABLE IF EXISTS quirk_ddl")
+
+
+@pytest.mark.backends("postgresql", "mysql")
+def test_autocommit_switched_off_on_the_driver_connection_is_put_back(
+    backend: Backend, engine: Engine
+) -> None:
+    with engine as tx:
+        conn = tx.session.connection
+        tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        if backend.name == "postgresql-psycopg2":
+            conn.set_session(autocommit=False)  # psycopg2 accepts it: it did not send the library's BEGIN
+        elif backend.family == "mysql":
+            conn.autocommit(False)  # commits the open transaction: reported at the block's end
+    # psycopg 3 refuses the change inside a transaction; there is nothing to put back.
+    with engine as tx:
+        assert tx.session.connection is conn  # pooled, with autocommit on again
+        on = conn.get_autocommit() if backend.family == "mysql" else conn.autocommit
+        assert on
+        tx.execute("DELETE FROM items")

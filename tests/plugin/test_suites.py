@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_txscope import DatabaseURL
-from pytest_txscope.provision import drop, drop_templates, worker_url
+from pytest_txscope.provision import drop, drop_templates, template_prefix, worker_url
 
 from ..backends import Backend, sibling_url
 
@@ -232,8 +232,10 @@ def server_databases(backend: Backend, name: str) -> list[str]:
             rows = peer.fetchall("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
     finally:
         peer.close()
-    mine = re.compile(rf"{re.escape(name)}(_gw\d+|_tpl_.*)?")
-    return sorted(str(r[0]) for r in rows if mine.fullmatch(str(r[0])))
+    mine = re.compile(rf"{re.escape(name)}(_gw\d+)?")
+    return sorted(
+        str(r[0]) for r in rows if mine.fullmatch(str(r[0])) or str(r[0]).startswith(template_prefix(name))
+    )
 
 
 def sqlite_files(database: str) -> list[str]:

@@ -14,7 +14,17 @@ from pytest_txscope import (
     MalformedURLError,
     MissingDriverError,
     TxScopeError,
+    UnknownDriverError,
     UnknownSchemeError,
+    UnsupportedConnectionError,
+)
+from pytest_txscope.dialects import (
+    DIALECTS,
+    MySQLdbDialect,
+    dialect_for_backend,
+    dialect_for_connection,
+    dialect_for_module,
+    dialect_for_url,
 )
 from pytest_txscope.url import mask_password
 
@@ -178,7 +188,8 @@ def test_from_dbapi_with_an_unknown_module() -> None:
     with pytest.raises(ConfigurationError) as info:
         Engine.from_dbapi(json)
     assert str(info.value) == (
-        "Engine.from_dbapi() does not know the driver module 'json'; use one of: sqlite3, psycopg, pymysql, "
+        "Engine.from_dbapi() does not know the driver module 'json'; use one of: sqlite3, psycopg, psycopg2, pymysql, "
+        "MySQLdb, "
         "or pass a connect function to Engine()"
     )
 
@@ -213,3 +224,186 @@ def test_sqlite_foreign_keys_are_on_by_default_and_can_be_turned_off() -> None:
     for option, expected in (("", 1), ("?foreign_keys=off", 0)):
         with Engine.from_url(f"sqlite:///:memory:{option}").session() as s:
             assert s.fetchscalar("PRAGMA foreign_keys") == expected
+
+
+# ------------------------------------------------------------------------------------- drivers in URLs
+@pytest.mark.parametrize(
+    ("url", "family", "driver", "dialect"),
+    [
+        ("sqlite:///x.db", "sqlite", None, "SQLiteDialect"),
+        ("sqlite+pysqlite:///x.db", "sqlite", "pysqlite", "SQLiteDialect"),
+        ("sqlite3+pysqlite:///:memory:", "sqlite", "pysqlite", "SQLiteDialect"),
+        ("postgresql://u@h/db", "postgresql", None, "PostgreSQLDialect"),
+        ("postgres://u@h/db", "postgresql", None, "PostgreSQLDialect"),
+        ("postgresql+psycopg://u@h/db", "postgresql", "psycopg", "PostgreSQLDialect"),
+        ("postgresql+psycopg2://u@h/db", "postgresql", "psycopg2", "Psycopg2Dialect"),
+        ("postgres+psycopg2://u@h/db", "postgresql", "psycopg2", "Psycopg2Dialect"),
+        ("PostgreSQL+Psycopg2://u@h/db", "postgresql", "psycopg2", "Psycopg2Dialect"),
+        ("mysql://u@h/db", "mysql", None, "MySQLDialect"),
+        ("mariadb://u@h/db", "mysql", None, "MySQLDialect"),
+        ("mysql+pymysql://u@h/db", "mysql", "pymysql", "MySQLDialect"),
+        ("mariadb+pymysql://u@h/db", "mysql", "pymysql", "MySQLDialect"),
+        ("mysql+mysqldb://u@h/db", "mysql", "mysqldb", "MySQLdbDialect"),
+        ("mariadb+mysqldb://u@h/db", "mysql", "mysqldb", "MySQLdbDialect"),
+    ],
+)
+def test_every_scheme_names_its_backend_and_driver(
+    url: str, family: str, driver: str | None, dialect: str
+) -> None:
+    parsed = DatabaseURL.parse(url)
+    assert (parsed.backend, parsed.driver) == (family, driver)
+    assert type(dialect_for_url(parsed)).__name__ == dialect
+    assert type(dialect_for_url(url)).__name__ == dialect
+    assert str(parsed).partition("://")[0] == url.partition("://")[0]  # the scheme is shown as written
+    assert DatabaseURL.parse(str(parsed)) == parsed
+    assert parsed.with_database("other").driver == driver
+
+
+def test_the_default_drivers() -> None:
+    assert type(dialect_for_backend("postgresql")).__name__ == "PostgreSQLDialect"
+    assert type(dialect_for_backend("mysql")).__name__ == "MySQLDialect"
+    assert type(dialect_for_backend("sqlite")).__name__ == "SQLiteDialect"
+
+
+def test_every_driver_the_urls_accept_has_a_dialect() -> None:
+    from pytest_txscope.url import DRIVERS
+
+    pairs = {(backend, driver) for backend, drivers in DRIVERS.items() for driver in drivers}
+    assert set(DIALECTS) == pairs
+    for (backend, driver), dialect in DIALECTS.items():
+        assert (dialect.name, dialect.url_driver) == (backend, driver)
+        assert dialect_for_module(dialect.driver) is dialect
+    assert dialect_for_module("json") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql+pg8000://u:hunter2@h/db",
+            "unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db; for this database use one of: "
+            "postgresql+psycopg://, postgresql+psycopg2:// (the first is the default, also used when the scheme "
+            "names no driver)",
+        ),
+        (
+            "mariadb+mysqlconnector://u:hunter2@h/db",
+            "unknown driver 'mysqlconnector' in database URL mariadb+mysqlconnector://u:***@h/db; for this "
+            "database use one of: mariadb+pymysql://, mariadb+mysqldb:// (the first is the default, also used "
+            "when the scheme names no driver)",
+        ),
+        (
+            "sqlite+aiosqlite:///x.db",
+            "unknown driver 'aiosqlite' in database URL sqlite+aiosqlite:///x.db; for this database use one of: "
+            "sqlite+pysqlite:// (the first is the default, also used when the scheme names no driver)",
+        ),
+        (
+            "postgresql+://u@h/db",
+            "unknown driver '' in database URL postgresql+://u@h/db; for this database use one of: "
+            "postgresql+psycopg://, postgresql+psycopg2:// (the first is the default, also used when the scheme "
+            "names no driver)",
+        ),
+    ],
+)
+def test_unknown_driver(url: str, message: str) -> None:
+    with pytest.raises(UnknownDriverError) as info:
+        DatabaseURL.parse(url)
+    assert str(info.value) == message
+    assert isinstance(info.value, UnknownSchemeError)  # caught where an unknown scheme is
+    assert isinstance(info.value, ValueError)
+    assert "hunter2" not in repr(info.value.args)
+
+
+def test_unknown_scheme_with_a_driver() -> None:
+    with pytest.raises(UnknownSchemeError) as info:
+        DatabaseURL.parse("oracle+cx_oracle://scott:tiger@h/db")
+    assert str(info.value).startswith(
+        "unknown database URL scheme 'oracle+cx_oracle' in oracle+cx_oracle://scott:***@h/db; use one of: "
+    )
+    assert not isinstance(info.value, UnknownDriverError)
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra", "display", "hint"),
+    [
+        ("postgresql+psycopg://u:pw@localhost/db", "psycopg", "postgresql", "PostgreSQL", ""),
+        ("postgresql+psycopg2://u:pw@localhost/db", "psycopg2", "psycopg2", "PostgreSQL", ""),
+        ("mysql+pymysql://u:pw@localhost/db", "pymysql", "mysql", "MySQL/MariaDB", ""),
+        (
+            "mariadb+mysqldb://u:pw@localhost/db",
+            "MySQLdb",
+            "mysqlclient",
+            "MySQL/MariaDB",
+            " (mysqlclient compiles against the MariaDB or MySQL client library: on Debian or Ubuntu run "
+            "apt-get install libmariadb-dev pkg-config first)",
+        ),
+    ],
+)
+def test_missing_driver_of_a_url_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str, display: str, hint: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    dialect = dialect_for_url(url)
+    with pytest.raises(MissingDriverError) as info:
+        dialect.connect_from_url(DatabaseURL.parse(url), {})
+    assert str(info.value) == (
+        f"the {display} backend needs the {module!r} driver, which is not installed; "
+        f"install it with: pip install 'pytest-txscope[{extra}]'{hint}"
+    )
+    assert info.value.name == module
+
+
+def test_pymysql_posing_as_mysqldb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pymysql = pytest.importorskip("pymysql")
+    monkeypatch.setitem(sys.modules, "MySQLdb", pymysql)  # what pymysql.install_as_MySQLdb() does
+    with pytest.raises(
+        ConfigurationError, match=r"the module imported as MySQLdb is 'pymysql', not mysqlclient"
+    ):
+        MySQLdbDialect().connect_from_url(DatabaseURL.parse("mysql+mysqldb://u@h/db"), {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql+psycopg2://u:{pw}@h:5432/db",
+        "mariadb+mysqldb://u:{pw}@h/db",
+        "postgresql://u@h/db?password={pw}",
+        "postgresql+psycopg2://u@h/db?sslmode=require&password={pw}",
+        "mysql+mysqldb://u@h/db?passwd={pw}&charset=utf8mb4",
+        "mysql://u@h/db?PWD={pw}",
+        "postgresql+psycopg2://u:{pw}@h/db?password={pw}",
+    ],
+)
+def test_the_password_is_masked_in_every_url_form(text: str) -> None:
+    secret = "Zq9-very-secret"
+    raw = text.format(pw=secret)
+    url = DatabaseURL.parse(raw)
+    assert url.password == secret or secret in url.options.values()
+    shown = [str(url), repr(url), url.render(), str(url.with_database("x")), mask_password(raw)]
+    shown.append(mask_password(f"see {raw} and {raw}"))
+    assert all(secret not in s for s in shown), shown
+    assert all("***" in s for s in shown), shown
+
+
+def test_masking_keeps_other_options() -> None:
+    url = DatabaseURL.parse("postgresql://u@h/db?sslmode=require&password=pw1&application_name=app")
+    assert str(url) == "postgresql://u@h/db?sslmode=require&password=***&application_name=app"
+    assert (
+        mask_password("mysql://u@h/db?passwd=pw1&charset=utf8mb4")
+        == "mysql://u@h/db?passwd=***&charset=utf8mb4"
+    )
+    assert url.options["password"] == "pw1"  # what the driver gets
+
+
+def test_malformed_url_with_a_query_password_is_masked() -> None:
+    with pytest.raises(MalformedURLError) as info:
+        DatabaseURL.parse("postgresql+psycopg2://u@h:notaport/db?password=Zq9-very-secret")
+    assert "Zq9-very-secret" not in str(info.value)
+
+
+def test_dialect_for_connection_knows_every_driver(tmp_path: object) -> None:
+    # Only the class decides, so objects of the drivers' classes made without a server do.
+    assert type(dialect_for_connection(sqlite3.connect(":memory:"))).__name__ == "SQLiteDialect"
+    with pytest.raises(
+        UnsupportedConnectionError, match=r"sqlite3, psycopg, psycopg2, PyMySQL, mysqlclient$"
+    ):
+        dialect_for_connection(object())
