@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
@@ -18,7 +18,6 @@ from .core import Engine, Session
 from .core.context import current_scope
 from .errors import (
     BackendUnavailableError,
-    DatabaseAccessError,
     ImportPathError,
     SandboxEscapeError,
     UnsafeDatabaseError,
@@ -34,10 +33,10 @@ from .plugin_database import (
     setup_failed,
     sqlalchemy_module,
 )
+from .plugin_modes import blocked, clean_changed_tables, commit_mode
 from .plugin_teardown import (
     PluginSandbox,
     check_leaks,
-    clean_changed,
     end_sandbox,
     explain_lock_wait,
     leave_blocks,
@@ -340,7 +339,7 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     try:
         end_sandbox(sandbox, lambda error: _reported(node, error), failed=_FAILURE in node.stash)
     except SandboxEscapeError as exc:
-        _clean_changed(request, db_engine)  # so that the next test starts clean
+        clean_changed_tables(request, db_engine)  # so that the next test starts clean
         if not _reported(node, exc.reported):  # the test failed with the escape's own error already
             raise
 
@@ -384,30 +383,17 @@ def _marker_options(item: pytest.Item) -> dict[str, Any]:
     pytest.fail(f"{item.nodeid}: {message}; valid arguments: commit=False, shared=False", pytrace=False)
 
 
-class _Blocker:
-    """Pins engines during tests that asked for no sandbox, so that using them is a clear error."""
-
-    def __init__(self, test: str) -> None:
-        self.test = test
-
-    def guest_session(self, engine: Engine) -> Session:
-        self.refuse(repr(engine))
-
-    def refuse(self, engine: str) -> NoReturn:
-        raise DatabaseAccessError(self.test, engine)
-
-
 @pytest.fixture
 def _txscope_blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     """Refuses database access in a test that asked for no sandbox (``txscope_block``; private)."""
-    yield from _blocked(request)
+    yield from blocked(request)
 
 
 @pytest.fixture
 def _txscope_commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
     _marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
-    yield from _commit_mode(request)
+    yield from commit_mode(request)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -418,37 +404,3 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if settings.check_leaks:
         check_leaks(item, item.config.stash[STATE])
     return result
-
-
-def _blocked(request: pytest.FixtureRequest) -> Iterator[None]:
-    state = request.config.stash[STATE]
-    if "db_engine" in request.fixturenames:
-        request.getfixturevalue("db_engine")  # block it from this test's first use on
-    engines = [*app_engines(request), *([state.engine] if state.engine else [])]
-    blocker = _Blocker(request.node.nodeid)
-    pins = [(engine, engine.pin(blocker)) for engine in engines]
-    for sa_engine in state.sa_engines:
-        sqlalchemy_module().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
-    try:
-        yield
-    finally:
-        for engine, previous in pins:
-            engine.pin(previous)
-        for sa_engine in state.sa_engines:
-            sqlalchemy_module().detach(sa_engine)
-
-
-def _commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
-    from .provision import check_safe
-
-    engine: Engine = request.getfixturevalue("db_engine")
-    if engine.url is not None:  # refuse before the test commits anything, not after
-        check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
-    yield
-    _clean_changed(request, engine)
-
-
-def _clean_changed(request: pytest.FixtureRequest, engine: Engine) -> None:
-    clean_changed(
-        engine, request.config.stash[STATE].snapshot, request.config.stash[SETTINGS].allow_databases
-    )

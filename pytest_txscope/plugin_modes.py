@@ -1,0 +1,67 @@
+"""How the plugin runs tests that are not sandboxed: blocked from the database (``txscope_block``), or with
+real commits (``@pytest.mark.txscope(commit=True)``), cleaned afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+
+from .core import Engine, Session
+from .errors import DatabaseAccessError
+from .options import SETTINGS
+from .plugin_database import STATE, app_engines, sqlalchemy_module
+from .plugin_teardown import clean_changed
+
+__all__ = ["blocked", "clean_changed_tables", "commit_mode"]
+
+
+class _Blocker:
+    """Pins engines during tests that asked for no sandbox, so that using them is a clear error."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    def guest_session(self, engine: Engine) -> Session:
+        self.refuse(repr(engine))
+
+    def refuse(self, engine: str) -> NoReturn:
+        raise DatabaseAccessError(self.test, engine)
+
+
+def blocked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Pin the test's engines (ours and the application's) to a blocker while the test runs."""
+    state = request.config.stash[STATE]
+    if "db_engine" in request.fixturenames:
+        request.getfixturevalue("db_engine")  # block it from this test's first use on
+    engines = [*app_engines(request), *([state.engine] if state.engine else [])]
+    blocker = _Blocker(request.node.nodeid)
+    pins = [(engine, engine.pin(blocker)) for engine in engines]
+    for sa_engine in state.sa_engines:
+        sqlalchemy_module().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
+    try:
+        yield
+    finally:
+        for engine, previous in pins:
+            engine.pin(previous)
+        for sa_engine in state.sa_engines:
+            sqlalchemy_module().detach(sa_engine)
+
+
+def commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Run the test with real commits, on a database safe to clean; clean the tables it changed afterwards."""
+    from .provision import check_safe
+
+    engine: Engine = request.getfixturevalue("db_engine")
+    if engine.url is not None:  # refuse before the test commits anything, not after
+        check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
+    yield
+    clean_changed_tables(request, engine)
+
+
+def clean_changed_tables(request: pytest.FixtureRequest, engine: Engine) -> None:
+    """Put back the tables a test changed for real, as they were at the start of the run."""
+    clean_changed(
+        engine, request.config.stash[STATE].snapshot, request.config.stash[SETTINGS].allow_databases
+    )
