@@ -496,7 +496,11 @@ def test_3_needs_no_database():
             ]
         },
     )
-    refused = {"postgresql": "*port 1 failed: Connection refused*", "mysql": "*(2003, *Connection refused*"}
+    # The driver's own words pass through; psycopg 3.1 (our floor) does not repeat the host and port in them.
+    refused = {
+        "postgresql": "*OperationalError: *Connection refused*",
+        "mysql": "*(2003, *Connection refused*",
+    }
     result.stdout.fnmatch_lines([refused[backend.family]])
     outcomes = result.parseoutcomes()
     # The first test that needs the database reports it; the run stops there instead of repeating it.
