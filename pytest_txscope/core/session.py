@@ -154,7 +154,7 @@ class Session(Executor):
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set, in the innermost open transaction."""
-        inner = self._statement_transaction()
+        inner = self.autobegin()
         if inner.implicit and self.lane.policy.protect_statements:
             return self._execute_protected(sql, seq_of_params, many=True)
         return self._channel.executemany(sql, seq_of_params)
@@ -292,10 +292,6 @@ class Session(Executor):
     def autobegin(self) -> Transaction:
         """The transaction a statement sent on the session runs in: the innermost open one, or the implicit one,
         opened now if none is (a DB-API connection's first statement)."""
-        return self._statement_transaction()
-
-    def _statement_transaction(self) -> Transaction:
-        """The transaction a statement sent on the session runs in (opened implicitly if none is)."""
         inner = self.transaction
         if inner is None:
             return self._autobegin()

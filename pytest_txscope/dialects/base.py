@@ -218,3 +218,16 @@ class Dialect(ABC):
     def describe(self, connection: DBAPIConnection) -> str:
         """A short, password-free description of a connection for messages and reprs."""
         return f"{self.display} connection"
+
+
+def cursor_runner(connection: DBAPIConnection) -> Callable[[str, Any], DBAPICursor]:
+    """Runs one statement on a new cursor of ``connection``, for drivers with no ``execute`` shortcut on the
+    connection whose ``cursor.execute(sql, None)`` sends the text as it is (no %-formatting)."""
+    cursor = connection.cursor
+
+    def run(sql: str, params: Any) -> DBAPICursor:
+        cur = cursor()
+        cur.execute(sql, params)
+        return cur
+
+    return run

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, TransactionStateError
 from ..url import DatabaseURL
-from .base import DBAPIConnection, DBAPICursor
+from .base import DBAPIConnection, DBAPICursor, cursor_runner
 from .mysql import DISCONNECTS, MULTI_STATEMENTS, MySQLBackend
 
 __all__ = ["MySQLdbDialect", "TrackedConnection", "ask_server", "statement_effect"]
@@ -297,14 +297,7 @@ class MySQLdbDialect(MySQLBackend):
 
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
         # cursor.execute(sql, None) sends the text as it is (no %-formatting): None serves for "no parameters".
-        cursor = connection.cursor
-
-        def run(sql: str, params: Any) -> DBAPICursor:
-            cur = cursor()
-            cur.execute(sql, params)
-            return cur
-
-        return run, None
+        return cursor_runner(connection), None
 
     def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
         tracked = isinstance(connection, TrackedConnection)

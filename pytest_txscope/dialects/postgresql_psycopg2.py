@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..url import DatabaseURL
-from .base import DBAPIConnection, DBAPICursor
+from .base import DBAPIConnection, DBAPICursor, cursor_runner
 from .postgresql import PostgreSQLBackend
 
 __all__ = ["Psycopg2Dialect"]
@@ -70,14 +70,7 @@ class Psycopg2Dialect(PostgreSQLBackend):
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], DBAPICursor], Any]:
         # psycopg2 has no execute() shortcut on the connection; cursor.execute(sql, None) sends the text as it
         # is (no %-formatting), so None serves for "no parameters" without a branch.
-        cursor = connection.cursor
-
-        def run(sql: str, params: Any) -> DBAPICursor:
-            cur = cursor()
-            cur.execute(sql, params)
-            return cur
-
-        return run, None
+        return cursor_runner(connection), None
 
     def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
         status = connection.get_transaction_status
