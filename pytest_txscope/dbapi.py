@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -109,8 +109,16 @@ class SandboxConnection:
     psycopg's ``with conn.transaction():`` and PyMySQL's ``begin()`` map onto savepoints.
     """
 
-    def __init__(self, session: Session, check_thread: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        check_thread: Callable[[], None] | None = None,
+        *,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         self._session = session
+        self.connect_kwargs: dict[str, Any] = dict(connect_kwargs or {})
+        """The keyword arguments the code gave the driver's ``connect()``, honoured as the driver would."""
         self._closed = False
         self._check_thread = check_thread
         self.began_at: Place | None = None

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -63,8 +63,8 @@ class PluginSandbox(Sandbox):
         self._began[session] = caller_place(inspect.currentframe())
         return session
 
-    def connection(self) -> SandboxConnection:
-        connection = super().connection()
+    def connection(self, connect_kwargs: Mapping[str, Any] | None = None) -> SandboxConnection:
+        connection = super().connection(connect_kwargs)
         self._raw[connection.session] = connection
         return connection
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
+from typing import Any
 
 from .core import Channel, Engine, Policy, Session, SessionProvider, Transaction, TransactionState
 from .core.engine import is_seconds
@@ -277,16 +278,20 @@ class Sandbox:
             self._test_session = self._new_guest(self.engine, implicit_savepoint=False)
         return self._test_session
 
-    def connection(self) -> SandboxConnection:
+    def connection(self, connect_kwargs: Mapping[str, Any] | None = None) -> SandboxConnection:
         """A DB-API connection object on the sandbox connection, for code (or a library) that wants one.
 
         Its ``commit()`` releases a savepoint and ``rollback()`` rolls back to it; ``close()`` leaves the real
-        connection open; switching it to autocommit is refused.
+        connection open; switching it to autocommit is refused. ``connect_kwargs`` are the keyword arguments
+        the code gave the driver's ``connect()`` (``detect_types``, ``row_factory``, ``cursorclass`` ...): the
+        connection honours them as the driver's own would.
         """
         self._require_active()
         self._check_thread(self.engine)
         return SandboxConnection(
-            self._new_guest(self.engine, implicit_savepoint=True), lambda: self._check_thread(self.engine)
+            self._new_guest(self.engine, implicit_savepoint=True),
+            lambda: self._check_thread(self.engine),
+            connect_kwargs=connect_kwargs,
         )
 
     def guest_session(self, engine: Engine) -> Session:
