@@ -28,6 +28,7 @@ from .errors import (
     SandboxThreadError,
     TransactionStateError,
 )
+from .facades import facade_for
 from .lease import Lease
 
 __all__ = ["Sandbox"]
@@ -288,7 +289,8 @@ class Sandbox:
         """
         self._require_active()
         self._check_thread(self.engine)
-        return SandboxConnection(
+        face = facade_for(self.engine.dialect.driver)
+        return face(
             self._new_guest(self.engine, implicit_savepoint=True),
             lambda: self._check_thread(self.engine),
             connect_kwargs=connect_kwargs,

@@ -1,0 +1,28 @@
+"""Per-driver faces of the sandbox's DB-API connection.
+
+`pytest_txscope.dbapi.SandboxConnection` is what every driver shares: transactions become savepoints, and what
+would end the sandbox's transaction is refused. Each driver's module here adds what code written for that driver
+expects of its connection (sqlite3's ``row_factory`` and ``detect_types``, psycopg's ``copy()``, PyMySQL's
+``callproc()`` ...), so that the sandbox connection behaves as the driver's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..dbapi import SandboxConnection
+
+__all__ = ["facade_for"]
+
+# Driver import name -> "module:class" of its face; a driver not listed gets the shared SandboxConnection.
+_FACES: dict[str, str] = {}
+
+
+def facade_for(driver: str) -> type[SandboxConnection]:
+    """The `SandboxConnection` class for the driver whose import name is ``driver`` (``sqlite3``, ``psycopg``)."""
+    where = _FACES.get(driver)
+    if where is None:
+        return SandboxConnection
+    module_name, _, class_name = where.partition(":")
+    face: type[SandboxConnection] = getattr(importlib.import_module(module_name, __name__), class_name)
+    return face
