@@ -21,7 +21,7 @@ from .dialects import dialect_for_url
 from .errors import ImportPathError, TxScopeError
 from .url import DatabaseURL
 
-__all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve"]
+__all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve", "resolve_url"]
 
 _BOOLS = {
     "true": True,
@@ -48,6 +48,7 @@ INI_KEYS = (
     "txscope_allow_databases",
     "txscope_statement_savepoints",
     "txscope_thread_timeout",
+    "txscope_env",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 
@@ -131,6 +132,15 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "help": "run each statement sent outside transaction blocks in its own savepoint (default: auto)",
         },
     ),
+    (
+        "--txscope-env",
+        {
+            "action": "append",
+            "metavar": "NAME={field}",
+            "help": "set an environment variable to the test database before conftests are imported "
+            "(repeatable; replaces txscope_env's line for NAME)",
+        },
+    ),
 )
 
 # Ini keys: (name, help, type, default).
@@ -159,6 +169,12 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         float,
         "",
     ),
+    (
+        "txscope_env",
+        "NAME={field} lines: environment variables set to the test database before conftests are imported",
+        "linelist",
+        None,
+    ),
 )
 
 
@@ -186,7 +202,7 @@ def _bool(config: pytest.Config, option: str, ini: str) -> bool:
 def resolve(config: pytest.Config) -> Settings:
     """Resolve and validate the configuration; raise `pytest.UsageError` naming the valid forms."""
     _check_unknown_keys(config)
-    url, source = _resolve_url(config)
+    url, source = resolve_url(config, config.getoption("--txscope-url"))
     base = config.inipath.parent if config.inipath else config.rootpath
     return Settings(
         url=url,
@@ -202,9 +218,10 @@ def resolve(config: pytest.Config) -> Settings:
     )
 
 
-def _resolve_url(config: pytest.Config) -> tuple[DatabaseURL | None, str]:
-    """The URL, from the first place that gives one: the option, the ini key, the environment."""
-    url_text, source = (config.getoption("--txscope-url") or "").strip(), "--txscope-url"
+def resolve_url(config: pytest.Config, option: str | None) -> tuple[DatabaseURL | None, str]:
+    """The URL, from the first place that gives one: the option's value ``option``, the ini key, the
+    environment (with its source's name, for the header)."""
+    url_text, source = (option or "").strip(), "--txscope-url"
     if not url_text:
         url_text, source = str(config.getini("txscope_url")).strip(), "txscope_url"
     if not url_text:

@@ -25,14 +25,17 @@ from .errors import (
 from .options import SETTINGS, Settings, add_options, import_object, resolve
 from .places import add_library
 from .plugin_database import (
+    EMBEDDED,
     STATE,
     RunState,
     app_engines,
     dispose_app_engines,
+    explain_missing_database,
     open_engine,
     setup_failed,
     sqlalchemy_module,
 )
+from .plugin_env import ENV, header_lines, set_environment
 from .plugin_modes import blocked, clean_changed_tables, commit_mode
 from .plugin_teardown import (
     PluginSandbox,
@@ -54,6 +57,13 @@ _CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that cras
 # ------------------------------------------------------------------------------------------------ hooks
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # The earliest hook that sees the options and ini keys, before pytest imports the first conftest.py (the
+    # application's settings may be read there, or in the modules it imports).
+    set_environment(early_config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,9 +93,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings.reuse_db:
         extras.append("reuse-db")
     tail = f", {', '.join(extras)}" if extras else ""
+    embedded = config.stash.get(EMBEDDED, None)
+    target = f"embedded SQLite in {embedded.database}" if embedded else settings.describe_target()
     return [
-        f"txscope: {settings.describe_target()} [{backend}, from {settings.url_source}]; rollback per test, "
-        f"statement savepoints {savepoints}{tail}"
+        f"txscope: {target} [{backend}, from {settings.url_source}]; rollback per test, "
+        f"statement savepoints {savepoints}{tail}",
+        *header_lines(config),
     ]
 
 
@@ -129,6 +142,8 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     if call.excinfo is not None and item.stash.get(_SANDBOXED, False):
         explain_lock_wait(call.excinfo.value)  # before the report is made: its text includes the notes
+    elif call.excinfo is not None:
+        explain_missing_database(item.config, call.excinfo.value)
     report = yield
     if call.excinfo is not None and call.when != "teardown":
         item.stash[_FAILURE] = call.excinfo.value  # so that teardown does not report the same fault again
@@ -154,15 +169,17 @@ def _reported(item: pytest.Item, error: BaseException | None) -> bool:
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings: Settings = config.stash[SETTINGS]
+    # The variables of txscope_env promise the application its database: every test gets it built first.
+    everywhere = bool(settings.schema) and ENV in config.stash
     for item in items:
-        _plan_fixtures(item, settings)
+        _plan_fixtures(item, settings, everywhere)
     if "hypothesis" in sys.modules:
         from .hypothesis import prepare_items
 
         prepare_items(items)
 
 
-def _plan_fixtures(item: pytest.Item, settings: Settings) -> None:
+def _plan_fixtures(item: pytest.Item, settings: Settings, everywhere: bool) -> None:
     """Put the fixture that sets up the test's database scope first in its set-up order, if it needs one.
 
     Done once per test at collection rather than by an autouse fixture: a test that needs nothing of the
@@ -184,9 +201,18 @@ def _plan_fixtures(item: pytest.Item, settings: Settings) -> None:
     elif settings.check_leaks:
         first = "db_engine"  # takes the run's snapshot before the first test: the leak check's baseline
     else:
+        first = ""
+    # A database the plugin builds (txscope_schema) is built before every other fixture, of any scope: a
+    # session fixture of the user's (the app, a test client) may connect to it, and would find no database.
+    # Without a schema the database is the user's own, which such a fixture may be the one to fill.
+    needs = (
+        everywhere or settings.check_leaks or "db_engine" in names or first not in ("", "_txscope_blocked")
+    )
+    head = ["db_engine"] if settings.schema and needs else []
+    if not (first or head):
         return
-    wanted = ["db_engine", first] if settings.check_leaks and first != "db_engine" else [first]
-    rest = [n for n in names if n not in wanted]
+    wanted = [n for n in ("db_engine" if settings.check_leaks else "", first) if n and n not in head]
+    rest = [n for n in names if n not in head and n not in wanted]
     # After the fixtures of wider scopes (pytest sets those up first: a session fixture may configure the
     # application), before every function-scoped one. Scopes are read from pytest's per-test fixture info;
     # without it, first of all.
@@ -195,7 +221,7 @@ def _plan_fixtures(item: pytest.Item, settings: Settings) -> None:
         (i for i, n in enumerate(rest) if not defs.get(n) or defs[n][-1].scope == "function"), len(rest)
     )
     # A new list for this item: parametrized siblings share the old one and may carry other marks.
-    item.fixturenames = [*rest[:at], *wanted, *rest[at:]]  # type: ignore[attr-defined]
+    item.fixturenames = [*head, *rest[:at], *wanted, *rest[at:]]  # type: ignore[attr-defined]
 
 
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -24,12 +25,15 @@ from .options import SETTINGS, SchemaEntry, import_object
 from .url import DatabaseURL
 
 __all__ = [
+    "EMBEDDED",
     "RUN_ID",
     "STATE",
     "RunState",
     "app_engines",
     "dispose_app_engines",
+    "explain_missing_database",
     "open_engine",
+    "run_database",
     "setup_failed",
     "sqlalchemy_module",
 ]
@@ -51,6 +55,19 @@ class RunState:
 
 
 STATE = pytest.StashKey[RunState]()
+EMBEDDED = pytest.StashKey[DatabaseURL]()
+"""The embedded SQLite default, when it was chosen before pytest's temporary directory existed
+(``txscope_env`` sets its variables before conftests are imported)."""
+
+
+def run_database(url: DatabaseURL, schema: bool, worker: str | None) -> DatabaseURL:
+    """The database this process uses: with a schema, the xdist worker's own, which the plugin builds (see
+    `pytest_txscope.provision.worker_url`); without one, ``url`` as it is."""
+    if not schema:
+        return url
+    from .provision import worker_url
+
+    return worker_url(url, worker)
 
 
 def setup_failed(request: pytest.FixtureRequest, exc: Exception, what: str = "the database") -> NoReturn:
@@ -116,7 +133,7 @@ def lock_dir(config: pytest.Config) -> Path:
 def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     settings = config.stash[SETTINGS]
     state = config.stash[STATE]
-    url = settings.url
+    url = settings.url or config.stash.get(EMBEDDED, None)
     if (
         url is None
     ):  # the embedded default: a file per run (and per xdist worker), in WAL mode for cheap rollbacks
@@ -124,9 +141,9 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             f"sqlite:///{tmp_path_factory.getbasetemp() / 'txscope_test.db'}?journal_mode=wal"
         )
     if settings.schema:
-        from .provision import provision, schema_key, worker_url
+        from .provision import provision, schema_key
 
-        target = worker_url(url, os.environ.get("PYTEST_XDIST_WORKER"))
+        target = run_database(url, True, os.environ.get("PYTEST_XDIST_WORKER"))
         build = build_schema(settings.schema)
         if target.backend == "sqlite" and target.database == ":memory:":
             engine = Engine.from_url(target)
@@ -210,3 +227,47 @@ def dispose_app_engines(config: pytest.Config) -> None:
 
 def is_sqlalchemy_engine(obj: object) -> bool:
     return "sqlalchemy" in sys.modules and bool(sqlalchemy_module().is_sqlalchemy_engine(obj))
+
+
+def explain_missing_database(config: pytest.Config, error: BaseException) -> None:
+    """Add a note to ``error`` (a test's failure) when it names the database the plugin builds and the plugin
+    had not built it yet: a fixture of the user's connected first, and got only the server's bare
+    ``database "..." does not exist``."""
+    settings = config.stash.get(SETTINGS, None)
+    state = config.stash.get(STATE, None)
+    if settings is None or state is None or state.engine is not None or not settings.schema:
+        return
+    url = settings.url or config.stash.get(EMBEDDED, None)
+    if url is None or url.backend == "sqlite":  # SQLite creates a missing file instead of failing
+        return
+    name = run_database(url, True, os.environ.get("PYTEST_XDIST_WORKER")).database
+    # What PostgreSQL and MySQL/MariaDB say: database "x" does not exist; Unknown database 'x'
+    said = re.compile(
+        rf"""database "{re.escape(name)}" does not exist|Unknown database '{re.escape(name)}'"""
+    )
+    if not any(said.search(str(e)) for e in _chain(error)):
+        return
+    note = (
+        f"pytest-txscope: the test database {name!r} did not exist yet: the plugin builds it in its db_engine "
+        "fixture, which had not run when this failed. Request db_engine in the fixture that connected "
+        "(def app(db_engine): ...); with the ini key txscope_env set, the plugin builds it before every "
+        "test's fixtures"
+    )
+    if note in getattr(error, "__notes__", ()):
+        return
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # what add_note() does; pytest shows the notes
+        vars(error)["__notes__"] = [*getattr(error, "__notes__", ()), note]
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it wraps (SQLAlchemy keeps the driver's in ``orig``)."""
+    found: list[BaseException] = []
+    todo: list[object] = [error]
+    while todo and len(found) < 20:
+        e = todo.pop()
+        if isinstance(e, BaseException) and all(e is not seen for seen in found):
+            found.append(e)
+            todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import MalformedURLError, UnknownDriverError, UnknownSchemeError
 
@@ -179,6 +179,22 @@ class DatabaseURL:
                 f"{k}={'***' if k.lower() in PASSWORD_OPTIONS else v}" for k, v in self.query
             )
         return text
+
+    def revealed(self) -> str:
+        """The URL as text with its password (user and password percent-encoded): for a driver or the
+        application's settings (``txscope_env``), never for output."""
+        if self.backend == "sqlite":
+            text = f"{self.scheme}:///{self.database}"
+        else:
+            auth = ""
+            if self.user is not None:
+                auth = quote(self.user, safe="")
+                if self.password is not None:
+                    auth += ":" + quote(self.password, safe="")
+                auth += "@"
+            port = f":{self.port}" if self.port is not None else ""
+            text = f"{self.scheme}://{auth}{self.host or ''}{port}/{quote(self.database, safe='')}"
+        return text + (f"?{urlencode(self.query)}" if self.query else "")
 
     def __str__(self) -> str:
         return self.render()
