@@ -23,7 +23,7 @@ from ..backends import Backend, password_url, sibling_url
 
 KEYS = (
     "txscope_url, txscope_schema, txscope_engines, txscope_reuse_db, txscope_check_leaks, txscope_block, "
-    "txscope_allow_databases, txscope_statement_savepoints, txscope_thread_timeout"
+    "txscope_allow_databases, txscope_statement_savepoints, txscope_thread_timeout, txscope_env"
 )
 STOPPED = "*! stopping: pytest-txscope could not set up the database; see the error above !*"
 STOPPED_ENGINES = (
@@ -144,10 +144,10 @@ def ini(pytester: pytest.Pytester, *lines: str) -> None:
             id="ini-key-upper-case",
         ),
         pytest.param(
-            ["txscope_dsn = app_test"],
+            ["txscope_driver = app_test"],
             [],
             None,
-            f"ERROR: unknown ini key 'txscope_dsn' (pytest.ini): pytest-txscope has no such setting; remove it "
+            f"ERROR: unknown ini key 'txscope_driver' (pytest.ini): pytest-txscope has no such setting; remove it "
             f"or use one of its keys (its keys: {KEYS})",
             id="ini-key-unknown",
         ),
