@@ -59,6 +59,23 @@ def test_url_parts_and_masked_rendering() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://app:p%40ss%2Fw%3Ard@db.example:5433/shop_test?sslmode=require",
+        "mysql://root@127.0.0.1/shop_test",
+        "postgresql:///shop_test",
+        "sqlite:////tmp/shop_test.db?journal_mode=wal",
+        "sqlite:///:memory:",
+    ],
+)
+def test_revealed_text_parses_back_to_the_same_url(url: str) -> None:
+    # What txscope_env's {url} gives the application: the password included, percent-encoded.
+    parsed = DatabaseURL.parse(url)
+    assert DatabaseURL.parse(parsed.revealed()) == parsed
+    assert parsed.password is None or parsed.password == "p@ss/w:rd"
+
+
 def test_unknown_scheme() -> None:
     with pytest.raises(UnknownSchemeError) as info:
         Engine.from_url("oracle://scott:tiger@host/db")
