@@ -180,7 +180,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _plan_fixtures(item: pytest.Item, settings: Settings, everywhere: bool) -> None:
-    """Put the fixture that sets up the test's database scope first in its set-up order, if it needs one.
+    """Put the fixture that sets up the test's database scope first in its set-up order, if it needs one;
+    and ``db_engine`` before all, when it builds the database (``everywhere``: for every test).
 
     Done once per test at collection rather than by an autouse fixture: a test that needs nothing of the
     plugin then pays nothing, and a sandboxed test starts its sandbox before its other fixtures (factories'
