@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, TxScopeError
 from .places import add_library
-from .sandbox import Sandbox
+from .sandbox import Sandbox, register_engine_kind
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -312,3 +312,6 @@ def is_metadata(target: object) -> bool:
         ):
             return True
     return False
+
+
+register_engine_kind(is_sqlalchemy_engine, lambda sandbox, sa_engine: pin_to_sandbox(sandbox, (sa_engine,)))
