@@ -75,7 +75,9 @@ class SandboxCursor:
         if not self._connection.wrote and _may_write(sql):
             self._connection.wrote = True
         channel.checked(
-            sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params), self._connection.session.lane
+            sql,
+            lambda: self._current(channel.connection).executemany(sql, seq_of_params),
+            self._connection.session.lane,
         )
         return self
 

@@ -291,7 +291,9 @@ def _inside_package(frame: FrameType | None) -> bool:
         path = frame.f_code.co_filename
         if _OURS in path:
             return not path.endswith(_LEASE)
-        if not (path.startswith(_STDLIB) and "-packages" not in path) and not any(d in path for d in _DRIVERS):
+        if not (path.startswith(_STDLIB) and "-packages" not in path) and not any(
+            d in path for d in _DRIVERS
+        ):
             return False
         frame = frame.f_back
     return False

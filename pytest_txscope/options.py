@@ -258,9 +258,15 @@ def _resolve_savepoint_mode(config: pytest.Config) -> str:
 
 
 def _resolve_threads(config: pytest.Config) -> str:
-    mode = config.getoption("--txscope-threads") or str(config.getini("txscope_threads")).strip().lower() or "shared"
+    mode = (
+        config.getoption("--txscope-threads")
+        or str(config.getini("txscope_threads")).strip().lower()
+        or "shared"
+    )
     if mode not in _THREAD_MODES:
-        raise pytest.UsageError(f"txscope_threads = {mode!r} is not valid; use one of: {', '.join(_THREAD_MODES)}")
+        raise pytest.UsageError(
+            f"txscope_threads = {mode!r} is not valid; use one of: {', '.join(_THREAD_MODES)}"
+        )
     return str(mode)
 
 

@@ -61,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f'{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; '
+        f"{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; "
         'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
         "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
         "changed",
@@ -363,7 +363,9 @@ def sa_session(db_sandbox: Sandbox) -> Any:
     return sqlalchemy_module().session_for(db_sandbox)
 
 
-def _marker_signature(*, commit: bool = False, shared: bool = False, threads: str | None = None) -> dict[str, Any]:
+def _marker_signature(
+    *, commit: bool = False, shared: bool = False, threads: str | None = None
+) -> dict[str, Any]:
     for name, value in (("commit", commit), ("shared", shared)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")

@@ -21,6 +21,7 @@ from typing import Any
 from .core import Channel, Engine, Policy, Session, SessionProvider, Transaction, TransactionState
 from .core.engine import is_seconds
 from .dbapi import SandboxConnection
+from .engine_kinds import pin_foreign
 from .errors import (
     ConfigurationError,
     ConnectionBusyError,
@@ -31,35 +32,13 @@ from .errors import (
 from .facades import facade_for
 from .lease import Lease, wait_until_idle
 
-__all__ = ["THREAD_MODES", "Sandbox", "pin_foreign", "register_engine_kind"]
+__all__ = ["THREAD_MODES", "Sandbox"]
 
 THREAD_MODES = ("shared", "strict")
 """The values of ``Sandbox(threads=...)`` and of the ``txscope_threads`` setting."""
 
 _installing = threading.Lock()  # two threads arriving at once install one lease
-_kinds: list[tuple[Callable[[Any], bool], Callable[[Sandbox, Any], None]]] = []
 
-
-def register_engine_kind(accepts: Callable[[Any], bool], pin: Callable[[Sandbox, Any], None]) -> None:
-    """Let ``Sandbox(engines=[...])`` take another library's engines: ``pin(sandbox, engine)`` pins one that
-    ``accepts(engine)`` (the SQLAlchemy integration registers SQLAlchemy's ``Engine`` on import)."""
-    _kinds.append((accepts, pin))
-
-
-def pin_foreign(sandbox: Sandbox, engine: Any) -> None:
-    """Pin ``engine``, another library's, to ``sandbox`` through the integration that registered its kind."""
-    if not _kinds and type(engine).__module__.startswith("sqlalchemy"):
-        import importlib
-
-        importlib.import_module("pytest_txscope.sqlalchemy")  # registers SQLAlchemy engines on import
-    for accepts, pin in _kinds:
-        if accepts(engine):
-            pin(sandbox, engine)
-            return
-    raise ConfigurationError(
-        f"Sandbox(engines=[...]) got {engine!r}, which is neither a pytest_txscope Engine nor a SQLAlchemy "
-        "Engine; pass the application's engines (Engine.from_url(...) or sqlalchemy.create_engine(...))"
-    )
 
 # Active sandboxes, innermost last (wider scopes nest); integrations find the test's sandbox here.
 _active: list[Sandbox] = []
@@ -96,12 +75,17 @@ class Sandbox:
         threads: str = "shared",
     ) -> None:
         if threads not in THREAD_MODES:
-            raise ConfigurationError(f"threads={threads!r} is not valid; use one of: {', '.join(THREAD_MODES)}")
+            raise ConfigurationError(
+                f"threads={threads!r} is not valid; use one of: {', '.join(THREAD_MODES)}"
+            )
         self.engine = engine
         given = tuple(engines)
         self._foreign = tuple(e for e in given if not isinstance(e, Engine))
         """Engines of another library (SQLAlchemy's), pinned by the integration that registered their kind."""
-        self.engines: tuple[Engine, ...] = (engine, *(e for e in given if isinstance(e, Engine) and e is not engine))
+        self.engines: tuple[Engine, ...] = (
+            engine,
+            *(e for e in given if isinstance(e, Engine) and e is not engine),
+        )
         self._given = self.engines
         self.threads = threads
         """``"shared"`` or ``"strict"``: whether threads other than the one that started the sandbox may use it

@@ -19,9 +19,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .engine_kinds import register_engine_kind
 from .errors import ConfigurationError, TxScopeError
 from .places import add_library
-from .sandbox import Sandbox, register_engine_kind
+from .sandbox import Sandbox
 from .url import DatabaseURL
 
 if TYPE_CHECKING:

@@ -395,7 +395,7 @@ class TxStack(Generic[F]):
             at = place
         if at.state is not ACTIVE or at is at.lane.joined:
             return None  # nothing to send there: the machine's own checks decide
-        t = self.top
+        t: Frame | None = self.top
         while t is not None and t is not at:
             if t.thread is not None and t.thread != thread:
                 return t

@@ -360,7 +360,9 @@ class Session(Executor):
             name = self._stack.protect()
             try:
                 cursor = (
-                    channel.executemany(sql, params, self.lane) if many else channel.execute(sql, params, self.lane)
+                    channel.executemany(sql, params, self.lane)
+                    if many
+                    else channel.execute(sql, params, self.lane)
                 )
             except Exception:
                 self._stack.protected(name, failed=True)
