@@ -79,6 +79,7 @@ class Lease:
         self._cond = threading.Condition()
         self.owner: threading.Thread | None = None
         self._since: Place | None = None
+        self._entered: tuple[FrameType, int] | None = None
         self._depth = 0
         self.closed = False
         """True once `close` ran: the lease is refused to every thread but its holder."""
@@ -100,11 +101,11 @@ class Lease:
         up to the timeout, while another thread holds the lease or has a transaction open above that place.
         """
         me = threading.current_thread()
+        if self.owner is me:  # only this thread makes itself the owner: no lock needed to see it
+            self._depth += 1
+            return
         with self._cond:
-            if self.owner is me:
-                self._depth += 1
-                return
-            deadline = time.monotonic() + self.timeout
+            deadline = 0.0
             while True:
                 blocker = None
                 if self.closed:
@@ -117,6 +118,7 @@ class Lease:
                         blocker = self.stack.blocker(at, me.ident or 0)
                     if blocker is None:
                         break
+                deadline = deadline or time.monotonic() + self.timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timed_out(me, blocker, at)
@@ -127,7 +129,9 @@ class Lease:
                     self.waiting.discard(me)
             self.owner = me
             self._depth = 1
-            self._since = caller_place(inspect.currentframe())
+            # Where the holder took it is looked up only for a message: the frame is kept until the release.
+            caller = sys._getframe(1)
+            self._entered = (caller, caller.f_lasti)
 
     def opened(self, tx: Frame) -> None:
         """``tx`` was opened by the thread holding the lease: note where, for messages."""
@@ -158,7 +162,7 @@ class Lease:
             self._depth -= 1
             if self._depth <= 0:
                 self.owner = None
-                self._since = None
+                self._since = self._entered = None
                 self._depth = 0
                 self._cond.notify_all()  # waiters wait for different places: each checks its own
 
@@ -166,7 +170,7 @@ class Lease:
         """Forget the holder (the sandbox is ending and rolls its work back)."""
         with self._cond:
             self.owner = None
-            self._since = None
+            self._since = self._entered = None
             self._depth = 0
             self._cond.notify_all()
 
@@ -191,7 +195,7 @@ class Lease:
             else:
                 self.owner = me
                 self._depth = 1
-                self._since = caller_place(inspect.currentframe())
+                self._since, self._entered = caller_place(inspect.currentframe()), None
             return displaced
 
     def close(self) -> None:
@@ -204,7 +208,7 @@ class Lease:
     def _holding(self) -> Holding:
         owner = self.owner
         assert owner is not None
-        since = describe_place(self._since)
+        since = describe_place(self._since or _entered_at(self._entered))
         alive = owner.is_alive()
         now = _now(owner)
         return Holding(owner, since, None if now == since else now, alive, alive and self.is_sending(owner))
@@ -242,6 +246,16 @@ class Lease:
         if other is not None:
             self.timeouts.append((other, error))
         return error
+
+
+def _entered_at(entered: tuple[FrameType, int] | None) -> Place | None:
+    """Where the holder took the lease: its caller as it was then when that is the user's code, else the user's
+    frame around it (still inside that call while the holder holds the lease)."""
+    if entered is None:
+        return None
+    frame, offset = entered
+    place = caller_place(frame)
+    return (frame.f_code, offset) if place is not None and place[0] is frame.f_code else place
 
 
 def _ended(me: threading.Thread) -> TransactionStateError:
