@@ -62,10 +62,11 @@ class SandboxCursor:
         channel = self._connection._begin()
         if not self._connection.wrote and _may_write(sql):
             self._connection.wrote = True
+        lane = self._connection.session.lane
         if params is None:
-            channel.checked(sql, lambda: self._current(channel.connection).execute(sql))
+            channel.checked(sql, lambda: self._current(channel.connection).execute(sql), lane)
         else:
-            channel.checked(sql, lambda: self._current(channel.connection).execute(sql, params))
+            channel.checked(sql, lambda: self._current(channel.connection).execute(sql, params), lane)
         return self
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
@@ -73,7 +74,11 @@ class SandboxCursor:
         channel = self._connection._begin()
         if not self._connection.wrote and _may_write(sql):
             self._connection.wrote = True
-        channel.checked(sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params))
+        channel.checked(
+            sql,
+            lambda: self._current(channel.connection).executemany(sql, seq_of_params),
+            self._connection.session.lane,
+        )
         return self
 
     def __iter__(self) -> Iterator[Any]:

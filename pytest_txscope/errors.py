@@ -193,9 +193,10 @@ class SandboxThreadError(TxScopeError, RuntimeError):
         self.engine = engine
         super().__init__(
             f"thread {thread!r} used {engine}, which the sandbox of thread {owner!r} pins to its connection; "
-            "another thread's work would escape the test's rollback, so it is refused; run the work in the "
-            "test's thread, or share the sandbox: mark the test @pytest.mark.txscope(shared=True), or call "
-            "db_sandbox.share() or db_sandbox.allow_thread(thread)"
+            "the sandbox is strict about threads (txscope_threads = strict), so it is refused; run the work in "
+            "the test's thread, or let threads share the sandbox: mark the test "
+            '@pytest.mark.txscope(threads="shared"), call db_sandbox.share() or db_sandbox.allow_thread(thread), '
+            "or set txscope_threads = shared (the default)"
         )
 
 

@@ -1,23 +1,37 @@
-"""Sharing one connection between threads: the `Lease` says which thread may use it now (the core's `Gate`).
+"""Sharing one connection between threads, statement by statement: the `Lease` (the core's `Gate`).
 
-Threads take turns: a thread holds the lease for the whole of its transaction, others wait, and a wait that
-lasts too long raises `ConnectionBusyError` naming the holder, where it took the connection and where it is now.
-When the sandbox ends, it takes the lease over (`Lease.seize`), displacing a holder that did not give it back in
-time, and closes it (`Lease.close`), so that a thread that outlived the test cannot reach the connection later.
+A thread holds the lease for one statement (with the control statements queued before it) or one transition
+of the transaction stack, never for a whole transaction. So a thread that is merely blocked with a transaction
+open (a test waiting for its test client's response, with its ORM session's savepoint open) holds nothing.
+
+Each thread's transactions are savepoints stacked on the one connection. A statement belongs at the top of
+its own transaction; it must wait while another thread's transaction is open above that place, or it would
+land inside that savepoint and be undone by its rollback. Ending a transaction under another thread's open one
+waits the same way. A statement that opens a new transaction goes on top and never waits. Every wait is
+bounded (the sandbox's ``thread_timeout``): `ConnectionBusyError` names both threads and where each is.
+
+When the sandbox ends, it takes the lease over (`Lease.seize`), displacing a thread still running a statement
+after the timeout, and closes it (`Lease.close`), so that a thread that outlived the test cannot reach the
+connection later.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType
 
+from .core import Transaction
+from .core.machine import TxStack
+from .core.states import Frame, Lane, TransactionKind
 from .errors import ConnectionBusyError, TransactionStateError
 from .places import Place, caller_place, describe_place
 
-__all__ = ["Holding", "Lease"]
+__all__ = ["Holding", "Lease", "wait_until_idle"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,7 @@ class Holding:
 
     thread: threading.Thread
     since: str
-    """Where it took the connection (the start of its transaction)."""
+    """Where it took the connection (the start of the statement it runs)."""
     now: str | None
     """Where the thread is now, when that is somewhere else; None if the same, or the thread has ended."""
     alive: bool
@@ -48,63 +62,80 @@ class Holding:
         """What to change, for the end of a message."""
         if not self.alive:
             return "end every transaction in the thread that began it (a 'with' block ends it on every path)"
-        return (
-            "a thread holds it for the whole of its transaction (or ORM session transaction): commit or roll "
-            "back sooner there, or raise txscope_thread_timeout"
-        )
+        return "a thread holds it for one statement: that statement is slow, or raise txscope_thread_timeout"
 
 
 class Lease:
-    """Which thread may use a shared connection now: one at a time, re-entrant, with a timeout.
+    """Which thread may use a shared connection now: one statement at a time, re-entrant, with a timeout.
 
-    A guest session holds it for the whole of its top-level transaction; a statement sent outside one holds it
-    for that statement. Waiting longer than ``timeout`` raises `ConnectionBusyError` naming the holder.
+    ``stack`` is the connection's transaction stack: `acquire` reads it to tell whether another thread's
+    transaction is open above the place where the caller's statement belongs (without one, threads only take
+    turns statement by statement).
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, stack: TxStack[Transaction] | None = None) -> None:
+        self.stack = stack
         self.timeout = timeout
         self._cond = threading.Condition()
         self.owner: threading.Thread | None = None
         self._since: Place | None = None
+        self._entered: tuple[FrameType, int] | None = None
         self._depth = 0
         self.closed = False
         """True once `close` ran: the lease is refused to every thread but its holder."""
         self._sender: threading.Thread | None = None
         self._sending = 0
+        self._began: dict[int, Place | None] = {}
+        """Where each transaction opened under the lease began (by its number), for messages."""
+        self.waiting: set[threading.Thread] = set()
+        """The threads waiting for their turn now (for diagnostics, and for tests that force an order)."""
         self.timeouts: list[tuple[threading.Thread, ConnectionBusyError]] = []
-        """The holder and the error of each wait that timed out, so that the end of the sandbox can tell what
-        the test was told already."""
+        """The thread waited for and the error of each wait that timed out, so that the end of the sandbox can
+        tell what the test was told already."""
 
-    def acquire(self, timeout: float | None = None) -> None:
-        """Take the lease (again, if this thread holds it), waiting up to ``timeout`` seconds."""
+    def acquire(self, at: Frame | Lane | None = None) -> None:
+        """Take the lease for one statement or transition (again, if this thread holds it).
+
+        ``at`` says where the step belongs: the transaction it ends, or the session whose statement it is
+        (see `TxStack.blocker`); None for a step that opens a transaction on top. The outermost acquire waits,
+        up to the timeout, while another thread holds the lease or has a transaction open above that place.
+        """
         me = threading.current_thread()
+        if self.owner is me:  # only this thread makes itself the owner: no lock needed to see it
+            self._depth += 1
+            return
         with self._cond:
-            if self.owner is me:
-                self._depth += 1
-                return
-            limit = self.timeout if timeout is None else timeout
-            deadline = time.monotonic() + limit
-            while self.owner is not None and not self.closed:
+            deadline = 0.0
+            while True:
+                blocker = None
+                if self.closed:
+                    if not isinstance(at, Frame):
+                        raise _ended(me)
+                    if self.owner is None or not at.is_active:
+                        return  # the sandbox's end rolls (rolled) it back: ending it sends nothing
+                elif self.owner is None:
+                    if at is not None and self.stack is not None:
+                        blocker = self.stack.blocker(at, me.ident or 0)
+                    if blocker is None:
+                        break
+                deadline = deadline or time.monotonic() + self.timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    holding = self._holding()
-                    error = ConnectionBusyError(
-                        f"thread {me.name!r} waited {limit:g}s for the sandbox's connection, which "
-                        f"{holding.describe()}; {holding.fix()}"
-                    )
-                    self.timeouts.append((holding.thread, error))
-                    raise error
-                self._cond.wait(remaining)
-            if self.closed:
-                raise TransactionStateError(
-                    f"thread {me.name!r} used a sandbox that has ended: the test that shared its connection "
-                    "is over, and everything done in it was rolled back; a thread must not outlive the test "
-                    "whose sandbox it uses: join threads, shut executors down and stop servers before the test "
-                    "ends"
-                )
+                    raise self._timed_out(me, blocker, at)
+                self.waiting.add(me)
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self.waiting.discard(me)
             self.owner = me
             self._depth = 1
-            self._since = caller_place(inspect.currentframe())
+            # Where the holder took it is looked up only for a message: the frame is kept until the release.
+            caller = sys._getframe(1)
+            self._entered = (caller, caller.f_lasti)
+
+    def opened(self, tx: Frame) -> None:
+        """``tx`` was opened by the thread holding the lease: note where, for messages."""
+        self._began[tx.number] = caller_place(inspect.currentframe())
 
     def sending(self, active: bool) -> None:
         """The calling thread starts (True) or stops (False) waiting on the server for a statement (nested:
@@ -131,20 +162,20 @@ class Lease:
             self._depth -= 1
             if self._depth <= 0:
                 self.owner = None
-                self._since = None
+                self._since = self._entered = None
                 self._depth = 0
-                self._cond.notify()
+                self._cond.notify_all()  # waiters wait for different places: each checks its own
 
     def reset(self) -> None:
         """Forget the holder (the sandbox is ending and rolls its work back)."""
         with self._cond:
             self.owner = None
-            self._since = None
+            self._since = self._entered = None
             self._depth = 0
             self._cond.notify_all()
 
     def seize(self, timeout: float | None = None) -> Holding | None:
-        """Take the lease to end the sandbox: wait up to ``timeout`` seconds for the holder to give it back.
+        """Take the lease to end the sandbox: wait up to ``timeout`` seconds for the statement in flight.
 
         A holder still there then, or a thread that ended while holding it, is displaced: the calling thread
         takes the lease over, and the displaced holder is returned (None when nobody was displaced).
@@ -164,7 +195,7 @@ class Lease:
             else:
                 self.owner = me
                 self._depth = 1
-                self._since = caller_place(inspect.currentframe())
+                self._since, self._entered = caller_place(inspect.currentframe()), None
             return displaced
 
     def close(self) -> None:
@@ -173,11 +204,110 @@ class Lease:
             self.closed = True
             self._cond.notify_all()
 
+    # ------------------------------------------------------------------------------------------ messages
     def _holding(self) -> Holding:
         owner = self.owner
         assert owner is not None
-        since = describe_place(self._since)
+        since = describe_place(self._since or _entered_at(self._entered))
         alive = owner.is_alive()
-        frame = sys._current_frames().get(owner.ident) if alive and owner.ident is not None else None
-        now = describe_place(caller_place(frame)) if frame is not None else None
+        now = _now(owner)
         return Holding(owner, since, None if now == since else now, alive, alive and self.is_sending(owner))
+
+    def _timed_out(self, me: threading.Thread, blocker: Frame | None, at: Frame | Lane | None) -> Exception:
+        here = describe_place(caller_place(inspect.currentframe()))
+        if blocker is None:  # another thread was running a statement all along
+            holding = self._holding()
+            error = ConnectionBusyError(
+                f"thread {me.name!r} waited {self.timeout:g}s for the sandbox's connection, which "
+                f"{holding.describe()}; {holding.fix()}"
+            )
+            self.timeouts.append((holding.thread, error))
+            return error
+        other = _thread(blocker.thread)
+        name = other.name if other is not None else f"#{blocker.thread}"
+        began = self._began.get(blocker.number)
+        where = f"began at {describe_place(began)}" if began is not None else "began before threads shared it"
+        now = _now(other) if other is not None and other.is_alive() else None
+        state = f", and is now at {now}" if now else (", and has ended" if other is None else "")
+        mine = at if isinstance(at, Frame) else None if at is None else at.innermost
+        own = (
+            f" (its {mine.describe()} began at {describe_place(self._began[mine.number])})"
+            if mine is not None and mine.kind is not TransactionKind.VIRTUAL and mine.number in self._began
+            else ""
+        )
+        error = ConnectionBusyError(
+            f"thread {me.name!r} waited {self.timeout:g}s at {here}{own} for thread {name!r}'s "
+            f"{blocker.describe()} to end: it {where}{state}, and it is open above the transaction "
+            f"{me.name!r} works in, so {me.name!r}'s statement would land inside it (and be undone by its "
+            "rollback); threads sharing the sandbox's connection stack their transactions, and one ends (or "
+            "runs a statement in) its transaction only when no other thread's is open above it: commit or "
+            f"close {name!r}'s session sooner, or raise txscope_thread_timeout"
+        )
+        if other is not None:
+            self.timeouts.append((other, error))
+        return error
+
+
+def _entered_at(entered: tuple[FrameType, int] | None) -> Place | None:
+    """Where the holder took the lease: its caller as it was then when that is the user's code, else the user's
+    frame around it (still inside that call while the holder holds the lease)."""
+    if entered is None:
+        return None
+    frame, offset = entered
+    place = caller_place(frame)
+    return (frame.f_code, offset) if place is not None and place[0] is frame.f_code else place
+
+
+def _ended(me: threading.Thread) -> TransactionStateError:
+    return TransactionStateError(
+        f"thread {me.name!r} used a sandbox that has ended: the test that shared its connection "
+        "is over, and everything done in it was rolled back; a thread must not outlive the test "
+        "whose sandbox it uses: join threads, shut executors down and stop servers before the test "
+        "ends"
+    )
+
+
+def _thread(ident: int | None) -> threading.Thread | None:
+    return next((t for t in threading.enumerate() if t.ident == ident), None)
+
+
+def _now(thread: threading.Thread) -> str | None:
+    frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
+    return describe_place(caller_place(frame)) if frame is not None else None
+
+
+_OURS = f"{os.sep}pytest_txscope{os.sep}"
+_LEASE = f"{os.sep}lease.py"
+_STDLIB = os.path.dirname(os.__file__)
+_DRIVERS = tuple(f"{os.sep}{name}{os.sep}" for name in ("psycopg", "psycopg2", "pymysql", "MySQLdb"))
+
+
+def wait_until_idle(thread: threading.Thread, lease: Lease, timeout: float) -> bool:
+    """Wait until ``thread`` is not inside this package on the lease-free path (a statement or a transition it
+    began before ``lease`` was set on the connection); False if it still is after ``timeout`` seconds.
+
+    The thread that owns a sandbox uses its connection without the lease until another thread comes: that
+    costs it nothing per statement. The lease is set on the channel first, so everything the owner begins
+    afterwards takes it; what it began before must end before the newcomer goes on.
+    """
+    deadline = time.monotonic() + timeout
+    while lease.owner is not thread and _inside_package(sys._current_frames().get(thread.ident or 0)):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)  # only while the owner finishes what it began: once per sandbox at most
+    return True
+
+
+def _inside_package(frame: FrameType | None) -> bool:
+    """Whether the innermost frame outside the standard library and the drivers is this package's, outside
+    the lease (a thread waiting for the lease is not using the connection)."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if _OURS in path:
+            return not path.endswith(_LEASE)
+        if not (path.startswith(_STDLIB) and "-packages" not in path) and not any(
+            d in path for d in _DRIVERS
+        ):
+            return False
+        frame = frame.f_back
+    return False

@@ -34,6 +34,7 @@ _BOOLS = {
     "0": False,
 }
 _SAVEPOINT_MODES = ("auto", "on", "off")
+_THREAD_MODES = ("shared", "strict")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SCHEMA_FORMS = (
     "an SQL file (path/to/schema.sql, relative to the ini file) or an import path (package.module:attribute)"
@@ -49,6 +50,7 @@ INI_KEYS = (
     "txscope_statement_savepoints",
     "txscope_thread_timeout",
     "txscope_env",
+    "txscope_threads",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 
@@ -90,6 +92,9 @@ class Settings:
     """``auto`` (on where one error aborts the transaction: PostgreSQL), ``on`` or ``off``."""
     thread_timeout: float = 10.0
     """Seconds a thread waits for a shared sandbox's connection."""
+    threads: str = "shared"
+    """``shared`` (every thread uses the test's sandbox, statement by statement) or ``strict`` (other threads
+    are refused unless the test lets them in)."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -141,6 +146,14 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "(repeatable; replaces txscope_env's line for NAME)",
         },
     ),
+    (
+        "--txscope-threads",
+        {
+            "choices": _THREAD_MODES,
+            "help": "shared: every thread uses the test's sandbox; strict: other threads are refused "
+            "(default: shared)",
+        },
+    ),
 )
 
 # Ini keys: (name, help, type, default).
@@ -175,6 +188,7 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         "linelist",
         None,
     ),
+    ("txscope_threads", "shared or strict (see --txscope-threads)", None, ""),
 )
 
 
@@ -215,6 +229,7 @@ def resolve(config: pytest.Config) -> Settings:
         allow_databases=tuple(str(a) for a in config.getini("txscope_allow_databases")),
         statement_savepoints=_resolve_savepoint_mode(config),
         thread_timeout=_resolve_thread_timeout(config),
+        threads=_resolve_threads(config),
     )
 
 
@@ -255,6 +270,19 @@ def _resolve_savepoint_mode(config: pytest.Config) -> str:
     if mode not in _SAVEPOINT_MODES:
         raise pytest.UsageError(
             f"txscope_statement_savepoints = {mode!r} is not valid; use one of: {', '.join(_SAVEPOINT_MODES)}"
+        )
+    return str(mode)
+
+
+def _resolve_threads(config: pytest.Config) -> str:
+    mode = (
+        config.getoption("--txscope-threads")
+        or str(config.getini("txscope_threads")).strip().lower()
+        or "shared"
+    )
+    if mode not in _THREAD_MODES:
+        raise pytest.UsageError(
+            f"txscope_threads = {mode!r} is not valid; use one of: {', '.join(_THREAD_MODES)}"
         )
     return str(mode)
 

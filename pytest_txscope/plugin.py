@@ -44,7 +44,7 @@ from .plugin_teardown import (
     explain_lock_wait,
     leave_blocks,
 )
-from .sandbox import Sandbox
+from .sandbox import THREAD_MODES, Sandbox
 
 __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
@@ -71,9 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False, shared=False): run the test in a database sandbox rolled back afterwards; "
-        "shared=True lets other threads use it (one at a time); commit=True runs the test with real commits "
-        "instead and cleans the tables it changed",
+        f"{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; "
+        'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
+        "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
+        "changed",
     )
     config.stash[SETTINGS] = resolve(config)
     config.stash[STATE] = RunState()
@@ -344,13 +345,14 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
         )
     settings = request.config.stash[SETTINGS]
     sandbox = PluginSandbox(
-        db_engine, engines=app_engines(request), protect_statements=settings.protect_statements()
+        db_engine,
+        engines=app_engines(request),
+        protect_statements=settings.protect_statements(),
+        threads=options.get("threads") or settings.threads,
     )
     sandbox.start()
     node.stash[_SANDBOXED] = True
     sandbox.thread_timeout = settings.thread_timeout
-    if options.get("shared"):
-        sandbox.share()
     sa_engines = request.config.stash[STATE].sa_engines
     if sa_engines:
         try:
@@ -388,15 +390,21 @@ def sa_session(db_sandbox: Sandbox) -> Any:
     return sqlalchemy_module().session_for(db_sandbox)
 
 
-def _marker_signature(*, commit: bool = False, shared: bool = False) -> dict[str, Any]:
+def _marker_signature(
+    *, commit: bool = False, shared: bool = False, threads: str | None = None
+) -> dict[str, Any]:
     for name, value in (("commit", commit), ("shared", shared)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
-    if commit and shared:
+    if threads is not None and threads not in THREAD_MODES:
+        raise TypeError(f"threads must be one of {', '.join(map(repr, THREAD_MODES))}, not {threads!r}")
+    if shared and threads == "strict":
+        raise TypeError('shared=True and threads="strict" contradict each other; use one of them')
+    if commit and (shared or threads is not None):
         raise TypeError(
             "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
         )
-    return {"commit": commit, "shared": shared}
+    return {"commit": commit, "shared": shared, "threads": "shared" if shared else threads}
 
 
 def _marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -407,7 +415,10 @@ def _marker_options(item: pytest.Item) -> dict[str, Any]:
         return _marker_signature(*marker.args, **marker.kwargs)
     except TypeError as exc:
         message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
-    pytest.fail(f"{item.nodeid}: {message}; valid arguments: commit=False, shared=False", pytrace=False)
+    pytest.fail(
+        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict'",
+        pytrace=False,
+    )
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Any
 from .core import Channel, Engine, Policy, Session, SessionProvider, Transaction, TransactionState
 from .core.engine import is_seconds
 from .dbapi import SandboxConnection
+from .engine_kinds import pin_foreign
 from .errors import (
     ConfigurationError,
     ConnectionBusyError,
@@ -29,9 +30,15 @@ from .errors import (
     TransactionStateError,
 )
 from .facades import facade_for
-from .lease import Lease
+from .lease import Lease, wait_until_idle
 
-__all__ = ["Sandbox"]
+__all__ = ["THREAD_MODES", "Sandbox"]
+
+THREAD_MODES = ("shared", "strict")
+"""The values of ``Sandbox(threads=...)`` and of the ``txscope_threads`` setting."""
+
+_installing = threading.Lock()  # two threads arriving at once install one lease
+
 
 # Active sandboxes, innermost last (wider scopes nest); integrations find the test's sandbox here.
 _active: list[Sandbox] = []
@@ -46,6 +53,10 @@ class Sandbox:
         protect_statements: run statements that the test's session (and the app's bare sessions) send
             outside any transaction block in a savepoint each, so that a failing one (``pytest.raises``) leaves
             the test usable. None (default) turns it on where one error aborts the transaction (PostgreSQL).
+        threads: ``"shared"`` (default): every thread that uses a pinned engine works on the sandbox's
+            connection, statement by statement, each thread's transactions stacked as savepoints (see
+            docs/threads.md). ``"strict"``: other threads are refused with `SandboxThreadError` unless let in
+            with `share()` or `allow_thread()`.
 
     Use it as a context manager:
 
@@ -56,11 +67,29 @@ class Sandbox:
     """
 
     def __init__(
-        self, engine: Engine, *, engines: Iterable[Engine] = (), protect_statements: bool | None = None
+        self,
+        engine: Engine,
+        *,
+        engines: Iterable[Any] = (),
+        protect_statements: bool | None = None,
+        threads: str = "shared",
     ) -> None:
+        if threads not in THREAD_MODES:
+            raise ConfigurationError(
+                f"threads={threads!r} is not valid; use one of: {', '.join(THREAD_MODES)}"
+            )
         self.engine = engine
-        self.engines: tuple[Engine, ...] = (engine, *(e for e in engines if e is not engine))
+        given = tuple(engines)
+        self._foreign = tuple(e for e in given if not isinstance(e, Engine))
+        """Engines of another library (SQLAlchemy's), pinned by the integration that registered their kind."""
+        self.engines: tuple[Engine, ...] = (
+            engine,
+            *(e for e in given if isinstance(e, Engine) and e is not engine),
+        )
         self._given = self.engines
+        self.threads = threads
+        """``"shared"`` or ``"strict"``: whether threads other than the one that started the sandbox may use it
+        without `share()` / `allow_thread()`."""
         self.protect_statements = protect_statements
         self.active = False
         """True between `start()` and `stop()`."""
@@ -81,35 +110,49 @@ class Sandbox:
         """Seconds a thread waits for the shared connection before `ConnectionBusyError` names the holder."""
 
     def share(self, *, timeout: float | None = None) -> None:
-        """Let every thread use the pinned engines: their work goes to the sandbox connection, one thread at a
-        time (a thread holds it for its whole transaction); waits longer than ``timeout`` raise."""
+        """Let every thread use the pinned engines (what ``threads="shared"``, the default, does already); waits
+        longer than ``timeout`` seconds for another thread raise `ConnectionBusyError`."""
+        self._require_active()
+        self._set_timeout(timeout)
         self._shared = True
-        self._start_lease(timeout)
 
     def allow_thread(self, thread: threading.Thread, *, timeout: float | None = None) -> None:
-        """Let one more ``thread`` use the pinned engines, sharing the connection as `share()` does."""
-        self._allowed.add(thread)
-        self._start_lease(timeout)
-
-    def _start_lease(self, timeout: float | None) -> None:
+        """Let one more ``thread`` use the pinned engines (needed only with ``threads="strict"``)."""
         self._require_active()
+        self._set_timeout(timeout)
+        self._allowed.add(thread)
+
+    def _set_timeout(self, timeout: float | None) -> None:
         if timeout is not None:
             if not is_seconds(timeout) or timeout == 0:
                 raise ConfigurationError(
                     f"timeout={timeout!r} is not valid; use a number of seconds greater than 0 (and finite)"
                 )
             self.thread_timeout = timeout
-        assert self._channel is not None
-        lease = self.lease
-        if lease is None:
-            lease = Lease(self.thread_timeout)
-            self._channel.gate = lease
-            root = self
-            while root.parent is not None:
-                root = root.parent
+            if self.lease is not None:
+                self.lease.timeout = timeout
+
+    def _start_lease(self) -> Lease:
+        """Share the connection from now on (a second thread came): the owner thread went without the lease
+        until now, at no cost per statement; what it is doing now must end before the newcomer goes on."""
+        root = self
+        while root.parent is not None:
+            root = root.parent
+        with _installing:
+            lease = root._lease
+            if lease is not None:
+                return lease
+            assert self._channel is not None
+            lease = Lease(self.thread_timeout, self._channel.stack)
+            self._channel.gate = lease  # from here on the owner takes the lease too
+            if not wait_until_idle(self._owner, lease, self.thread_timeout):
+                raise ConnectionBusyError(
+                    f"thread {threading.current_thread().name!r} waited {self.thread_timeout:g}s for thread "
+                    f"{self._owner.name!r} to finish a statement on the sandbox's connection; raise "
+                    "txscope_thread_timeout"
+                )
             root._lease = lease
-        else:
-            lease.timeout = self.thread_timeout
+            return lease
 
     @property
     def lease(self) -> Lease | None:
@@ -155,12 +198,19 @@ class Sandbox:
             self._host = self.engine.pooled_session()
             self._channel = self._host.channel
         self._base = self._host.begin()  # BEGIN (or a SAVEPOINT when nested), sent with the first statement
+        self._base.thread = None  # every thread's work goes on top of it: no thread waits for it to end
         if self.protect_statements is None:
             self.protect_statements = self._channel.dialect.aborts_on_error
         for engine in self.engines:
             self._pins.append((engine, engine.pin(self)))
         self.active = True
         _active.append(self)
+        try:
+            for foreign in self._foreign:
+                pin_foreign(self, foreign)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -322,14 +372,20 @@ class Sandbox:
                 f"{engine!r} is pinned to a sandbox that has ended; this is a bug in pinning, please report it"
             )
         current = threading.current_thread()
-        if current is self._owner or self._shared or current in self._allowed:
+        if current is self._owner:
             return
-        root = self
-        while root.parent is not None:  # a wider-scope sandbox's sharing covers the tests inside it
-            root = root.parent
-            if root._shared or current in root._allowed:
-                return
-        raise SandboxThreadError(current.name, self._owner.name, repr(engine))
+        if self.threads == "strict" and not self._lets_in(current):
+            raise SandboxThreadError(current.name, self._owner.name, repr(engine))
+        if self.lease is None:
+            self._start_lease()
+
+    def _lets_in(self, thread: threading.Thread) -> bool:
+        box: Sandbox | None = self
+        while box is not None:  # a wider-scope sandbox's sharing covers the tests inside it
+            if box._shared or thread in box._allowed:
+                return True
+            box = box.parent
+        return False
 
 
 def _wait_for_threads(lease: Lease, errors: list[BaseException]) -> bool:

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .engine_kinds import register_engine_kind
 from .errors import ConfigurationError, TxScopeError
 from .places import add_library
 from .sandbox import Sandbox
@@ -312,3 +313,6 @@ def is_metadata(target: object) -> bool:
         ):
             return True
     return False
+
+
+register_engine_kind(is_sqlalchemy_engine, lambda sandbox, sa_engine: pin_to_sandbox(sandbox, (sa_engine,)))

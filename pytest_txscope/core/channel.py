@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from ..dialects import DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
 from .machine import TxStack
-from .states import Step
+from .states import Frame, Lane, Step
 from .transaction import Transaction
 
 __all__ = ["Channel", "Gate", "short_sql"]
@@ -28,17 +28,22 @@ _OUR_SAVEPOINT = re.compile(r"txscope_[a-z]+[0-9]+")
 
 
 class Gate(Protocol):
-    """A connection shared between threads (a shared sandbox): which thread may use it now.
+    """A connection shared between threads (a sandbox that other threads use): which thread may use it now.
 
-    The channel takes it around every statement it sends; a guest session holds it for the whole of its
-    top-level transaction. The sandbox's thread lease implements it.
+    It is held for one statement (with the control statements queued before it) or one transition of the
+    stack, never for a whole transaction; the sandbox's thread lease implements it.
     """
 
-    def acquire(self) -> None:
-        """Wait for (or re-enter) the calling thread's turn."""
+    def acquire(self, at: Frame | Lane | None = None) -> None:
+        """Wait for (or re-enter) the calling thread's turn. ``at`` is where the step belongs: the transaction
+        it ends, or the session whose statement it is (see `TxStack.blocker`); None when it opens a new
+        transaction on top."""
 
     def release(self) -> None:
         """End one `acquire` of the calling thread."""
+
+    def opened(self, tx: Frame) -> None:
+        """The calling thread opened ``tx`` (for messages naming where it began)."""
 
     def sending(self, active: bool) -> None:
         """The calling thread starts (True) or stops (False) waiting on the server for a statement."""
@@ -81,8 +86,9 @@ class Channel:
         """Whether the server holds an open transaction on the connection now (no round trip)."""
 
     # ------------------------------------------------------------------------------------ statements
-    def execute(self, sql: str, params: Any) -> DBAPICursor:
-        """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state."""
+    def execute(self, sql: str, params: Any, lane: Lane | None = None) -> DBAPICursor:
+        """Send queued control statements, then ``sql`` (portable placeholders); watch the server's state.
+        ``lane`` is the session sending it (on a shared connection, it tells where the statement belongs)."""
         # The hot path of every statement: no calls beyond the driver's own where they can be avoided (a
         # Python call is a sizeable share of a statement on SQLite).
         if params is None:
@@ -90,7 +96,7 @@ class Channel:
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
         if self.gate is not None:
-            return self.checked(sql, lambda: self._send(sql, params))
+            return self.checked(sql, lambda: self._send(sql, params), lane)
         if self._watch is not None and self._watch(sql):
             self.schema_touched = True
         if self.stack.outbox:
@@ -104,18 +110,18 @@ class Channel:
             self.after_success(sql)
         return cursor
 
-    def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+    def executemany(self, sql: str, seq: Sequence[Any], lane: Lane | None = None) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
         sql, seq = self.dialect.prepare_many(sql, seq)
-        return self.checked(sql, lambda: self.dialect.executemany(self.connection, sql, seq))
+        return self.checked(sql, lambda: self.dialect.executemany(self.connection, sql, seq), lane)
 
-    def checked(self, sql: str, send: Callable[[], _T]) -> _T:
+    def checked(self, sql: str, send: Callable[[], _T], lane: Lane | None = None) -> _T:
         """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
         a failure or success that ended our transaction marks it broken. On a shared connection the calling
-        thread holds the gate meanwhile."""
+        thread holds the gate meanwhile (``lane``, the session sending it, tells where it belongs)."""
         gate = self.gate
         if gate is not None:
-            gate.acquire()
+            gate.acquire(lane)
             gate.sending(True)
         if self._watch is not None and self._watch(sql):
             self.schema_touched = True

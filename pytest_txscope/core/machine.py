@@ -375,6 +375,33 @@ class TxStack(Generic[F]):
             "opened inside it, is still active; use the innermost transaction, or end it first"
         )
 
+    def blocker(self, at: Frame | Lane, thread: int) -> Frame | None:
+        """On a connection shared between threads: the transaction of another thread open above the place
+        where ``thread``'s next step belongs, which that step must wait for (None: it may go now).
+
+        ``at`` is the transaction the step ends, or the session whose statement (or nested block) it is: that
+        belongs at the session's innermost real transaction. A session with none joins what is open (the
+        sandbox's own session): its statement belongs at the thread's topmost transaction, or the sandbox's.
+        A step that opens a new transaction goes on top and never asks. Transactions of the same thread above
+        the place do not count: waiting for them would wait for itself (the checks above raise instead).
+        """
+        if isinstance(at, Lane):
+            place = next((f for f in at.frames() if f.kind is not VIRTUAL), None)
+            if place is None:
+                top = self.top
+                if top is None or top.thread is None or top.thread == thread:
+                    return None
+                return top
+            at = place
+        if at.state is not ACTIVE or at is at.lane.joined:
+            return None  # nothing to send there: the machine's own checks decide
+        t: Frame | None = self.top
+        while t is not None and t is not at:
+            if t.thread is not None and t.thread != thread:
+                return t
+            t = t.below
+        return None
+
     # ---------------------------------------------------------------------------------------- helpers
     def _queue(self, sql: str, opens: Frame | None = None) -> None:
         self.outbox.append(sql)

@@ -8,6 +8,7 @@ it. The transitions are the machine's (`TxStack`); a session only drives them an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -122,6 +123,20 @@ class Session(Executor):
         ``rollback()``.
         """
         self.lane.require_open()
+        gate = self._channel.gate
+        if gate is None:
+            return self._begin()
+        inner = self.lane.innermost
+        # A block inside an open transaction belongs there; a new root (or a take-over) goes on top.
+        gate.acquire(self.lane if inner is not None and not inner.implicit else None)
+        try:
+            tx = self._begin()
+            gate.opened(tx)
+            return tx
+        finally:
+            gate.release()
+
+    def _begin(self) -> Transaction:
         inner: Transaction | None = self.lane.innermost  # type: ignore[assignment]  # the lane's are Transactions
         if inner is None:
             return self._begin_root()
@@ -136,9 +151,16 @@ class Session(Executor):
         """A virtual transaction joined to the innermost open one (``ensure_transaction()``), opening the
         implicit transaction first if none is open."""
         self.lane.require_open()
-        inner = self.transaction or self._autobegin()
-        inner.require_active("join the current transaction")
-        return self._stack.join(inner)
+        gate = self._channel.gate
+        if gate is not None:
+            gate.acquire(self.lane)
+        try:
+            inner = self.transaction or self._autobegin()
+            inner.require_active("join the current transaction")
+            return self._stack.join(inner)
+        finally:
+            if gate is not None:
+                gate.release()
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
         """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
@@ -150,14 +172,14 @@ class Session(Executor):
             inner.require_active("run a statement")
         if inner.implicit and self._protect:
             return self._execute_protected(sql, params, many=False)
-        return self._channel.execute(sql, params)
+        return self._channel.execute(sql, params, self.lane)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set, in the innermost open transaction."""
         inner = self.autobegin()
         if inner.implicit and self.lane.policy.protect_statements:
             return self._execute_protected(sql, seq_of_params, many=True)
-        return self._channel.executemany(sql, seq_of_params)
+        return self._channel.executemany(sql, seq_of_params, self.lane)
 
     def close(self) -> None:
         """Roll back whatever is open and give the connection back (to the pool, or to its owner).
@@ -209,19 +231,48 @@ class Session(Executor):
 
     def open_inside(self, tx: Transaction) -> Transaction:
         """Open a transaction nested in ``tx`` (`Transaction.begin_nested`)."""
-        inner = self.transaction
-        if inner is not None and inner is not tx:
-            # Only virtual transactions (joined ones) may be open inside this one: the new one goes inside
-            # them, as they send nothing, so that the connection's stack stays one line.
-            self._stack.check_executable(tx)
-            return self._stack.begin_nested(inner)
-        return self._stack.begin_nested(tx)
+        gate = self._channel.gate
+        if gate is not None:
+            gate.acquire(self.lane)
+        try:
+            inner = self.transaction
+            if inner is not None and inner is not tx:
+                # Only virtual transactions (joined ones) may be open inside this one: the new one goes inside
+                # them, as they send nothing, so that the connection's stack stays one line.
+                self._stack.check_executable(tx)
+                nested = self._stack.begin_nested(inner)
+            else:
+                nested = self._stack.begin_nested(tx)
+            if gate is not None:
+                gate.opened(nested)
+            return nested
+        finally:
+            if gate is not None:
+                gate.release()
 
     def end(self, tx: Transaction, *, commit: bool) -> None:
         """Commit or roll back ``tx`` (`Transaction.commit`, `Transaction.rollback`, a block's end)."""
+        gate = self._channel.gate
+        if gate is None:
+            callbacks = self._end(tx, commit)
+        else:
+            gate.acquire(tx)  # waits while another thread's transaction is open above it
+            try:
+                # Unless the end of the sandbox ended it meanwhile (a thread that outlived its test).
+                ended = tx.state is TransactionState.ROLLED_BACK
+                callbacks = None if ended else self._end(tx, commit)
+            finally:
+                gate.release()
+        if callbacks is not None:  # a top-level commit: after the gate, as a callback may wait for a thread
+            if tx.owns_session:
+                self.close()
+            _fire(callbacks)
+
+    def _end(self, tx: Transaction, commit: bool) -> Sequence[Callable[[], object]] | None:
+        """End ``tx``; return the callbacks to fire when it was a top-level commit (None otherwise)."""
         if not commit:
             self._rollback(tx)
-            return
+            return None
         self._stack.check_commit(tx)
         if tx.kind is not TransactionKind.VIRTUAL and self._channel.failed():
             self._rollback(tx)
@@ -237,9 +288,8 @@ class Session(Executor):
         elif step.released:
             self._channel.apply(step)
         if tx.parent is None and tx.kind is not TransactionKind.VIRTUAL:
-            if tx.owns_session:
-                self.close()
-            _fire(callbacks)
+            return callbacks
+        return None
 
     def enter_block(self, tx: Transaction, opened_by: object | None) -> None:
         """Make ``tx`` current for its ``with`` block (`Transaction.enter`)."""
@@ -305,11 +355,15 @@ class Session(Executor):
         channel = self._channel
         gate = channel.gate
         if gate is not None:  # the queue is shared: hold the connection before touching it
-            gate.acquire()
+            gate.acquire(self.lane)
         try:
             name = self._stack.protect()
             try:
-                cursor = channel.executemany(sql, params) if many else channel.execute(sql, params)
+                cursor = (
+                    channel.executemany(sql, params, self.lane)
+                    if many
+                    else channel.execute(sql, params, self.lane)
+                )
             except Exception:
                 self._stack.protected(name, failed=True)
                 raise
@@ -321,20 +375,24 @@ class Session(Executor):
 
     # ------------------------------------------------------------------------------- begin and end
     def _autobegin(self) -> Transaction:
+        gate = self._channel.gate
+        if gate is None:
+            return self._open_implicit()
+        gate.acquire()  # a new transaction goes on top (or joins, sending nothing): it never waits
+        try:
+            tx = self._open_implicit()
+            gate.opened(tx)
+            return tx
+        finally:
+            gate.release()
+
+    def _open_implicit(self) -> Transaction:
         if self.lane.policy.implicit_joins:
             return self._stack.begin(self.lane, implicit=True)
         return self._begin_root(implicit=True)
 
     def _begin_root(self, *, implicit: bool = False) -> Transaction:
-        gate = self._channel.gate if self.lane.policy.guest else None
-        if gate is not None:  # the thread holds the shared connection for this whole transaction
-            gate.acquire()
-        try:
-            return self._stack.begin(self.lane, implicit=implicit, hold=gate)
-        except BaseException:
-            if gate is not None:
-                gate.release()
-            raise
+        return self._stack.begin(self.lane, implicit=implicit)
 
     def _commit_root(self, tx: Transaction, step: Step) -> Sequence[Callable[[], object]]:
         """Send the COMMIT of a root transaction; its callbacks run only if it committed."""
@@ -360,7 +418,12 @@ class Session(Executor):
         top = self._stack.top
         in_order = self.lane.innermost is tx and scope is not None and scope.transaction is tx
         if in_order and (
-            top is tx or top is None or top.lane is self.lane or tx.kind is TransactionKind.VIRTUAL
+            top is tx
+            or top is None
+            or top.lane is self.lane
+            or tx.kind is TransactionKind.VIRTUAL
+            # another thread's transaction above: end() waits until it has ended
+            or (self._channel.gate is not None and top.thread not in (None, threading.get_ident()))
         ):
             self.end(tx, commit=exc is None)
             return None

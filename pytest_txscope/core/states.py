@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ class TransactionState(enum.Enum):
 
 
 ACTIVE = TransactionState.ACTIVE
+_get_ident = threading.get_ident
 VIRTUAL = TransactionKind.VIRTUAL
 
 
@@ -131,6 +133,7 @@ class Frame:
         "parent",
         "savepoint",
         "state",
+        "thread",
     )
 
     def __init__(
@@ -156,6 +159,10 @@ class Frame:
         self.hold: Hold | None = None
         self.owns_session = False
         """Its session was opened for it (``engine.begin()``): the session closes when it ends."""
+        self.thread: int | None = _get_ident()
+        """The thread that opened it (``threading.get_ident()``); None for a transaction every thread works in
+        (a sandbox's outer one). On a connection shared between threads, a statement waits while another
+        thread's transaction is open above the place where it belongs."""
 
     @property
     def is_active(self) -> bool:

@@ -53,10 +53,10 @@ class Executor:
 class Sender(Protocol):
     """Where a transaction's statements go (the connection's channel)."""
 
-    def execute(self, sql: str, params: Any) -> DBAPICursor:
-        """Send one statement."""
+    def execute(self, sql: str, params: Any, lane: Lane | None = None) -> DBAPICursor:
+        """Send one statement (``lane``: the session sending it)."""
 
-    def executemany(self, sql: str, seq: Sequence[Any]) -> DBAPICursor:
+    def executemany(self, sql: str, seq: Sequence[Any], lane: Lane | None = None) -> DBAPICursor:
         """Send one statement once per parameter set."""
 
 
@@ -130,13 +130,13 @@ class Transaction(Frame, Executor):
         """
         if self.state is not ACTIVE or self.lane.innermost is not self:
             self.session.check_usable(self)
-        return self.sender.execute(sql, params)
+        return self.sender.execute(sql, params, self.lane)
 
     def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> DBAPICursor:
         """Run one statement once per parameter set (portable placeholders, as `execute`)."""
         if self.state is not ACTIVE or self.lane.innermost is not self:
             self.session.check_usable(self)
-        return self.sender.executemany(sql, seq_of_params)
+        return self.sender.executemany(sql, seq_of_params, self.lane)
 
     # ------------------------------------------------------------------------------------------- control
     def begin_nested(self) -> Transaction:

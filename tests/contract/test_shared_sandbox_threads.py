@@ -1,8 +1,9 @@
-"""Threads in a shared sandbox, on every backend: 2-3 threads run random transactions at once (``with app:``,
-``app.begin()``, the app's bare session, a raw ``sandbox.connection()`` with ``conn.transaction()``
-savepoints); each records, while it holds the lease, that its transaction runs. Replaying the committed work in
-that order must give what the test's session sees, no two threads may be inside a transaction at once, and after
-the sandbox stops nothing is left. A second test replays in the wrong order, to show that the check can fail.
+"""Threads in a sandbox, on every backend: 2-3 threads run random transactions (``with app:``, ``app.begin()``,
+the app's bare session, a raw ``sandbox.connection()`` with ``conn.transaction()`` savepoints), taking turns per
+transaction (the sandbox shares its connection statement by statement, so the order of whole transactions is the
+test's to fix: tests/contract/test_threads.py forces the interleavings inside transactions). Each records its
+turn; replaying the committed work in that order must give what the test's session sees, and after the sandbox
+stops nothing is left. A second test replays in the wrong order, to show that the check can fail.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ class ThreadRun:
         self._holders: list[int] = []
         self._lock = threading.Lock()
         self._barrier = threading.Barrier(len(plans))
+        self.turn = threading.Lock()
+        """Held by a thread for its whole transaction."""
 
     def enter(self, thread: int, seq: int) -> None:
-        """Called once the transaction is open: the thread holds the sandbox connection's lease."""
+        """Called once the transaction is open, in the thread's turn."""
         with self._lock:
             self._holders.append(thread)
             holders = list(self._holders)
@@ -165,7 +168,8 @@ class ThreadRun:
         try:
             self._barrier.wait(JOIN_TIMEOUT)
             for seq, (ops, end, how) in enumerate(self.plans[thread]):
-                getattr(self, f"txn_{how}")(thread, seq, ops, end)
+                with self.turn:
+                    getattr(self, f"txn_{how}")(thread, seq, ops, end)
                 if thread == 0:
                     time.sleep(0)  # let the others in
         except BaseException as exc:
@@ -198,7 +202,7 @@ class ThreadRun:
     def txn_session(self, thread: int, seq: int, ops: list[Any], end: str) -> None:
         """The app's bare session: its first statement opens its implicit transaction."""
         with self.app.session() as session:
-            session.execute(f"SELECT count(*) FROM {TABLE}").close()  # now the thread holds the lease
+            session.execute(f"SELECT count(*) FROM {TABLE}").close()  # now its transaction is open
             self.enter(thread, seq)
             try:
                 self.run_ops(session, ops, "session")
@@ -217,7 +221,7 @@ class ThreadRun:
         conn = self.sandbox.connection()
         try:
             with conn.cursor() as cursor:
-                cursor.execute(f"SELECT count(*) FROM {TABLE}")  # now the thread holds the lease
+                cursor.execute(f"SELECT count(*) FROM {TABLE}")  # now its transaction is open
             self.enter(thread, seq)
             try:
                 self.run_ops(conn, ops, "raw")
@@ -257,7 +261,6 @@ def run_threads(
         with db.engine.begin() as tx:
             tx.execute(f"DELETE FROM {TABLE}").close()
         with Sandbox(db.engine, engines=[db.app]) as sandbox:
-            sandbox.share(timeout=10)
             run = ThreadRun(db, sandbox, plans)
             run.run()
             everything = sorted((i, s) for i, plan in enumerate(plans) for s in range(len(plan)))

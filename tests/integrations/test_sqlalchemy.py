@@ -688,3 +688,81 @@ def test_pool_replaces_connections_of_another_sandbox_state(backend: Backend) ->
     finally:
         app.dispose()
         engine.dispose()
+
+
+def test_wider_scope_sandbox_pins_the_applications_sqlalchemy_engine(project: pytest.Pytester) -> None:
+    """The wider-scope recipe with the application's SQLAlchemy engine: ``Sandbox(db_engine, engines=[engine])``
+    (it raised ``AttributeError: 'Engine' object has no attribute '_pin'``)."""
+    run(
+        project,
+        HEAD
+        + """
+from pytest_txscope import Sandbox
+
+
+@pytest.fixture(scope="module")
+def catalog(db_engine):
+    with Sandbox(db_engine, engines=[models.engine]):
+        with Session(models.engine) as session:  # the application's engine, pinned to the module's sandbox
+            session.add(Author(id=1, name="catalog"))
+            session.commit()
+        yield
+
+
+def test_a(catalog, sa_session):
+    assert names(sa_session) == ["catalog", "seed"]
+    with Session(models.engine) as session:
+        session.add(Author(id=2, name="a"))
+        session.commit()
+    assert names(sa_session) == ["a", "catalog", "seed"]
+
+
+def test_b(catalog, sa_session):
+    assert names(sa_session) == ["catalog", "seed"]
+""",
+        passed=2,
+    )
+
+
+def test_a_request_thread_commits_while_the_tests_orm_session_is_open(project: pytest.Pytester) -> None:
+    """The test client's flow: the test's ORM session holds a transaction open and waits for a worker thread
+    that does a whole request on the application's engine (a savepoint above the test's)."""
+    run(
+        project,
+        HEAD
+        + """
+import threading
+
+
+def request():
+    with models.SessionLocal() as session:  # what a FastAPI dependency yields, in an AnyIO worker thread
+        seen = count(session, Author)
+        session.add(Author(id=2, name="request"))
+        session.commit()
+    return seen
+
+
+def in_worker(work):
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", work()), name="AnyIO worker thread")
+    thread.start()
+    thread.join(10)
+    return box["result"]
+
+
+def test_request(db_sandbox, sa_session):
+    db_sandbox.thread_timeout = 2  # no wait happens; a wait would fail fast
+    sa_session.add(Author(id=1, name="test"))
+    sa_session.flush()  # the test's ORM transaction is open (a savepoint) and stays open
+    assert in_worker(request) == 2  # the seed and the test's flushed row (uncommitted: one transaction)
+    assert names(sa_session) == ["request", "seed", "test"]
+    sa_session.commit()
+
+
+def test_two_requests(db_sandbox, sa_session):
+    in_worker(request)
+    with models.SessionLocal() as session:
+        assert names(session) == ["request", "seed"]
+""",
+        passed=2,
+    )

@@ -1,15 +1,13 @@
 """The shop behind a real HTTP server running in a background thread, as a browser test or an API client sees it.
 
 Flask's test client runs the app in the test's own thread. A live server does not: the server's thread handles
-each request, and uses the app's engine, which the test's sandbox pins. A sandbox refuses other threads by
-default, so these tests share it with ``@pytest.mark.txscope(shared=True)`` (or ``db_sandbox.share()``). The
-server thread's work then goes to the test's connection, one thread at a time, and is rolled back with the
-test like everything else.
+each request, and uses the app's engine, which the test's sandbox pins. Threads share the test's sandbox by
+default (``txscope_threads = shared``): the server thread's work goes to the test's connection, statement by
+statement, its transaction a savepoint above the test's, and is rolled back with the test like everything else.
 
-One rule comes with sharing: a thread holds the shared connection for the whole of its transaction. The
-factories flush into ``sa_session``, which opens a transaction in the test's thread, so commit ``sa_session``
-before making a request. Otherwise the server thread waits for that transaction until
-``txscope_thread_timeout`` runs out, and the request fails.
+The test's own ORM transaction (the factories flush into ``sa_session``) may stay open during a request: the
+server's transaction goes on top of it and sees its rows. ``txscope_threads = strict`` (or the marker's
+``threads="strict"``) refuses other threads instead.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from flask import Flask, got_request_exception
 from shop.models import Customer
 from werkzeug.serving import make_server
 
-from pytest_txscope import ConnectionBusyError, SandboxThreadError
+from pytest_txscope import SandboxThreadError
 
 EMAIL = "ada@example.com"  # the same unique email in several tests: a leaked row would make one of them fail
 
@@ -70,18 +68,13 @@ def request(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[
         return status, raw
 
 
-@pytest.mark.txscope(shared=True)
 def test_the_server_sees_rows_the_test_created(live_server, sa_session, customer_factory, order_factory):
     customer = customer_factory(email=EMAIL)
     order_factory(customer=customer, total=500)
     order_factory(customer=customer, total=700)
     customer_id = customer.id
-    # The factories flushed these rows in an ORM transaction of this thread, and a thread holds the shared
-    # connection for the whole of its transaction: the server thread would wait for it to end. Commit (a
-    # savepoint release: the rows stay in the sandbox and are rolled back after the test) before requesting.
-    # Read what you need first: the commit expires the objects, and reading an attribute afterwards would
-    # reload it in a new transaction, which holds the connection again.
-    sa_session.commit()
+    # The factories flushed these rows in an ORM transaction of this thread, still open: the server thread's
+    # transaction goes above it on the one connection, and sees them.
 
     status, body = request("GET", f"{live_server}/customers/{customer_id}/orders")
 
@@ -91,7 +84,6 @@ def test_the_server_sees_rows_the_test_created(live_server, sa_session, customer
     assert request("GET", f"{live_server}/stats") == (200, {"customers": 1, "orders": 2, "revenue": 1200})
 
 
-@pytest.mark.txscope(shared=True)
 def test_the_servers_commits_are_rolled_back_with_the_test(live_server, sa_session):
     # Nothing from another test is here, whichever ran first: the email is free again.
     assert request("GET", f"{live_server}/stats") == (200, {"customers": 0, "orders": 0, "revenue": 0})
@@ -103,35 +95,17 @@ def test_the_servers_commits_are_rolled_back_with_the_test(live_server, sa_sessi
     assert sa_session.get(Customer, body["id"]).email == EMAIL
 
 
-def test_a_transaction_left_open_makes_the_server_wait(live_server, app, db_sandbox, customer_factory):
-    db_sandbox.share(timeout=0.5)  # what the marker does, with a short wait for this demonstration
-    customer_factory(email=EMAIL)  # flushed, not committed: this thread holds the connection
-    errors: list[Exception] = []
+def test_a_transaction_left_open_does_not_make_the_server_wait(live_server, sa_session, customer_factory):
+    customer_factory(email=EMAIL)  # flushed, not committed: this thread's ORM transaction stays open
 
-    def record(sender: Flask, exception: Exception, **extra: Any) -> None:
-        errors.append(exception)
-
-    with got_request_exception.connected_to(record, app):
-        status, _ = request("GET", f"{live_server}/stats")
-
-    assert status == 500
-    [error] = errors
-    # SQLAlchemy wraps errors raised inside a statement's execution in StatementError; .orig is ours.
-    error = getattr(error, "orig", error)
-    assert isinstance(error, ConnectionBusyError)
-    message = str(error)
-    assert message.startswith(
-        "thread 'live-server' waited 0.5s for the sandbox's connection, which thread "
-        f"{threading.current_thread().name!r} holds since "
-    )
-    assert message.endswith(
-        "a thread holds it for the whole of its transaction (or ORM session transaction): commit or roll back "
-        "sooner there, or raise txscope_thread_timeout"
-    )
+    assert request("GET", f"{live_server}/stats") == (200, {"customers": 1, "orders": 0, "revenue": 0})
+    # The server's statements ran in its own savepoint above this thread's open transaction; the test's
+    # session goes on where it was.
+    assert sa_session.query(Customer).count() == 1
 
 
-@pytest.mark.txscope  # not shared
-def test_without_sharing_the_server_thread_is_refused(live_server, app, db_engine):
+@pytest.mark.txscope(threads="strict")
+def test_strict_mode_refuses_the_server_thread(live_server, app, db_engine):
     errors: list[Exception] = []
 
     def record(sender: Flask, exception: Exception, **extra: Any) -> None:
@@ -147,7 +121,8 @@ def test_without_sharing_the_server_thread_is_refused(live_server, app, db_engin
     assert isinstance(error, SandboxThreadError)
     assert str(error) == (
         f"thread 'live-server' used {db_engine!r}, which the sandbox of thread "
-        f"{threading.current_thread().name!r} pins to its connection; another thread's work would escape the "
-        "test's rollback, so it is refused; run the work in the test's thread, or share the sandbox: mark the "
-        "test @pytest.mark.txscope(shared=True), or call db_sandbox.share() or db_sandbox.allow_thread(thread)"
+        f"{threading.current_thread().name!r} pins to its connection; the sandbox is strict about threads "
+        "(txscope_threads = strict), so it is refused; run the work in the test's thread, or let threads share "
+        'the sandbox: mark the test @pytest.mark.txscope(threads="shared"), call db_sandbox.share() or '
+        "db_sandbox.allow_thread(thread), or set txscope_threads = shared (the default)"
     )
