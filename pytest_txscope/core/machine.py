@@ -13,6 +13,8 @@ transition          when it happens                                             
 ``join``            ``ensure_transaction()`` inside an open transaction                nothing
 ``commit``          ``commit()`` or a clean exit of the block                          ``RELEASE`` (a root:
                                                                                        ``COMMIT``, sent at once)
+``checks_failed``   the checks sent with a guest root's commit failed (deferred        ``ROLLBACK TO`` +
+                    constraints): the application's transaction is rolled back         ``RELEASE``
 ``rollback``        ``rollback()``, an exception leaving the block, a session closing  ``ROLLBACK TO`` +
                                                                                        ``RELEASE`` (a root:
                                                                                        ``ROLLBACK``, at once)

@@ -38,7 +38,7 @@ _DATA_ONLY = (
 
 # What a rollback leaves in place (session advisory locks), or what decides whether commits must check deferred
 # constraints. SET, temporary tables, LISTEN and cursors are undone by the rollback that ends each test.
-_WATCHED = re.compile(r"advisory_lock|DEFERRABLE|SET\s+CONSTRAINTS", re.IGNORECASE)
+_WATCHED = re.compile(r"advisory_lock|\bDEFERRABLE\b|SET\s+CONSTRAINTS", re.IGNORECASE)
 _UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
 _HAS_DEFERRABLE = "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)"
 # SET CONSTRAINTS is undone with the savepoint around it: the constraints' modes are back as they were, each
