@@ -215,7 +215,10 @@ class Channel:
                 self.control(statements)
             except Exception as exc:
                 # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
-                if not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__) or not self.open_now():
+                if (
+                    not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__)
+                    or not self.open_now()
+                ):
                     self.control_failed(statements, exc)
                     raise
                 self.stack.checks_failed(tx)
