@@ -102,3 +102,33 @@ def test_a_change_no_statement_can_undo_drops_the_connection(engine: Engine) -> 
     with Sandbox(engine) as sandbox, engine as tx:
         assert sandbox.session().connection is not first
         assert tx.execute("SELECT @@character_set_client").fetchone()[0] == clean
+
+
+@pytest.mark.backends("mysql")
+def test_under_the_plugin_a_test_that_turned_foreign_key_checks_off_leaves_them_on_for_the_next(
+    pytester: pytest.Pytester, backend: Backend, engine: Engine
+) -> None:
+    engine.executescript(
+        "DROP TABLE IF EXISTS kids; DROP TABLE IF EXISTS folks; CREATE TABLE folks (id INT PRIMARY KEY); "
+        "CREATE TABLE kids (id INT PRIMARY KEY, folk_id INT, FOREIGN KEY (folk_id) REFERENCES folks (id))"
+    )
+    pytester.makefile(".ini", pytest=f"[pytest]\ntxscope_url = {backend.url}\naddopts = -p no:randomly\n")
+    pytester.makepyfile(
+        test_app="""
+import pytest
+
+
+def test_1_loads_data_without_checks(db_session):
+    db_session.execute("SET FOREIGN_KEY_CHECKS=0")
+    db_session.execute("INSERT INTO kids (id, folk_id) VALUES (1, 404)")
+
+
+def test_2_an_orphan_is_refused(db_session):
+    with pytest.raises(Exception, match="foreign key constraint fails"):
+        db_session.execute("INSERT INTO kids (id, folk_id) VALUES (2, 404)")
+"""
+    )
+    try:
+        pytester.runpytest().assert_outcomes(passed=2)
+    finally:
+        engine.executescript("DROP TABLE kids; DROP TABLE folks")
