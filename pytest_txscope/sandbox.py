@@ -12,6 +12,7 @@ scope, each test rolling back to it, and the data itself rolled back when the sc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -98,6 +99,7 @@ class Sandbox:
         self._channel: Channel | None = None
         self._host: Session | None = None
         self._base: Transaction | None = None
+        self._state_mark = 0
         self._owner = threading.current_thread()
         self._pins: list[tuple[Engine, SessionProvider | None]] = []
         self._guests: list[Session] = []
@@ -199,6 +201,7 @@ class Sandbox:
             self._channel = self._host.channel
         self._base = self._host.begin()  # BEGIN (or a SAVEPOINT when nested), sent with the first statement
         self._base.thread = None  # every thread's work goes on top of it: no thread waits for it to end
+        self._state_mark = len(self._channel.undo)  # session state changed from here on is undone at the end
         if self.protect_statements is None:
             self.protect_statements = self._channel.dialect.aborts_on_error
         for engine in self.engines:
@@ -239,6 +242,7 @@ class Sandbox:
         self._pins.clear()
         try:
             escaped = self._roll_back(channel, base)
+            self._restore_session(channel)
         finally:
             if lease is not None:
                 if self.parent is None:  # the connection goes back to the pool unshared
@@ -273,6 +277,16 @@ class Sandbox:
         if base.state is TransactionState.ACTIVE:
             base.rollback()
         return escaped
+
+    def _restore_session(self, channel: Channel) -> None:
+        """Undo the session state the test changed that the rollback left in place (MariaDB variables and
+        locks, PostgreSQL advisory locks, SQLite PRAGMAs), so that the next test starts on a clean connection.
+        What cannot be undone is dropped with the connection: at once, or when the sandbox this one nests in
+        ends (a ``:memory:`` database, which a new connection would not reach, is kept)."""
+        if channel.restore_state(self._state_mark) or self.parent is not None or channel.reconnect is None:
+            return
+        with contextlib.suppress(Exception):  # closed, the engine's pool drops it instead of reusing it
+            channel.connection.close()
 
     def _run_cleanups(self, errors: list[BaseException]) -> None:
         for callback in reversed(self._cleanups):

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..dialects import DBAPIConnection, DBAPICursor, Dialect
+from ..dialects import CONSTRAINTS, SCHEMA, DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
 from .machine import TxStack
 from .states import Frame, Lane, Step
@@ -69,9 +69,17 @@ class Channel:
         """What the connection reaches, for messages (an engine's masked URL)."""
         self.reported: BaseException | None = None
         """The error raised to the code when the server's transaction ended or the connection was lost."""
-        self._watch = dialect.schema_watch()
+        self._watch = dialect.statement_watch()
         self.schema_touched = False
         """True once a statement that may change the schema ran in the open root transaction."""
+        self.facts: dict[str, object] = {}
+        """What was learned about the database, kept as long as whoever sets it (an engine) keeps it."""
+        self.undo: list[str] = []
+        """Statements undoing the session state the code changed that a rollback leaves in place, oldest
+        first (see `restore_state`)."""
+        self.undo_lost = False
+        """True once the code changed session state that no statement can undo: drop the connection."""
+        self._constraints_touched = False
 
     @property
     def connection(self) -> DBAPIConnection:
@@ -97,8 +105,10 @@ class Channel:
             sql, params = self.prepare(sql, params)
         if self.gate is not None:
             return self.checked(sql, lambda: self._send(sql, params), lane)
-        if self._watch is not None and self._watch(sql):
-            self.schema_touched = True
+        if self._watch is not None:
+            seen = self._watch(sql)
+            if seen:
+                self.watched(sql, seen)
         if self.stack.outbox:
             self.flush()
         try:
@@ -123,9 +133,11 @@ class Channel:
         if gate is not None:
             gate.acquire(lane)
             gate.sending(True)
-        if self._watch is not None and self._watch(sql):
-            self.schema_touched = True
         try:
+            if self._watch is not None:
+                seen = self._watch(sql)
+                if seen:
+                    self.watched(sql, seen)
             if self.stack.outbox:
                 self.flush()
             try:
@@ -156,6 +168,72 @@ class Channel:
             raise self.lost(sql, exc) from exc
         if self.stack.server_open and (not self.open_now() or self.dialect.error_ends_transaction(exc)):
             self.break_all(f"the server ended the transaction when {short_sql(sql)!r} failed: {exc}")
+
+    # ------------------------------------------------------------------------------------ session state
+    def watched(self, sql: str, seen: int) -> None:
+        """The dialect's watch flagged ``sql`` (about to be sent) as changing what ``seen`` says."""
+        if seen & SCHEMA:
+            self.schema_touched = True
+        if seen & CONSTRAINTS:
+            self._constraints_touched = True
+        if seen & ~(SCHEMA | CONSTRAINTS):  # STATE: work out how to undo it before it happens
+            undo = self.dialect.undo_state(self.connection, sql)
+            if undo is None:
+                self.undo_lost = True
+            else:
+                self.undo.extend(undo)
+
+    def restore_state(self, mark: int) -> bool:
+        """Undo the session state changed since ``len(undo)`` was ``mark``, newest change first (after what is
+        queued). False when some change cannot be undone: the connection should not be reused."""
+        undo = self.undo[mark:]
+        del self.undo[mark:]
+        if undo:
+            try:
+                if self.stack.outbox:
+                    self.flush()
+                self.dialect.run_control(self.connection, list(reversed(undo)))
+            except Exception:  # the connection is failing or gone: it is not reused, which undoes it all
+                return False
+        return not self.undo_lost
+
+    # ------------------------------------------------------------------------------ checks at commit
+    def arm_checks(self, tx: Transaction) -> None:
+        """Before ``tx``, a guest's root (the application's top-level commit), commits: have the machine check
+        what production checks at COMMIT where the database has any of it (deferrable constraints, asked once
+        per engine) or the code touched it (``SET CONSTRAINTS``, a new ``DEFERRABLE`` constraint)."""
+        checks = self.dialect.deferred_checks()
+        if checks is None or self.stack.commit_checks or not self.stack.sent(tx):
+            return
+        query, statements = checks
+        present = self.facts.get("deferrable")
+        if present is None:
+            present = self.facts["deferrable"] = bool(self.execute(query, None).fetchone()[0])
+        if present or self._constraints_touched:
+            self.stack.commit_checks = statements
+
+    def send_checks(self, tx: Transaction, step: Step) -> None:
+        """Send the checks and the release queued by ``tx``'s commit now. When a check fails, ``tx`` is rolled
+        back, as production rolls back a transaction whose COMMIT fails, and the driver's error raised."""
+        try:
+            statements = self.stack.statement()
+            try:
+                self.control(statements)
+            except Exception as exc:
+                # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
+                if (
+                    not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__)
+                    or not self.open_now()
+                ):
+                    self.control_failed(statements, exc)
+                    raise
+                self.stack.checks_failed(tx)
+                with contextlib.suppress(Exception):  # if this fails too, the next statement says so
+                    self.flush()
+                raise
+        finally:
+            for hold in step.released:
+                hold.release()
 
     # ------------------------------------------------------------------------------- control statements
     def flush(self) -> None:

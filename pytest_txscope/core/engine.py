@@ -87,6 +87,9 @@ class Engine:
         self._open = 0
         self._lock = threading.Condition()
         self._target = self.target
+        self.facts: dict[str, object] = {}
+        """What the library learned about the database once for all the engine's connections (whether it
+        has deferrable constraints)."""
         self._reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = self._replace
         """How a session's channel swaps a dead connection for a new one; None where a new connection would
         be a different database (SQLite ``:memory:``)."""
@@ -303,6 +306,7 @@ class Engine:
         channel = Channel(connection, dialect)
         channel.reconnect = self._reconnect
         channel.target = self._target
+        channel.facts = self.facts
         return Session.on_channel(channel, self, self._policy, release=self._release)
 
     @contextmanager

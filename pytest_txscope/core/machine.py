@@ -13,6 +13,8 @@ transition          when it happens                                             
 ``join``            ``ensure_transaction()`` inside an open transaction                nothing
 ``commit``          ``commit()`` or a clean exit of the block                          ``RELEASE`` (a root:
                                                                                        ``COMMIT``, sent at once)
+``checks_failed``   the checks sent with a guest root's commit failed (deferred        ``ROLLBACK TO`` +
+                    constraints): the application's transaction is rolled back         ``RELEASE``
 ``rollback``        ``rollback()``, an exception leaving the block, a session closing  ``ROLLBACK TO`` +
                                                                                        ``RELEASE`` (a root:
                                                                                        ``ROLLBACK``, at once)
@@ -67,6 +69,9 @@ class TxStack(Generic[F]):
         self.escaped = False
         """True once something committed behind the library's back (work may have escaped a rollback)."""
         self.begin_sql = sql.begin_statement()
+        self.commit_checks: Sequence[str] = ()
+        """Statements that check, before a guest's root is released (the application's top-level commit), what
+        production checks at COMMIT: PostgreSQL's deferred constraints. Set by the I/O layer; empty: none."""
 
     # ----------------------------------------------------------------------------------------- begin
     def begin(self, lane: Lane, *, implicit: bool = False, hold: Hold | None = None) -> F:
@@ -161,16 +166,37 @@ class TxStack(Generic[F]):
             return _NOTHING if hold is None else Step(released=(hold,))
         if tx.savepoint is None:  # the root of a session that owns its connection
             return _COMMIT
-        if self._opening and self._opening[-1] is tx:
+        checks = False
+        if not self.sent(tx):
             self.outbox.pop()  # never sent: nothing ran inside it
             self._opening.pop()
         else:
+            checks = tx.parent is None and bool(self.commit_checks)
+            for statement in self.commit_checks if checks else ():
+                self._queue(statement)
             self._queue(self.sql.release(tx.savepoint))
         tx.state = TransactionState.COMMITTED
         if tx.parent is not None:
             tx.parent.callbacks.extend(tx.callbacks)
             return _NOTHING if hold is None else Step(released=(hold,))
-        return Step(callbacks=tx.callbacks, released=() if hold is None else (hold,))
+        return Step(callbacks=tx.callbacks, released=() if hold is None else (hold,), checks=checks)
+
+    def sent(self, tx: Frame) -> bool:
+        """Whether the SAVEPOINT of ``tx`` was sent (or may be, queued under later statements): something ran in
+        it. False only while it is the last thing queued."""
+        return not (self._opening and self._opening[-1] is tx)
+
+    def checks_failed(self, tx: F) -> None:
+        """The `commit_checks` sent before releasing a guest's root failed (a deferred constraint is violated):
+        the server still holds its savepoint, in an aborted state. The application's transaction is rolled back,
+        as production's failed COMMIT would roll it back, and its callbacks dropped."""
+        assert tx.savepoint is not None
+        tx.state = TransactionState.ROLLED_BACK
+        tx.failure = "its commit failed a check production makes at COMMIT, and it was rolled back"
+        tx.callbacks.clear()
+        self.forget_queue()  # the statements after the failed check did not run
+        self._queue(self.sql.rollback_to(tx.savepoint))
+        self._queue(self.sql.release(tx.savepoint))
 
     def root_ended(self, tx: F, *, committed: bool) -> Sequence[Callable[[], object]]:
         """The server answered the ``COMMIT`` of a root (or it failed): its callbacks run only if it

@@ -281,10 +281,19 @@ class Session(Executor):
                 "transaction until it is rolled back, so it was rolled back; catch errors inside a nested "
                 "block (with tx.begin_nested(): ...) to keep the rest of the work"
             )
+        if tx.parent is None and self.lane.policy.guest:
+            self._channel.arm_checks(tx)
         step = self._stack.commit(tx)
         callbacks = step.callbacks
         if step.end is not None:
             callbacks = self._commit_root(tx, step)
+        elif step.checks:
+            try:
+                self._channel.send_checks(tx, step)
+            except Exception:
+                if tx.owns_session:
+                    self.close()
+                raise
         elif step.released:
             self._channel.apply(step)
         if tx.parent is None and tx.kind is not TransactionKind.VIRTUAL:

@@ -192,7 +192,7 @@ class Frame:
 class Step:
     """What a transition asks of the I/O layer once the stack has changed."""
 
-    __slots__ = ("callbacks", "end", "released")
+    __slots__ = ("callbacks", "checks", "end", "released")
 
     def __init__(
         self,
@@ -200,6 +200,7 @@ class Step:
         end: str | None = None,
         callbacks: Sequence[Callable[[], object]] = (),
         released: Sequence[Hold] = (),
+        checks: bool = False,
     ) -> None:
         self.end = end
         """``COMMIT`` or ``ROLLBACK``: send it now with what is queued (a root transaction ends)."""
@@ -207,3 +208,6 @@ class Step:
         """``on_commit`` callbacks to run once the commit is done (an application's top-level commit)."""
         self.released = released
         """Holds of the transactions that ended, to give back."""
+        self.checks = checks
+        """The queue holds the checks production runs at COMMIT (`TxStack.commit_checks`) and the release of
+        an application's top-level savepoint: send it now, before the callbacks run."""

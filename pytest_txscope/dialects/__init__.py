@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedConnectionError
 from ..url import DRIVERS, DatabaseURL
-from .base import DBAPIConnection, DBAPICursor, Dialect
+from .base import CONSTRAINTS, SCHEMA, STATE, DBAPIConnection, DBAPICursor, Dialect
 from .mysql import MySQLBackend, MySQLDialect
 from .mysql_mysqldb import MySQLdbDialect
 from .postgresql import PostgreSQLBackend, PostgreSQLDialect
@@ -16,7 +16,10 @@ from .postgresql_psycopg2 import Psycopg2Dialect
 from .sqlite import SQLiteDialect
 
 __all__ = [
+    "CONSTRAINTS",
     "DIALECTS",
+    "SCHEMA",
+    "STATE",
     "DBAPIConnection",
     "DBAPICursor",
     "Dialect",

@@ -12,11 +12,19 @@ from typing import Any
 from ..errors import MissingDriverError
 from ..url import DatabaseURL
 
-__all__ = ["DBAPIConnection", "DBAPICursor", "Dialect"]
+__all__ = ["CONSTRAINTS", "SCHEMA", "STATE", "DBAPIConnection", "DBAPICursor", "Dialect"]
 
 # DB-API 2 objects are duck-typed across drivers; these aliases say which role a value plays.
 DBAPIConnection = Any
 DBAPICursor = Any
+
+# What a statement may change, as flags a dialect's statement watch returns (see `Dialect.statement_watch`).
+SCHEMA = 1
+"""The schema: what a driver's prepared statements refer to."""
+STATE = 2
+"""Session state that a rollback leaves in place (a MariaDB variable, an advisory lock, an SQLite PRAGMA)."""
+CONSTRAINTS = 4
+"""Deferrable constraints or their modes (``DEFERRABLE``, ``SET CONSTRAINTS``)."""
 
 
 class Dialect(ABC):
@@ -174,8 +182,22 @@ class Dialect(ABC):
         """
         self.run_control(connection, statements)
 
-    def schema_watch(self) -> Callable[[str], bool] | None:
-        """A test telling whether a statement may change the schema, for drivers whose caches care; or None."""
+    def statement_watch(self) -> Callable[[str], int] | None:
+        """A test run on every statement the code sends, before it is sent: the flags (`SCHEMA`, `STATE`,
+        `CONSTRAINTS`) of what it may change, 0 for none; None when nothing is watched. It must be cheap: a
+        statement on SQLite costs a few microseconds."""
+        return None
+
+    def undo_state(self, connection: DBAPIConnection, sql: str) -> list[str] | None:
+        """Statements that undo what ``sql`` (flagged `STATE`) is about to change in the session and a
+        rollback leaves in place, worked out before it runs (reading current values where needed): [] when
+        nothing needs undoing, None when statements cannot undo it (the connection is then not reused)."""
+        return None
+
+    def deferred_checks(self) -> tuple[str, list[str]] | None:
+        """Where constraints can be deferred to COMMIT: a query whose one value says whether the database has
+        deferrable constraints, and the statements that check them now and leave their modes as they were
+        (sent before an application's top-level savepoint is released). None where nothing is deferred."""
         return None
 
     def begin_statement(self) -> str:

@@ -15,6 +15,7 @@ from ..errors import TransactionStateError
 from ..sql import PyformatConverter, split_statements
 from ..url import DatabaseURL
 from .base import DBAPIConnection, Dialect
+from .mysql_state import undo_mysql_state, watch_mysql
 
 __all__ = ["MySQLBackend", "MySQLDialect"]
 
@@ -83,6 +84,18 @@ class MySQLBackend(Dialect):
 
     def split_script(self, script: str) -> list[str]:
         return split_statements(script, backslash_escapes=True, hash_comments=True)
+
+    def statement_watch(self) -> Callable[[str], int] | None:
+        return watch_mysql
+
+    def undo_state(self, connection: DBAPIConnection, sql: str) -> list[str] | None:
+        def read(query: str) -> tuple[Any, ...]:
+            cursor = self.execute(connection, query, None)
+            row: tuple[Any, ...] = cursor.fetchone()
+            cursor.close()
+            return row
+
+        return undo_mysql_state(sql, read, lambda text: self.string_literal(connection, text))
 
 
 class MySQLDialect(MySQLBackend):

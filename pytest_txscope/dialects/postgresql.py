@@ -7,6 +7,7 @@ of which would take the transaction out of the core's hands.
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from ..errors import TransactionStateError
 from ..sql import PyformatConverter
 from ..url import DatabaseURL
-from .base import DBAPIConnection, DBAPICursor, Dialect
+from .base import CONSTRAINTS, SCHEMA, STATE, DBAPIConnection, DBAPICursor, Dialect
 
 __all__ = ["PostgreSQLBackend", "PostgreSQLDialect"]
 
@@ -35,8 +36,33 @@ _DATA_ONLY = (
 )  # fmt: skip
 
 
-def _may_change_schema(sql: str) -> bool:
-    return not sql.lstrip()[:9].upper().startswith(_DATA_ONLY)
+# What a rollback leaves in place (session advisory locks), or what decides whether commits must check deferred
+# constraints. SET, temporary tables, LISTEN and cursors are undone by the rollback that ends each test. Looked
+# for as substrings first: an unanchored regular expression costs microseconds on every statement.
+_DEFERRABLE = re.compile(r"\bDEFERRABLE\b", re.IGNORECASE)
+_SET_CONSTRAINTS = re.compile(r"\bSET\s+CONSTRAINTS\b", re.IGNORECASE)
+_UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
+_HAS_DEFERRABLE = "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)"
+# SET CONSTRAINTS is undone with the savepoint around it: the constraints' modes are back as they were, each
+# INITIALLY IMMEDIATE one immediate again (SET CONSTRAINTS ALL DEFERRED would defer those too).
+_CHECK_DEFERRED = [
+    "SAVEPOINT txscope_check",
+    "SET CONSTRAINTS ALL IMMEDIATE",
+    "ROLLBACK TO SAVEPOINT txscope_check",
+    "RELEASE SAVEPOINT txscope_check",
+]
+
+
+def _watch(sql: str) -> int:
+    flags = 0 if sql.lstrip()[:9].upper().startswith(_DATA_ONLY) else SCHEMA
+    upper = sql.upper()
+    if "ADVISORY_LOCK" in upper:
+        flags |= STATE
+    if ("DEFERRABLE" in upper and _DEFERRABLE.search(sql)) or (
+        "CONSTRAINTS" in upper and _SET_CONSTRAINTS.search(sql)
+    ):
+        flags |= CONSTRAINTS
+    return flags
 
 
 class PostgreSQLBackend(Dialect):
@@ -114,6 +140,15 @@ class PostgreSQLBackend(Dialect):
 
         return split_statements(script)
 
+    def statement_watch(self) -> Callable[[str], int] | None:
+        return _watch
+
+    def undo_state(self, connection: DBAPIConnection, sql: str) -> list[str] | None:
+        return [_UNLOCK_ALL]  # the only state watched: session advisory locks
+
+    def deferred_checks(self) -> tuple[str, list[str]] | None:
+        return _HAS_DEFERRABLE, _CHECK_DEFERRED
+
     def describe(self, connection: DBAPIConnection) -> str:
         info = connection.info
         return f"PostgreSQL connection to {info.host}:{info.port}/{info.dbname} as {info.user}"
@@ -180,6 +215,3 @@ class PostgreSQLDialect(PostgreSQLBackend):
                 raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
             message = pgconn.error_message.decode(errors="replace").strip()
             raise psycopg.OperationalError(message or "the connection to the server was lost")
-
-    def schema_watch(self) -> Callable[[str], bool] | None:
-        return _may_change_schema

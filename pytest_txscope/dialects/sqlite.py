@@ -11,16 +11,26 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError, TransactionStateError
 from ..sql import PyformatConverter
 from ..url import DatabaseURL
-from .base import DBAPIConnection, DBAPICursor, Dialect
+from .base import STATE, DBAPIConnection, DBAPICursor, Dialect
 
 __all__ = ["SQLiteDialect"]
 
+_PRAGMA = re.compile(r"\s*PRAGMA\s", re.IGNORECASE).match
+_SETS_PRAGMA = re.compile(r"\s*PRAGMA\s+((?:\w+\.)?(\w+))\s*(=|\()", re.IGNORECASE)
+# PRAGMAs that cannot be read back, and the value of a new connection.
+_WRITE_ONLY = {"case_sensitive_like": "0", "ignore_check_constraints": "0"}
+# PRAGMAs whose argument in parentheses asks a question rather than setting a value.
+_QUESTIONS = {
+    "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list", "foreign_key_list",
+    "foreign_key_check", "integrity_check", "quick_check", "wal_checkpoint", "incremental_vacuum", "optimize",
+}  # fmt: skip
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
 
@@ -147,6 +157,25 @@ class SQLiteDialect(Dialect):
         for params in seq:
             self._checker.convert(sql, params)
         return sql, seq
+
+    def statement_watch(self) -> Callable[[str], int] | None:
+        # PRAGMAs outlive a rollback, and a ":memory:" database cannot be reconnected to drop them.
+        return lambda sql: STATE if _PRAGMA(sql) else 0
+
+    def undo_state(self, connection: DBAPIConnection, sql: str) -> list[str] | None:
+        found = _SETS_PRAGMA.match(sql)
+        if found is None:
+            return []  # a PRAGMA that only reads
+        target, name, form = found.groups()
+        if form == "(" and name.lower() in _QUESTIONS:
+            return []
+        row = connection.execute(f"PRAGMA {target}").fetchone()
+        if row is None:
+            default = _WRITE_ONLY.get(name.lower())
+            return None if default is None else [f"PRAGMA {target} = {default}"]
+        value = row[0]
+        text = str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+        return [f"PRAGMA {target} = {text}"]
 
     def run_control(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
         # No network: sending statements one by one costs nothing, and executescript() would COMMIT first.

@@ -277,6 +277,44 @@ def test_session_commit(db_session):
     )
 
 
+@pytest.mark.backends("postgresql")
+def test_orm_commit_raises_on_a_violated_deferred_constraint(
+    pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Production checks a DEFERRABLE INITIALLY DEFERRED foreign key at COMMIT; the sandbox's release of a
+    # savepoint checked nothing, and the orphan was committed with its after_commit hooks run.
+    pytester.makefile(
+        ".sql",
+        reviews="CREATE TABLE reviews (id INT PRIMARY KEY, "
+        "book_id INT REFERENCES books (id) DEFERRABLE INITIALLY DEFERRED);\n",
+    )
+    project = sa_project(pytester, backend, monkeypatch, schema=("models:Base", "seed.sql", "reviews.sql"))
+    run(
+        project,
+        HEAD
+        + """
+from sqlalchemy import event, text
+
+
+def test_orphan_review(db_session):
+    committed = []
+    session = Session(models.engine)
+    event.listen(session, "after_commit", lambda s: committed.append(True))
+    session.execute(text("INSERT INTO reviews (id, book_id) VALUES (1, 404)"))
+    with pytest.raises(IntegrityError, match="reviews_book_id_fkey"):
+        session.commit()
+    session.rollback()
+    assert committed == []
+    session.add(Author(name="after"))
+    session.commit()
+    session.close()
+    assert sql_names(db_session) == ["after", "seed"]
+    assert db_session.fetchscalar("SELECT count(*) FROM reviews") == 0
+""",
+        passed=1,
+    )
+
+
 def test_sessionmaker(project: pytest.Pytester) -> None:
     run(
         project,
