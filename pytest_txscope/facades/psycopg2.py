@@ -39,9 +39,13 @@ class Psycopg2Connection(SandboxConnection):
         """A cursor on the sandbox connection: a server-side (named) one with ``name``."""
         self._check()
         factory = cursor_factory or self.cursor_factory
+        # psycopg2 refuses a named cursor without hold on a connection in autocommit mode, which the sandbox's
+        # real connection is (it sends BEGIN itself). WITH HOLD changes nothing here: a held cursor outlives
+        # only a COMMIT, and the sandbox's transaction never commits (its rollback removes the cursor).
+        hold = withhold or name is not None
 
         def make(raw: Any) -> Any:
-            return raw.cursor(name, cursor_factory=factory, withhold=withhold, scrollable=scrollable)
+            return raw.cursor(name, cursor_factory=factory, withhold=hold, scrollable=scrollable)
 
         return SandboxCursor(self, make=make)
 
