@@ -58,6 +58,13 @@ _CONTROL = re.compile(
     )\b""",
     re.IGNORECASE | re.VERBOSE,
 ).match
+# The first three characters of a statement `_CONTROL` may match (any case, as code writes it); a statement that
+# starts with whitespace is matched too.
+_CONTROL_HEADS = frozenset(
+    h
+    for word in ("BEG", "STA", "COM", "END", "ROL", "ABO", "SET", "PRE", "XA ", "XA\t")
+    for h in (word, word.lower(), word.capitalize())
+)
 _LEVEL = re.compile(
     r"ISOLATION\s+LEVEL\s+(READ\s+UNCOMMITTED|READ\s+COMMITTED|REPEATABLE\s+READ|SERIALIZABLE)", re.I
 )
@@ -123,12 +130,18 @@ class SandboxCursor:
     def execute(self, sql: str, params: Any = None, **kwargs: Any) -> SandboxCursor:
         """Run a statement (driver's parameter style and keywords) inside the connection's transaction."""
         connection = self._connection
-        control = _CONTROL(sql)
-        if control is not None:
-            connection.control_text(sql, control)
-            return self
-        channel = connection._begin()
-        if not connection.wrote and _may_write(sql):
+        if type(sql) is str:
+            head = sql[:3]
+            if head in _CONTROL_HEADS or head < "!":  # a cheap look first: the full match only for candidates
+                control = _CONTROL(sql)
+                if control is not None:
+                    connection.control_text(sql, control)
+                    return self
+            channel = connection._begin()
+            if not connection.wrote and _may_write(sql):
+                connection.wrote = True
+        else:  # psycopg's sql.Composed, bytes: sent as they are
+            channel = connection._begin()
             connection.wrote = True
         if kwargs:
             args = () if params is None else (params,)
@@ -147,7 +160,7 @@ class SandboxCursor:
         """Run a statement once per parameter set (driver's keywords, e.g. psycopg's ``returning=``)."""
         connection = self._connection
         channel = connection._begin()
-        if not connection.wrote and _may_write(sql):
+        if not connection.wrote and (type(sql) is not str or _may_write(sql)):
             connection.wrote = True
         connection.send(
             channel, sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params, **kwargs)
