@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import inspect
 import re
 import warnings
@@ -24,185 +23,14 @@ from typing import Any, TypeVar
 
 from .core import Channel, Session
 from .core.channel import short_sql
+from .dbapi_cursor import SandboxCursor
+from .dbapi_support import LEVEL, AutocommitFlag, driver_error, level_name
 from .errors import SandboxIsolationWarning, SandboxRefusedError, TransactionStateError
 from .places import Place, caller_place
 
 __all__ = ["SandboxConnection", "SandboxCursor", "driver_error"]
 
 _T = TypeVar("_T")
-
-# Statements that only read, or only control transactions: the rest may change data.
-_READS = (
-    "SELECT",
-    "SHOW",
-    "EXPLAIN",
-    "DESCRIBE",
-    "PRAGMA",
-    "VALUES",
-    "SET",
-    "SAVEPOINT",
-    "RELEASE",
-    "ROLLBACK",
-)
-
-# Transaction control sent as text: it would end (or try to set up) the sandbox's own transaction. One C-level
-# match per statement; an ordinary statement fails it at its first word.
-_CONTROL = re.compile(
-    r"""\s*(?:
-      (?P<refuse>PREPARE\s+TRANSACTION|(?:COMMIT|ROLLBACK)\s+PREPARED|XA\s)
-    | (?P<begin>BEGIN|START\s+TRANSACTION)
-    | (?P<commit>COMMIT|END)
-    | (?P<rollback>ROLLBACK|ABORT)(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)
-    | (?P<characteristics>SET\s+(?:SESSION\s+|LOCAL\s+|GLOBAL\s+)?TRANSACTION
-        | SET\s+SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION)
-    )\b""",
-    re.IGNORECASE | re.VERBOSE,
-).match
-# The first three characters of a statement `_CONTROL` may match (any case, as code writes it); a statement that
-# starts with whitespace is matched too.
-_CONTROL_HEADS = frozenset(
-    h
-    for word in ("BEG", "STA", "COM", "END", "ROL", "ABO", "SET", "PRE", "XA ", "XA\t")
-    for h in (word, word.lower(), word.capitalize())
-)
-_LEVEL = re.compile(
-    r"ISOLATION\s+LEVEL\s+(READ\s+UNCOMMITTED|READ\s+COMMITTED|REPEATABLE\s+READ|SERIALIZABLE)", re.I
-)
-
-# Driver cursor methods other than execute/executemany that send SQL (or read a result set of one).
-_SENDING = frozenset(
-    ("copy", "stream", "scroll", "callproc", "nextset", "copy_expert", "copy_from", "copy_to")
-)
-
-_made: dict[tuple[str, str, type[Exception]], type[Exception]] = {}
-
-
-def driver_error(module: str, name: str, ours: type[Exception]) -> type[Exception]:
-    """A class deriving from the driver's error ``module.name`` and from ``ours``: code that catches the
-    driver's error catches it, and so does code that catches ours. Made (and the driver imported) when first
-    needed."""
-    key = (module, name, ours)
-    made = _made.get(key)
-    if made is None:
-        base = getattr(importlib.import_module(module), name)
-        made = type(f"Sandbox{name}", (base, ours), {"__module__": __name__})
-        _made[key] = made
-    return made
-
-
-def _may_write(sql: str) -> bool:
-    return not sql.lstrip()[:9].upper().startswith(_READS)
-
-
-def level_name(level: object) -> str:
-    """An isolation level as SQL spells it (``REPEATABLE READ``) from a name, an enum or SQL text."""
-    text = str(getattr(level, "name", level))
-    return " ".join(text.replace("_", " ").replace("-", " ").split()).upper()
-
-
-class SandboxCursor:
-    """A cursor whose statements run inside the sandbox (the driver's cursor does the rest)."""
-
-    def __init__(
-        self,
-        connection: SandboxConnection,
-        args: tuple[Any, ...] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        make: Callable[[Any], Any] | None = None,
-    ) -> None:
-        self._connection = connection
-        given = dict(kwargs or {})
-        # How to make the driver's cursor on a connection: its cursor() with the given arguments by default.
-        self._make = make or (lambda raw: raw.cursor(*args, **given))
-        # The driver's cursor is made when first needed: the first statement of a sandbox may find its connection
-        # dead and replace it (see Channel.flush), and sqlite3 refuses even a cursor on a closed connection.
-        self._raw: Any = None
-        self._cursor: Any = None
-
-    def _current(self, raw: Any) -> Any:
-        """The driver's cursor on ``raw``, made now if there is none on it yet."""
-        if raw is not self._raw:
-            self._raw = raw
-            self._cursor = self._make(raw)
-        return self._cursor
-
-    def execute(self, sql: str, params: Any = None, **kwargs: Any) -> SandboxCursor:
-        """Run a statement (driver's parameter style and keywords) inside the connection's transaction."""
-        connection = self._connection
-        if type(sql) is str:
-            head = sql[:3]
-            if head in _CONTROL_HEADS or head < "!":  # a cheap look first: the full match only for candidates
-                control = _CONTROL(sql)
-                if control is not None:
-                    connection.control_text(sql, control)
-                    return self
-            channel = connection._begin()
-            if not connection.wrote and _may_write(sql):
-                connection.wrote = True
-        else:  # psycopg's sql.Composed, bytes: sent as they are
-            channel = connection._begin()
-            connection.wrote = True
-        if kwargs:
-            args = () if params is None else (params,)
-            send = lambda: self._current(channel.connection).execute(sql, *args, **kwargs)  # noqa: E731
-        elif params is None:
-            send = lambda: self._current(channel.connection).execute(sql)  # noqa: E731
-        else:
-            send = lambda: self._current(channel.connection).execute(sql, params)  # noqa: E731
-        if connection.protecting:
-            connection.send_protected(channel, sql, send)
-        else:
-            channel.checked(sql, send)
-        return self
-
-    def executemany(self, sql: str, seq_of_params: Sequence[Any], **kwargs: Any) -> SandboxCursor:
-        """Run a statement once per parameter set (driver's keywords, e.g. psycopg's ``returning=``)."""
-        connection = self._connection
-        channel = connection._begin()
-        if not connection.wrote and (type(sql) is not str or _may_write(sql)):
-            connection.wrote = True
-        connection.send(
-            channel, sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params, **kwargs)
-        )
-        return self
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._current(self._connection.session.connection))
-
-    def __enter__(self) -> SandboxCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the driver's cursor; quietly when its connection is gone (nothing is left to free)."""
-        if self._cursor is not None:
-            try:
-                self._cursor.close()
-            except Exception:
-                if self._connection.session.dialect.is_alive(self._raw):
-                    raise
-
-    def _sending(self, name: str) -> Callable[..., Any]:
-        """The driver's ``name`` method (copy, stream, callproc ...), called after the sandbox's pending BEGIN /
-        SAVEPOINT went out, watched as a statement is."""
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            connection = self._connection
-            channel = connection._begin()
-            connection.wrote = True
-            method = getattr(self._current(channel.connection), name)
-            return connection.send(channel, f"{name}()", lambda: method(*args, **kwargs))
-
-        return call
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _SENDING:
-            return self._sending(name)
-        # fetchone, fetchall, rowcount, description, lastrowid ...: the driver's own cursor answers.
-        return getattr(self._current(self._connection.session.connection), name)
 
 
 class SandboxConnection:
@@ -253,16 +81,20 @@ class SandboxConnection:
         return self._session
 
     def _check(self) -> None:
+        self._check_open()
+        if self._check_thread is not None:
+            self._check_thread()  # a pool may hand this object to another thread
+
+    def _check_open(self) -> None:
         if self._closed:
             message = "this sandbox connection is closed; ask the sandbox for a new one"
             if self.closed_error is None:
                 raise TransactionStateError(message)
             module, name, text = self.closed_error
             raise driver_error(module, name, TransactionStateError)(f"{text}: {message}")
-        if self._check_thread is not None:
-            self._check_thread()  # a pool may hand this object to another thread
 
-    def _begin(self) -> Channel:
+    def statement_channel(self) -> Channel:
+        """Check the connection is usable, open its transaction if none is, and return the channel."""
         self._check()
         session = self._session
         if session.transaction is None:
@@ -337,7 +169,7 @@ class SandboxConnection:
         self._open_explicit()
 
     def _open_explicit(self) -> Any:
-        self._begin()
+        self.statement_channel()
         if self._autocommit:  # the joined transaction gives way to a savepoint of the application's
             self.began_at = caller_place(inspect.currentframe())
             return self._session.begin()
@@ -364,14 +196,15 @@ class SandboxConnection:
     def commit(self) -> None:
         """Release the current savepoint (the application's commit) and fire its callbacks; nothing in
         autocommit mode outside an explicit transaction."""
-        self._check()
+        self._check_open()
         tx = self._app_transaction()
         if tx is not None:
             tx.commit()  # a broken transaction (another session's rollback took it) raises, never silently
 
     def rollback(self) -> None:
         """Roll back to the current savepoint (the application's rollback)."""
-        self._check()
+        # No thread check: a pool's finalizer may roll back from anywhere, after the sandbox ended too.
+        self._check_open()
         tx = self._app_transaction()
         if tx is not None:
             tx.rollback()
@@ -387,11 +220,11 @@ class SandboxConnection:
         """psycopg's and the DB-API's flag."""
         return self._closed
 
-    def control_text(self, sql: str, match: re.Match[str]) -> None:
+    def control_text(self, sql: str, match: re.Match[str]) -> bool:
         """Transaction control the code sent as SQL text, as the server would treat it for this connection:
         COMMIT is `commit()`, ROLLBACK is `rollback()`, BEGIN opens a transaction (after committing an open one
         on MySQL), isolation levels and other characteristics cannot apply (one warning); two-phase and XA
-        statements are refused."""
+        statements are refused. False: the text goes to the server as it is."""
         kind = match.lastgroup
         shown = repr(short_sql(sql))
         if kind == "refuse":
@@ -404,13 +237,13 @@ class SandboxConnection:
             self.rollback()
         elif kind == "characteristics":
             self._check()
-            level = _LEVEL.search(sql)
+            level = LEVEL.search(sql)
             self.ask_isolation(
                 level.group(1) if level else sql[match.end("characteristics") :].strip(), shown
             )
         else:
             self._check()
-            level = _LEVEL.search(sql)
+            level = LEVEL.search(sql)
             if level is not None:
                 self.ask_isolation(level.group(1), shown)
             tx = self._app_transaction()
@@ -419,6 +252,7 @@ class SandboxConnection:
                 tx = None
             if tx is None:
                 self._open_explicit()
+        return True
 
     # ------------------------------------------------------------------------------- autocommit mode
     @property
@@ -464,7 +298,7 @@ class SandboxConnection:
         if asked == in_effect:
             return
         self._warned.add(asked)
-        known = _LEVEL.fullmatch(f"ISOLATION LEVEL {asked}") is not None
+        known = LEVEL.fullmatch(f"ISOLATION LEVEL {asked}") is not None
         what = f"isolation level {asked}" if known else f"transaction characteristics {asked!r}"
         warnings.warn(SandboxIsolationWarning(what, how, in_effect), stacklevel=4)
 
@@ -484,7 +318,7 @@ class SandboxConnection:
     def autocommit(self) -> Any:
         """Whether autocommit mode is on: reads as a bool (psycopg, sqlite3), and ``conn.autocommit(True)``
         switches it (PyMySQL, mysqlclient)."""
-        return _AutocommitFlag(self)
+        return AutocommitFlag(self)
 
     @autocommit.setter
     def autocommit(self, value: object) -> None:
@@ -527,25 +361,3 @@ class SandboxConnection:
             )
         # Read-only driver attributes (info, server_version, in_transaction, ...) come from the real one.
         return getattr(self._session.connection, name)
-
-
-class _AutocommitFlag:
-    """``conn.autocommit`` reads as the mode (psycopg) and ``conn.autocommit(True)`` switches it (PyMySQL)."""
-
-    def __init__(self, connection: SandboxConnection) -> None:
-        self._connection = connection
-
-    def __bool__(self) -> bool:
-        return self._connection.autocommit_mode
-
-    def __eq__(self, other: object) -> bool:
-        return bool(self) == other
-
-    def __hash__(self) -> int:
-        return hash(bool(self))
-
-    def __repr__(self) -> str:
-        return repr(bool(self))
-
-    def __call__(self, value: object) -> None:
-        self._connection.switch_autocommit(bool(value))

@@ -46,7 +46,7 @@ class _MySQLConnection(SandboxConnection):
 
     def query(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
         """The drivers' low-level ``query()``, run inside the sandbox's transaction as a cursor's would."""
-        channel = self._begin()
+        channel = self.statement_channel()
         text = sql.decode() if isinstance(sql, bytes) else str(sql)
         self.wrote = True
         return self.send(channel, text, lambda: channel.connection.query(sql, *args, **kwargs))
