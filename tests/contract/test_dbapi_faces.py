@@ -227,6 +227,7 @@ def test_switching_autocommit_inside_a_transaction_does_what_the_driver_does(
 def test_psycopg_transaction_block_in_autocommit_mode_is_a_savepoint(engine: Engine, peer: Peer) -> None:
     with Sandbox(engine) as sandbox:
         conn = sandbox.connection({"autocommit": True})
+        assert conn.autocommit is True
         with pytest.raises(ZeroDivisionError), conn.transaction():
             conn.execute(INSERT["postgresql"], (1, "undone"))
             raise ZeroDivisionError
