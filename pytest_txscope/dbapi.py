@@ -81,7 +81,8 @@ class SandboxConnection:
         return self._session
 
     def _check(self) -> None:
-        self._check_open()
+        if self._closed:  # every statement passes here: no call unless it raises
+            self._check_open()
         if self._check_thread is not None:
             self._check_thread()  # a pool may hand this object to another thread
 
