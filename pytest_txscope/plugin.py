@@ -325,18 +325,7 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     sandbox.thread_timeout = settings.thread_timeout
     if options.get("shared"):
         sandbox.share()
-    sa_engines = request.config.stash[STATE].sa_engines
-    watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
-    try:
-        if sa_engines:
-            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
-        if watched:
-            sqlalchemy_module().watch_unpinned(sandbox)
-    except BaseException as exc:
-        sandbox.stop()
-        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
-            setup_failed(request, exc, "the application's engines")
-        raise
+    watched = _pin_sqlalchemy_engines(request, sandbox)
     node.stash[_SANDBOX] = sandbox
     try:
         yield sandbox
@@ -352,6 +341,23 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not _reported(node, error):
             raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
+
+
+def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:
+    """Pin the app's SQLAlchemy engines to ``sandbox`` and watch the others; whether they are watched."""
+    sa_engines = request.config.stash[STATE].sa_engines
+    watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
+    try:
+        if sa_engines:
+            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
+        if watched:
+            sqlalchemy_module().watch_unpinned(sandbox)
+    except BaseException as exc:
+        sandbox.stop()
+        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
+            setup_failed(request, exc, "the application's engines")
+        raise
+    return watched
 
 
 @pytest.fixture
