@@ -290,6 +290,12 @@ models.aengine = create_async_engine({async_url(backend)})
 import asyncio
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _dispose_the_async_engine():
+    yield
+    asyncio.run(models.aengine.dispose())
+
+
 def test_async_write(db_session):
     async def write():
         async with models.aengine.begin() as conn:
@@ -326,4 +332,49 @@ def test_an_engine_on_a_driver_pytest_txscope_does_not_drive(backend: Backend) -
         "which pytest-txscope cannot pin (its sandbox connections are made with one of: postgresql+psycopg://, "
         f"postgresql+psycopg2://); create the engine on one of those, the same as the test database's "
         f"({test.scheme}://)"
+    )
+
+
+MISSING_DRIVER_APP = """
+import sys
+from sqlalchemy import create_engine
+
+{hide}
+engine = create_engine("{url}")
+"""
+
+
+@pytest.mark.backends("sqlite-file")  # the plugin's embedded database: the engine never gets to connect
+@pytest.mark.parametrize(
+    ("url", "hide", "fix"),
+    [
+        (
+            "postgresql+pg8000://app@localhost/shop_test",
+            "",
+            "the application's engine names a driver that is not installed (pg8000), and that pytest-txscope "
+            "cannot pin engines on anyway; use one it can, installed with pip install 'pytest-txscope[<extra>]': "
+            "sqlite3 ([sqlite]), psycopg ([postgresql]), psycopg2 ([psycopg2]), PyMySQL ([mysql]), "
+            "mysqlclient ([mysqlclient])",
+        ),
+        (
+            "postgresql+psycopg2://app@localhost/shop_test",
+            "sys.modules['psycopg2'] = None  # as if it were not installed",
+            "the application's engine names a driver that is not installed; install it with: "
+            "pip install 'pytest-txscope[psycopg2]'",
+        ),
+    ],
+    ids=["unknown", "not-installed"],
+)
+def test_an_engine_whose_driver_is_missing(
+    pytester: pytest.Pytester, backend: Backend, url: str, hide: str, fix: str
+) -> None:
+    # Before: "fix that error in the module: it happens when the module is imported", about the missing driver.
+    pytester.makepyfile(shop=MISSING_DRIVER_APP.format(url=url, hide=hide))
+    pytester.makefile(".ini", pytest="[pytest]\naddopts = -p no:randomly\ntxscope_engines = shop:engine\n")
+    pytester.makepyfile(test_app=SANDBOXED)
+    result = pytester.runpytest_subprocess()  # hiding psycopg2 must not reach this process
+    stopped_at_setup(
+        result,
+        "pytest_txscope.errors.ImportPathError: txscope_engines entry 'shop:engine' cannot be imported: "
+        f"ModuleNotFoundError: * (raised at *shop.py:5); {fix.replace('[', '[[]')}",  # fnmatch: [ is a class
     )

@@ -118,8 +118,9 @@ def test_sqlite_isolation_levels_take_effect(
 
 @pytest.mark.backends("postgresql-psycopg2")
 def test_psycopg2_autocommit_never_commits_for_real(engine: Engine, app_factory: Any, peer: Peer) -> None:
-    # Before: set_isolation_level(AUTOCOMMIT) switched the real connection to autocommit, and the app's rows
-    # were committed for real. Refused now (or, once supported, kept in the sandbox): nothing survives.
+    # set_isolation_level(AUTOCOMMIT) used to reach the real connection, behind the sandbox's back; it is
+    # refused now, as autocommit is on the other drivers (or, once h1 supports it, kept in the sandbox).
+    # Either way nothing survives.
     from sqlalchemy import text
 
     app = app_factory(isolation_level="AUTOCOMMIT")
