@@ -378,3 +378,22 @@ def test_an_engine_whose_driver_is_missing(
         "pytest_txscope.errors.ImportPathError: txscope_engines entry 'shop:engine' cannot be imported: "
         f"ModuleNotFoundError: * (raised at *shop.py:5); {fix.replace('[', '[[]')}",  # fnmatch: [ is a class
     )
+
+
+@pytest.mark.backends("sqlite-file")  # no database is reached: pytest stops at start-up
+def test_a_test_database_url_on_a_driver_pytest_txscope_does_not_drive(
+    pytester: pytest.Pytester, backend: Backend
+) -> None:
+    pytester.makepyfile(test_app=SANDBOXED)
+    result = pytester.runpytest(
+        "-p", "no:randomly", "-o", "txscope_url=postgresql+pg8000://u:secret@h/db_test"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: txscope_url: unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db_test; for "
+            "this database use one of: postgresql+psycopg://, postgresql+psycopg2:// (the first is the default, "
+            "also used when the scheme names no driver)"
+        ]
+    )
+    assert "secret" not in result.stdout.str() + result.stderr.str()
