@@ -259,17 +259,6 @@ class SandboxConnection:
         """psycopg's setter method: refused for True, as the attribute is."""
         self.autocommit = value
 
-    def set_isolation_level(self, level: int) -> None:
-        """psycopg2's (SQLAlchemy's psycopg2 dialect calls it for ``isolation_level``): level 0 is autocommit, as
-        ``autocommit = True``; other levels are for transactions not yet begun, and the sandbox's has begun.
-        Never passed to the real connection: psycopg2 would roll back the sandbox's transaction first."""
-        self.autocommit = level == 0
-
-    def set_session(self, isolation_level: object = None, readonly: object = None, **kwargs: object) -> None:
-        """psycopg2's: the session characteristics of transactions not yet begun (see `set_isolation_level`);
-        ``autocommit=True`` as ``autocommit = True``."""
-        self.autocommit = bool(kwargs.get("autocommit"))
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("tpc_"):
             raise SandboxRefusedError(
