@@ -1,113 +1,55 @@
 """A DB-API connection object over a sandbox's connection, for code that wants a raw connection.
 
-It behaves like the driver's own connection in its default (non-autocommit) mode: the first statement opens a
-transaction, ``commit()`` ends it, ``rollback()`` undoes it, ``close()`` discards what is uncommitted. Inside the
-sandbox those become a SAVEPOINT, its RELEASE and a ROLLBACK TO it. Statements use the driver's own parameter
-style, as they would on the real connection. What would end the sandbox's transaction is refused.
+It behaves like the driver's own connection: in the default (non-autocommit) mode the first statement opens a
+transaction, ``commit()`` ends it, ``rollback()`` undoes it, ``close()`` discards what is uncommitted; inside the
+sandbox those become a SAVEPOINT, its RELEASE and a ROLLBACK TO it. In autocommit mode each statement is
+"committed" at once: it runs in the sandbox's transaction with no savepoint of the application's. Statements use
+the driver's own parameter style, and every driver call that sends SQL runs after the sandbox's pending
+BEGIN / SAVEPOINT. Transaction control sent as SQL text (``COMMIT``, ``ROLLBACK``, ``BEGIN``) maps onto the
+application's transaction. What would end the sandbox's transaction is refused. The per-driver faces
+(`pytest_txscope.facades`) add each driver's own API and errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
+import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .core import Channel, Session
-from .errors import SandboxRefusedError, TransactionStateError
+from .core.channel import short_sql
+from .dbapi_cursor import SandboxCursor
+from .dbapi_support import LEVEL, AutocommitFlag, driver_error, level_name
+from .errors import SandboxIsolationWarning, SandboxRefusedError, TransactionStateError
 from .places import Place, caller_place
 
-__all__ = ["SandboxConnection", "SandboxCursor"]
+__all__ = ["SandboxConnection", "SandboxCursor", "driver_error"]
 
-# Statements that only read, or only control transactions: the rest may change data.
-_READS = (
-    "SELECT",
-    "SHOW",
-    "EXPLAIN",
-    "DESCRIBE",
-    "PRAGMA",
-    "VALUES",
-    "SET",
-    "SAVEPOINT",
-    "RELEASE",
-    "ROLLBACK",
-)
-
-
-def _may_write(sql: str) -> bool:
-    return not sql.lstrip()[:9].upper().startswith(_READS)
-
-
-class SandboxCursor:
-    """A cursor whose statements run inside the sandbox (the driver's cursor does the rest)."""
-
-    def __init__(self, connection: SandboxConnection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._connection = connection
-        self._args = (args, kwargs)
-        # The driver's cursor is made when first needed: the first statement of a sandbox may find its connection
-        # dead and replace it (see Channel.flush), and sqlite3 refuses even a cursor on a closed connection.
-        self._raw: Any = None
-        self._cursor: Any = None
-
-    def _current(self, raw: Any) -> Any:
-        """The driver's cursor on ``raw``, made now if there is none on it yet."""
-        if raw is not self._raw:
-            self._raw = raw
-            self._cursor = raw.cursor(*self._args[0], **self._args[1])
-        return self._cursor
-
-    def execute(self, sql: str, params: Any = None) -> SandboxCursor:
-        """Run a statement (driver's parameter style) inside the connection's current savepoint."""
-        channel = self._connection._begin()
-        if not self._connection.wrote and _may_write(sql):
-            self._connection.wrote = True
-        if params is None:
-            channel.checked(sql, lambda: self._current(channel.connection).execute(sql))
-        else:
-            channel.checked(sql, lambda: self._current(channel.connection).execute(sql, params))
-        return self
-
-    def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
-        """Run a statement once per parameter set inside the connection's current savepoint."""
-        channel = self._connection._begin()
-        if not self._connection.wrote and _may_write(sql):
-            self._connection.wrote = True
-        channel.checked(sql, lambda: self._current(channel.connection).executemany(sql, seq_of_params))
-        return self
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._current(self._connection.session.connection))
-
-    def __enter__(self) -> SandboxCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the driver's cursor; quietly when its connection is gone (nothing is left to free)."""
-        if self._cursor is not None:
-            try:
-                self._cursor.close()
-            except Exception:
-                if self._connection.session.dialect.is_alive(self._raw):
-                    raise
-
-    def __getattr__(self, name: str) -> Any:
-        # fetchone, fetchall, rowcount, description, lastrowid ...: the driver's own cursor answers.
-        return getattr(self._current(self._connection.session.connection), name)
+_T = TypeVar("_T")
 
 
 class SandboxConnection:
     """A DB-API connection on the sandbox's connection, for code (or a library) that wants a raw one.
 
-    It behaves like the driver's connection in its default, non-autocommit mode: the first statement opens a
-    transaction (a SAVEPOINT in the sandbox), ``commit()`` releases it, ``rollback()`` rolls back to it,
-    ``close()`` discards uncommitted work and leaves the real connection open. Statements use the driver's own
-    parameter style. Switching to autocommit and two-phase commit are refused with `SandboxRefusedError`;
-    psycopg's ``with conn.transaction():`` and PyMySQL's ``begin()`` map onto savepoints.
+    In the driver's default mode the first statement opens a transaction (a SAVEPOINT in the sandbox),
+    ``commit()`` releases it, ``rollback()`` rolls back to it, ``close()`` discards uncommitted work and leaves the
+    real connection open. In autocommit mode (``connect(autocommit=True)`` or switched on) each statement runs
+    in the sandbox's transaction at once and ``commit()`` does nothing. ``COMMIT``, ``ROLLBACK`` and ``BEGIN``
+    sent as SQL map onto ``commit()``, ``rollback()`` and a new transaction; isolation levels cannot apply and
+    give one `SandboxIsolationWarning`; two-phase commit is refused with `SandboxRefusedError`.
     """
+
+    closed_error: tuple[str, str, str] | None = None
+    """The driver's error for a closed connection: (module, class name, message); None raises ours alone."""
+    begin_commits_first = True
+    """``BEGIN`` inside an open transaction commits it first (MySQL); PostgreSQL ignores it (with a warning)."""
+    isolation_query = "SHOW transaction_isolation"
+    """The query whose last column of the first row is the level of the sandbox's transaction."""
 
     def __init__(
         self,
@@ -125,17 +67,35 @@ class SandboxConnection:
         """Where the code that began the current transaction is (for the end-of-test check of open ones)."""
         self.wrote = False
         """Whether a statement of the current transaction may have changed data (the same check)."""
+        self.protecting = False
+        """True in autocommit mode where the sandbox protects statements: each runs in a savepoint of its own."""
+        self._autocommit = False
+        self._in_effect: str | None = None
+        self._warned: set[str] = set()
+        if self.connect_kwargs.get("autocommit"):
+            self.switch_autocommit(True)
 
     @property
     def session(self) -> Session:
         """The guest session behind this connection."""
         return self._session
 
-    def _begin(self) -> Channel:
-        if self._closed:
-            raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+    def _check(self) -> None:
+        self._check_open()
         if self._check_thread is not None:
             self._check_thread()  # a pool may hand this object to another thread
+
+    def _check_open(self) -> None:
+        if self._closed:
+            message = "this sandbox connection is closed; ask the sandbox for a new one"
+            if self.closed_error is None:
+                raise TransactionStateError(message)
+            module, name, text = self.closed_error
+            raise driver_error(module, name, TransactionStateError)(f"{text}: {message}")
+
+    def statement_channel(self) -> Channel:
+        """Check the connection is usable, open its transaction if none is, and return the channel."""
+        self._check()
         session = self._session
         if session.transaction is None:
             self.began_at = caller_place(inspect.currentframe())
@@ -143,18 +103,45 @@ class SandboxConnection:
         session.autobegin()
         return session.channel
 
+    def send(self, channel: Channel, sql: str, send: Callable[[], _T]) -> _T:
+        """Run ``send`` (a driver call that sends ``sql``) after what is queued, as a statement of this
+        connection: in its own savepoint when `protecting`."""
+        if self.protecting:
+            return self.send_protected(channel, sql, send)
+        return channel.checked(sql, send)
+
+    def send_protected(self, channel: Channel, sql: str, send: Callable[[], _T]) -> _T:
+        """Run ``send`` inside a statement savepoint, so that its failure leaves the sandbox's transaction usable
+        (autocommit mode on PostgreSQL: the statement has no savepoint of the application's around it)."""
+        gate = channel.gate
+        if gate is not None:  # the queue is shared: hold the connection before touching it
+            gate.acquire()
+        try:
+            stack = channel.stack
+            name = stack.protect()
+            try:
+                result = channel.checked(sql, send)
+            except Exception:
+                stack.protected(name, failed=True)
+                raise
+            stack.protected(name, failed=False)
+            return result
+        finally:
+            if gate is not None:
+                gate.release()
+
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
-        """A cursor on the sandbox connection."""
-        self._begin()
+        """A cursor on the sandbox connection (the driver's ``cursor()`` arguments)."""
+        self._check()
         return SandboxCursor(self, args, kwargs)
 
-    def execute(self, sql: str, params: Any = None) -> SandboxCursor:
+    def execute(self, sql: str, params: Any = None, **kwargs: Any) -> SandboxCursor:
         """Shortcut of sqlite3 and psycopg: a new cursor, executed."""
-        return self.cursor().execute(sql, params)
+        return self.cursor().execute(sql, params, **kwargs)
 
-    def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> SandboxCursor:
+    def executemany(self, sql: str, seq_of_params: Sequence[Any], **kwargs: Any) -> SandboxCursor:
         """Shortcut of sqlite3: a new cursor, ``executemany``'d."""
-        return self.cursor().executemany(sql, seq_of_params)
+        return self.cursor().executemany(sql, seq_of_params, **kwargs)
 
     def executescript(self, script: str) -> SandboxCursor:
         """sqlite3's ``executescript`` commits first; here the statements run one by one in the savepoint."""
@@ -163,44 +150,62 @@ class SandboxConnection:
             cursor.execute(statement)
         return cursor
 
-    def begin(self) -> None:
-        """PyMySQL's explicit ``begin()``: opens the transaction that ``commit()`` ends (a savepoint).
-
-        As on MySQL, where BEGIN first commits a pending transaction, an open one is committed first.
-        """
+    # ------------------------------------------------------------------------------------ transactions
+    def _app_transaction(self) -> Any:
+        """The transaction the application has open (not the joined one of autocommit mode), or None."""
         tx = self._session.transaction
+        if tx is None or (self._autocommit and tx.implicit):
+            return None
+        return tx
+
+    def begin(self) -> None:
+        """PyMySQL's explicit ``begin()``: opens the transaction that ``commit()`` ends (a savepoint), in
+        autocommit mode too. As on MySQL, where BEGIN first commits a pending transaction, an open one is
+        committed first."""
+        self._check()
+        tx = self._app_transaction()
         if tx is not None and tx.is_active:
             tx.commit()
-        self._begin()
+        self._open_explicit()
+
+    def _open_explicit(self) -> Any:
+        self.statement_channel()
+        if self._autocommit:  # the joined transaction gives way to a savepoint of the application's
+            self.began_at = caller_place(inspect.currentframe())
+            return self._session.begin()
+        return self._session.transaction
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Any]:
-        """psycopg's ``with conn.transaction():``: with no transaction open, the connection's transaction,
-        committed at the end of the block (a savepoint release in the sandbox); inside an open one, a savepoint
-        of its own. An exception (or ``force_rollback``) rolls the block back. ``savepoint_name`` is ignored:
-        the sandbox names savepoints itself."""
-        # As psycopg does: with no transaction open the block is the transaction (committed at its end);
-        # inside an open one it is a savepoint of its own.
-        opened = self._session.transaction is None
-        self._begin()
-        inner = self._session.transaction
-        assert inner is not None
-        if opened:
-            inner.implicit = False  # the block owns the transaction the call opened
-        with inner if opened else inner.begin_nested() as tx:
+        """psycopg's ``with conn.transaction():``: with no transaction open (in autocommit mode too), the
+        connection's transaction, committed at the end of the block (a savepoint release in the sandbox);
+        inside an open one, a savepoint of its own. An exception (or ``force_rollback``) rolls the block back.
+        ``savepoint_name`` is ignored: the sandbox names savepoints itself."""
+        self._check()
+        outer = self._app_transaction()
+        if outer is None:
+            block = self._open_explicit()
+            block.implicit = False  # the block owns the transaction the call opened
+        else:
+            block = outer.begin_nested()
+        with block as tx:
             yield tx
             if force_rollback and tx.is_active:
                 tx.rollback()
 
     def commit(self) -> None:
-        """Release the current savepoint (the application's commit) and fire its callbacks."""
-        tx = self._session.transaction
+        """Release the current savepoint (the application's commit) and fire its callbacks; nothing in
+        autocommit mode outside an explicit transaction."""
+        self._check_open()
+        tx = self._app_transaction()
         if tx is not None:
             tx.commit()  # a broken transaction (another session's rollback took it) raises, never silently
 
     def rollback(self) -> None:
         """Roll back to the current savepoint (the application's rollback)."""
-        tx = self._session.transaction
+        # No thread check: a pool's finalizer may roll back from anywhere, after the sandbox ended too.
+        self._check_open()
+        tx = self._app_transaction()
         if tx is not None:
             tx.rollback()
 
@@ -215,21 +220,117 @@ class SandboxConnection:
         """psycopg's and the DB-API's flag."""
         return self._closed
 
-    # ---------------------------------------------------------------------- what would end the transaction
+    def control_text(self, sql: str, match: re.Match[str]) -> bool:
+        """Transaction control the code sent as SQL text, as the server would treat it for this connection:
+        COMMIT is `commit()`, ROLLBACK is `rollback()`, BEGIN opens a transaction (after committing an open one
+        on MySQL), isolation levels and other characteristics cannot apply (one warning); two-phase and XA
+        statements are refused. False: the text goes to the server as it is."""
+        kind = match.lastgroup
+        shown = repr(short_sql(sql))
+        if kind == "refuse":
+            raise SandboxRefusedError(
+                f"{shown} sent as SQL", "a prepared (two-phase) transaction outlives it"
+            )
+        if kind == "commit":
+            self.commit()
+        elif kind == "rollback":
+            self.rollback()
+        elif kind == "characteristics":
+            self._check()
+            level = LEVEL.search(sql)
+            self.ask_isolation(
+                level.group(1) if level else sql[match.end("characteristics") :].strip(), shown
+            )
+        else:
+            self._check()
+            level = LEVEL.search(sql)
+            if level is not None:
+                self.ask_isolation(level.group(1), shown)
+            tx = self._app_transaction()
+            if tx is not None and self.begin_commits_first:
+                tx.commit()
+                tx = None
+            if tx is None:
+                self._open_explicit()
+        return True
+
+    # ------------------------------------------------------------------------------- autocommit mode
+    @property
+    def autocommit_mode(self) -> bool:
+        """Whether each statement is committed at once (the driver's autocommit mode)."""
+        return self._autocommit
+
+    def switch_autocommit(self, on: bool) -> None:
+        """Enter or leave autocommit mode. With an application transaction open, `in_transaction_switch` says
+        what happens (MySQL commits it; psycopg refuses)."""
+        self._check()
+        on = bool(on)
+        if on == self._autocommit:
+            return
+        tx = self._app_transaction()
+        if tx is not None:
+            self.in_transaction_switch("autocommit")
+            tx = self._app_transaction()
+            if tx is not None:
+                tx.commit()
+        joined = self._session.transaction
+        if joined is not None:  # autocommit mode's joined transaction: it sends nothing
+            joined.commit()
+        lane = self._session.lane
+        lane.policy = dataclasses.replace(lane.policy, implicit_joins=on)
+        self._autocommit = on
+        self.protecting = on and lane.policy.protect_statements
+
+    def in_transaction_switch(self, setting: str) -> None:
+        """Called when the code changes ``setting`` while its transaction is open: raise the driver's error
+        (psycopg), or return and let the switch commit the transaction first (MySQL, the default)."""
+
+    # ---------------------------------------------------------------------------------- isolation
+    def ask_isolation(self, level: object, how: str) -> None:
+        """The code asked for isolation ``level`` (or other transaction characteristics): it cannot apply in
+        the sandbox's transaction unless it is that transaction's own level; warn once per level."""
+        if level is None:
+            return
+        asked = level_name(level)
+        if asked in ("DEFAULT", "NONE") or asked in self._warned:
+            return
+        in_effect = self.level_in_effect()
+        if asked == in_effect:
+            return
+        self._warned.add(asked)
+        known = LEVEL.fullmatch(f"ISOLATION LEVEL {asked}") is not None
+        what = f"isolation level {asked}" if known else f"transaction characteristics {asked!r}"
+        warnings.warn(SandboxIsolationWarning(what, how, in_effect), stacklevel=4)
+
+    def level_in_effect(self) -> str:
+        """The isolation level of the sandbox's transaction (asked once per connection)."""
+        if self._in_effect is None:
+            channel = self._session.channel
+            run = self._session.dialect.execute
+            query = self.isolation_query
+            cursor = channel.checked(query, lambda: run(channel.connection, query, None))
+            self._in_effect = level_name(cursor.fetchall()[0][-1])
+            cursor.close()
+        return self._in_effect
+
+    # ---------------------------------------------------------------------- the driver's own API
     @property
     def autocommit(self) -> Any:
-        """False: the sandbox keeps a transaction open. Setting it to True (or PyMySQL's
-        ``autocommit(True)``) raises `SandboxRefusedError`; ``autocommit(False)`` is accepted."""
-        return _AutocommitFlag(self)
+        """Whether autocommit mode is on: reads as a bool (psycopg, sqlite3), and ``conn.autocommit(True)``
+        switches it (PyMySQL, mysqlclient)."""
+        return AutocommitFlag(self)
 
     @autocommit.setter
     def autocommit(self, value: object) -> None:
-        if value:
-            raise SandboxRefusedError("switching to autocommit", "every statement would commit at once")
+        self.switch_autocommit(bool(value))
 
     def get_autocommit(self) -> bool:
-        """PyMySQL's getter: always False in a sandbox."""
-        return False
+        """PyMySQL's and mysqlclient's getter."""
+        return self._autocommit
+
+    def set_autocommit(self, value: object) -> None:
+        """psycopg's setter method."""
+        self.autocommit = value
 
     @property
     def isolation_level(self) -> str:
@@ -239,9 +340,7 @@ class SandboxConnection:
     @isolation_level.setter
     def isolation_level(self, value: object) -> None:
         if value is None:
-            raise SandboxRefusedError(
-                "isolation_level = None (autocommit)", "every statement would commit at once"
-            )
+            self.switch_autocommit(True)
 
     def __enter__(self) -> SandboxConnection:
         return self
@@ -255,10 +354,6 @@ class SandboxConnection:
         else:
             self.rollback()
 
-    def set_autocommit(self, value: object) -> None:
-        """psycopg's setter method: refused for True, as the attribute is."""
-        self.autocommit = value
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("tpc_"):
             raise SandboxRefusedError(
@@ -266,25 +361,3 @@ class SandboxConnection:
             )
         # Read-only driver attributes (info, server_version, in_transaction, ...) come from the real one.
         return getattr(self._session.connection, name)
-
-
-class _AutocommitFlag:
-    """``conn.autocommit`` reads False (psycopg) and ``conn.autocommit(False)`` works (PyMySQL)."""
-
-    def __init__(self, connection: SandboxConnection) -> None:
-        self._connection = connection
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __eq__(self, other: object) -> bool:
-        return other is False or other == 0
-
-    def __hash__(self) -> int:
-        return hash(False)
-
-    def __repr__(self) -> str:
-        return "False"
-
-    def __call__(self, value: object) -> None:
-        self._connection.autocommit = value

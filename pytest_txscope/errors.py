@@ -22,6 +22,7 @@ __all__ = [
     "ParameterError",
     "RestoreError",
     "SandboxEscapeError",
+    "SandboxIsolationWarning",
     "SandboxRefusedError",
     "SandboxStillHeldError",
     "SandboxThreadError",
@@ -416,4 +417,23 @@ class TransactionLeftOpenWarning(UserWarning):
             f"the sandbox, if they were in one): {listing}. Outside a test their work would never be committed (nor "
             "their connections given back): end each transaction (commit() or rollback(), or a 'with' block) "
             "and close sessions (session.close(), or 'with engine.session() as session:')"
+        )
+
+
+class SandboxIsolationWarning(UserWarning):
+    """Code asked the sandbox's DB-API connection for an isolation level (or other transaction characteristics)
+    that cannot apply: its statements run inside the sandbox's one transaction, begun before the test.
+
+    Given once per connection and setting. The code goes on at the level of the sandbox's transaction; a test
+    that depends on the level itself runs for real with ``@pytest.mark.txscope(commit=True)``.
+    """
+
+    def __init__(self, asked: str, how: str, in_effect: str) -> None:
+        self.asked = asked
+        self.in_effect = in_effect
+        super().__init__(
+            f"{asked} asked with {how} on the sandbox's connection cannot apply: every statement of the test runs "
+            f"inside the sandbox's one transaction, which runs at {in_effect}, so the code runs at that level; "
+            "to test behaviour that depends on the level, mark the test @pytest.mark.txscope(commit=True) (real "
+            "transactions, tables cleaned afterwards)"
         )

@@ -283,7 +283,8 @@ class Sandbox:
         """A DB-API connection object on the sandbox connection, for code (or a library) that wants one.
 
         Its ``commit()`` releases a savepoint and ``rollback()`` rolls back to it; ``close()`` leaves the real
-        connection open; switching it to autocommit is refused. ``connect_kwargs`` are the keyword arguments
+        connection open; in autocommit mode each statement goes straight into the sandbox's transaction.
+        ``connect_kwargs`` are the keyword arguments
         the code gave the driver's ``connect()`` (``detect_types``, ``row_factory``, ``cursorclass`` ...): the
         connection honours them as the driver's own would.
         """

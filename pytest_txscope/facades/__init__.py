@@ -15,7 +15,12 @@ from ..dbapi import SandboxConnection
 __all__ = ["facade_for"]
 
 # Driver import name -> "module:class" of its face; a driver not listed gets the shared SandboxConnection.
-_FACES: dict[str, str] = {}
+_FACES: dict[str, str] = {
+    "psycopg": ".psycopg:PsycopgConnection",
+    "psycopg2": ".psycopg2:Psycopg2Connection",
+    "pymysql": ".mysql:PyMySQLConnection",
+    "MySQLdb": ".mysql:MySQLdbConnection",
+}
 
 
 def facade_for(driver: str) -> type[SandboxConnection]:

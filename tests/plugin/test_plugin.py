@@ -295,11 +295,11 @@ def test_a_raw_commit_escaping_the_sandbox_is_reported_and_cleaned(project: pyte
 import pytest
 from pytest_txscope import ImplicitCommitError
 
-def test_commits_behind_the_sandbox(db_sandbox):
-    cur = db_sandbox.connection().cursor()
-    cur.execute("INSERT INTO users (id, name) VALUES (11, 'escaped')")
+def test_commits_behind_the_sandbox(db_session):
+    # COMMIT as text on db_session goes to the server (a cursor of db_sandbox.connection() maps it to commit())
+    db_session.execute("INSERT INTO users (id, name) VALUES (11, 'escaped')")
     with pytest.raises(ImplicitCommitError):
-        cur.execute("COMMIT")
+        db_session.execute("COMMIT")
 
 def test_next_starts_clean(db_session):
     assert db_session.fetchall("SELECT id FROM users") == [(1,)]
@@ -317,22 +317,29 @@ def test_next_starts_clean(db_session):
     )
 
 
-def test_raw_connection_refuses_autocommit(project: pytest.Pytester) -> None:
+def test_raw_connection_autocommit_mode_stays_in_the_sandbox(project: pytest.Pytester) -> None:
+    # Autocommit mode is supported (it was refused before): each statement is "committed" into the sandbox's
+    # transaction, commit() does nothing, and the next test sees nothing. Two-phase commit stays refused.
     project.makepyfile(
-        test_refuse="""
+        test_autocommit="""
 import pytest
 from pytest_txscope import SandboxRefusedError
 
-def test_refused(db_sandbox):
+def test_autocommit(db_sandbox, db_session):
     raw = db_sandbox.connection()
-    with pytest.raises(SandboxRefusedError, match="switching to autocommit is refused on the sandbox's connection"):
-        raw.autocommit = True
-    raw.close()
-    raw2 = db_sandbox.connection()
-    raw2.cursor().execute("SELECT 1")
+    raw.autocommit = True
+    raw.cursor().execute("INSERT INTO users (id, name) VALUES (2, 'a')")
+    raw.commit()
+    raw.rollback()  # nothing to roll back: the statement was committed (into the sandbox)
+    assert db_session.fetchscalar("SELECT count(*) FROM users") == 2
+    with pytest.raises(SandboxRefusedError, match="two-phase commit"):
+        raw.tpc_begin("x")
+
+def test_nothing_left(db_session):
+    assert db_session.fetchscalar("SELECT count(*) FROM users") == 1
 """
     )
-    project.runpytest().assert_outcomes(passed=1)
+    project.runpytest().assert_outcomes(passed=2)
 
 
 @pytest.mark.backends("postgresql")
