@@ -20,11 +20,6 @@ from ..backends import Backend, Peer
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
-# Waiting for branch h1: SQLAlchemy's psycopg dialects ping with autocommit switched on and back, and the
-# MySQL dialects send COMMIT after SET SESSION TRANSACTION ISOLATION LEVEL; h1 makes both supported on the
-# sandbox connection, with one warning for isolation levels. Strict: an XPASS says the mark can go.
-NEEDS_H1 = "needs branch h1 (autocommit switching and the isolation warning on the sandbox connection)"
-
 
 def connect_args(backend: Backend) -> dict[str, Any]:
     """A harmless driver keyword for ``connect_args``."""
@@ -87,17 +82,14 @@ def test_engine_options_work_in_a_sandbox(
     write_twice(engine, app_factory(**options), peer)
 
 
-def test_pool_pre_ping(
-    engine: Engine, app_factory: Any, peer: Peer, backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    # Before: SandboxRefusedError on the second checkout on PostgreSQL (the ping switches autocommit on).
-    if backend.family == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NEEDS_H1))
+def test_pool_pre_ping(engine: Engine, app_factory: Any, peer: Peer) -> None:
+    # Before: SandboxRefusedError on the second checkout on PostgreSQL (SQLAlchemy's psycopg dialects ping with
+    # autocommit switched on and back; the sandbox connection supports autocommit mode since h1).
     write_twice(engine, app_factory(pool_pre_ping=True), peer)
 
 
 @pytest.mark.backends("postgresql-psycopg2")
-@pytest.mark.filterwarnings("ignore:.*isolation")  # h1's warning: tested below
+@pytest.mark.filterwarnings("ignore::pytest_txscope.SandboxIsolationWarning")  # tested below
 def test_psycopg2_isolation_level_keeps_the_sandbox_transaction(
     engine: Engine, app_factory: Any, peer: Peer
 ) -> None:
@@ -119,8 +111,7 @@ def test_sqlite_isolation_levels_take_effect(
 @pytest.mark.backends("postgresql-psycopg2")
 def test_psycopg2_autocommit_never_commits_for_real(engine: Engine, app_factory: Any, peer: Peer) -> None:
     # set_isolation_level(AUTOCOMMIT) used to reach the real connection, behind the sandbox's back; it is
-    # refused now, as autocommit is on the other drivers (or, once h1 supports it, kept in the sandbox).
-    # Either way nothing survives.
+    # autocommit mode on the sandbox connection now (each statement released at once, inside the sandbox).
     from sqlalchemy import text
 
     app = app_factory(isolation_level="AUTOCOMMIT")
@@ -137,15 +128,19 @@ def test_psycopg2_autocommit_never_commits_for_real(engine: Engine, app_factory:
 @pytest.mark.backends("postgresql", "mysql")
 @pytest.mark.parametrize("how", ["engine", "execution_options"])
 def test_an_isolation_level_warns_that_it_cannot_take_effect(
-    engine: Engine, app_factory: Any, peer: Peer, how: str, request: pytest.FixtureRequest
+    engine: Engine, app_factory: Any, peer: Peer, how: str
 ) -> None:
     # Before: ignored without a word (PostgreSQL, SQLite), or ImplicitCommitError/SandboxEscapeError blaming a
     # COMMIT the application never wrote (MySQL/MariaDB: SQLAlchemy commits after SET SESSION ... ISOLATION).
-    request.applymarker(pytest.mark.xfail(strict=True, reason=NEEDS_H1))
-    level = "SERIALIZABLE"
+    from pytest_txscope import SandboxIsolationWarning
+
+    options = {"isolation_level": "SERIALIZABLE"}
     if how == "engine":
-        with pytest.warns(UserWarning, match="isolation"):
-            write_twice(engine, app_factory(isolation_level=level), peer)
+        app, execution_options = app_factory(**options), {}
     else:
-        with pytest.warns(UserWarning, match="isolation"):
-            write_twice(engine, app_factory(), peer, isolation_level=level)
+        app, execution_options = app_factory(), options
+    with pytest.warns(SandboxIsolationWarning) as warned:
+        write_twice(engine, app, peer, **execution_options)
+    messages = {str(w.message) for w in warned}
+    assert len(messages) == 1, messages  # one clear warning, not one per statement or checkout
+    assert messages.pop().startswith("isolation level SERIALIZABLE asked with ")
