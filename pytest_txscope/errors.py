@@ -13,6 +13,7 @@ __all__ = [
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
+    "EngineMismatchError",
     "ImplicitCommitError",
     "ImportPathError",
     "MalformedURLError",
@@ -31,6 +32,7 @@ __all__ = [
     "TxScopeError",
     "UnknownDriverError",
     "UnknownSchemeError",
+    "UnpinnedEngineError",
     "UnsafeDatabaseError",
     "UnsupportedConnectionError",
 ]
@@ -211,6 +213,29 @@ class DatabaseAccessError(TxScopeError, RuntimeError):
             f"{test} used {engine}, but it asked for no database sandbox and txscope_block is on; request the "
             "db_session or db_sandbox fixture, or mark it @pytest.mark.txscope (or "
             "@pytest.mark.txscope(commit=True) for real commits)"
+        )
+
+
+class EngineMismatchError(ConfigurationError):
+    """An application's engine cannot be pinned to the test database: another database, backend or driver, or
+    an asyncio engine."""
+
+    def __init__(self, engine: str, problem: str, fix: str) -> None:
+        self.engine = engine
+        self.problem = problem
+        super().__init__(f"txscope_engines: {engine} {problem}; {fix}")
+
+
+class UnpinnedEngineError(TxScopeError, RuntimeError):
+    """An engine that no sandbox pins connected to the test database during a sandboxed test: its work would
+    be committed for real."""
+
+    def __init__(self, engine: str, database: str, place: str, fix: str) -> None:
+        self.engine = engine
+        self.place = place
+        super().__init__(
+            f"{engine} connected to the test database ({database}) at {place}, but it is not pinned to the "
+            f"test's sandbox: what it writes would be committed for real and outlive the test; {fix}"
         )
 
 

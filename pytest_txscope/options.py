@@ -405,6 +405,9 @@ def import_object(key: str, path: str) -> Any:
         problem = f"cannot be imported: {type(exc).__name__}: {detail}"
         if isinstance(exc, ModuleNotFoundError) and f"{module_name}.".startswith(f"{exc.name}."):
             fix = "check the module's name, and that its folder is on sys.path (pytest's pythonpath ini key)"
+        elif isinstance(exc, ModuleNotFoundError) and _in_driver_import(exc):
+            problem += _raised_at(exc, in_packages=False)  # the application's line, not SQLAlchemy's
+            fix = _missing_driver_fix(exc.name or "")
         else:
             problem += _raised_at(exc)
             fix = "fix that error in the module: it happens when the module is imported, before any test"
@@ -419,8 +422,37 @@ def import_object(key: str, path: str) -> Any:
     return obj
 
 
-def _raised_at(exc: BaseException) -> str:
-    """`` (raised at file:line)``: the innermost frame of the failure outside the standard library."""
+def _in_driver_import(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised where SQLAlchemy imports the driver an engine's URL names."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "import_dbapi":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _missing_driver_fix(module: str) -> str:
+    """How to install the driver ``module`` an application's engine needs (SQLAlchemy imports it)."""
+    from .dialects import DIALECTS, dialect_for_module
+
+    dialect = dialect_for_module(module)
+    if dialect is not None:
+        return (
+            "the application's engine names a driver that is not installed; install it with: "
+            f"pip install 'pytest-txscope[{dialect.extra}]'"
+        )
+    known = ", ".join(f"{d.driver_display} ([{d.extra}])" for d in DIALECTS.values())
+    return (
+        f"the application's engine names a driver that is not installed ({module}), and that pytest-txscope "
+        f"cannot pin engines on anyway; use one it can, installed with pip install 'pytest-txscope[<extra>]': "
+        f"{known}"
+    )
+
+
+def _raised_at(exc: BaseException, *, in_packages: bool = True) -> str:
+    """`` (raised at file:line)``: the innermost frame of the failure outside the standard library (and,
+    unless ``in_packages``, outside installed packages)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f" (raised at {exc.filename}:{exc.lineno})"
     stdlib, place = os.path.dirname(os.__file__), ""
@@ -429,7 +461,10 @@ def _raised_at(exc: BaseException) -> str:
         code = tb.tb_frame.f_code
         path = code.co_filename
         if not (
-            path.startswith("<") or path == __file__ or (path.startswith(stdlib) and "-packages" not in path)
+            path.startswith("<")
+            or path == __file__
+            or (path.startswith(stdlib) and "-packages" not in path)
+            or (not in_packages and "-packages" in path)
         ):
             place = f" (raised at {path}:{tb.tb_lineno})"
         tb = tb.tb_next

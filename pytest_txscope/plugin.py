@@ -18,6 +18,7 @@ from .core import Engine, Session
 from .core.context import current_scope
 from .errors import (
     BackendUnavailableError,
+    EngineMismatchError,
     ImportPathError,
     SandboxEscapeError,
     UnsafeDatabaseError,
@@ -353,13 +354,7 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     sandbox.start()
     node.stash[_SANDBOXED] = True
     sandbox.thread_timeout = settings.thread_timeout
-    sa_engines = request.config.stash[STATE].sa_engines
-    if sa_engines:
-        try:
-            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
-        except BaseException:
-            sandbox.stop()
-            raise
+    watched = _pin_sqlalchemy_engines(request, sandbox)
     node.stash[_SANDBOX] = sandbox
     try:
         yield sandbox
@@ -371,6 +366,27 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
         clean_changed_tables(request, db_engine)  # so that the next test starts clean
         if not _reported(node, exc.reported):  # the test failed with the escape's own error already
             raise
+    # An unpinned engine's refusal that the code under test caught must still fail the test.
+    for error in sqlalchemy_module().refused(sandbox) if watched else ():
+        if not _reported(node, error):
+            raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
+
+
+def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:
+    """Pin the app's SQLAlchemy engines to ``sandbox`` and watch the others; whether they are watched."""
+    sa_engines = request.config.stash[STATE].sa_engines
+    watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
+    try:
+        if sa_engines:
+            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
+        if watched:
+            sqlalchemy_module().watch_unpinned(sandbox)
+    except BaseException as exc:
+        sandbox.stop()
+        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
+            setup_failed(request, exc, "the application's engines")
+        raise
+    return watched
 
 
 @pytest.fixture

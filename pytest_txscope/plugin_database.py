@@ -20,8 +20,9 @@ from typing import Any, NoReturn
 import pytest
 
 from .core import Engine
-from .errors import ImportPathError, TxScopeError
+from .errors import EngineMismatchError, ImportPathError, TxScopeError
 from .options import SETTINGS, SchemaEntry, import_object
+from .sqlalchemy_checks import ASYNC_FIX, describe_engine, is_async_engine
 from .url import DatabaseURL
 
 __all__ = [
@@ -186,6 +187,10 @@ def app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
                 setup_failed(request, exc, "the application's engines")
             if isinstance(obj, Engine):
                 engines.append(obj)
+            elif "sqlalchemy" in sys.modules and is_async_engine(obj):  # its first connect: MissingGreenlet
+                shown = f"{describe_engine(obj)} (entry {path!r})"
+                error = EngineMismatchError(shown, "is an asyncio engine", ASYNC_FIX)
+                setup_failed(request, error, "the application's engines")
             elif "sqlalchemy" in sys.modules and sqlalchemy_module().is_sqlalchemy_engine(obj):
                 sa_engines.append(obj)
             else:

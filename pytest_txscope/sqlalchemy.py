@@ -15,14 +15,18 @@ factory_boy's ``sqlalchemy_session_factory``.
 
 from __future__ import annotations
 
+import inspect
+import os
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .dbapi import SandboxConnection
 from .engine_kinds import register_engine_kind
-from .errors import ConfigurationError, TxScopeError
-from .places import add_library
+from .errors import TxScopeError, UnpinnedEngineError
+from .places import add_library, caller_place, describe_place
 from .sandbox import Sandbox
+from .sqlalchemy_checks import check_pinnable, describe_engine, engine_url, same_database, unpinned_error
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -30,9 +34,18 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine
     from sqlalchemy.orm import Session as ORMSession
 
-    from .dbapi import SandboxConnection
 
-__all__ = ["NoSandboxError", "attach", "current_session", "detach", "is_sqlalchemy_engine", "sqlalchemy_url"]
+__all__ = [
+    "NoSandboxError",
+    "attach",
+    "current_session",
+    "describe_engine",
+    "detach",
+    "is_sqlalchemy_engine",
+    "refused",
+    "sqlalchemy_url",
+    "watch_unpinned",
+]
 
 add_library("sqlalchemy")  # messages name the user's line that called SQLAlchemy, not SQLAlchemy's own
 _listening: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -52,6 +65,8 @@ _pins: weakref.WeakKeyDictionary[Any, _Pin] = weakref.WeakKeyDictionary()
 # The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
 _orm_sessions: weakref.WeakKeyDictionary[Sandbox, ORMSession] = weakref.WeakKeyDictionary()
 _test_engines: dict[str, SAEngine] = {}
+# The test database each engine was found pinnable to.
+_checked: weakref.WeakKeyDictionary[Any, DatabaseURL] = weakref.WeakKeyDictionary()
 
 
 class NoSandboxError(TxScopeError, RuntimeError):
@@ -113,8 +128,6 @@ def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: An
     # instead of disposing of the pool at every pin and unpin keeps a pinned test's cost to one connect.
     from sqlalchemy.exc import DisconnectionError
 
-    from .dbapi import SandboxConnection
-
     engine = engine_ref()
     pin = _pins.get(engine) if engine is not None else None
     if isinstance(dbapi_connection, SandboxConnection):
@@ -136,8 +149,12 @@ def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool
     if initialize and sa_engine.dialect.server_version_info is None:
         # SQLAlchemy reads server facts once, on the engine's first connection; psycopg's type lookups then
         # insist on a real psycopg connection. Let that first, read-only connection be a real one.
-        with sa_engine.connect():
-            pass
+        _connecting_for_real.add(sa_engine)
+        try:
+            with sa_engine.connect():
+                pass
+        finally:
+            _connecting_for_real.discard(sa_engine)
     if sa_engine.dialect.driver == "psycopg2":
         _let_psycopg2_register_on_sandbox_connections()
     if sa_engine not in _listening:
@@ -174,8 +191,6 @@ def _let_psycopg2_register_on_sandbox_connections() -> None:
 
 
 def _real(value: Any) -> Any:
-    from .dbapi import SandboxConnection
-
     return value.session.connection if isinstance(value, SandboxConnection) else value
 
 
@@ -185,27 +200,71 @@ def detach(sa_engine: SAEngine) -> None:
 
 
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
-    """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops."""
-    dialect = sandbox.engine.dialect
-    backend = dialect.name
+    """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops.
+
+    Raises `EngineMismatchError` for an engine that cannot be pinned there (see `check_pinnable`), before
+    anything connects."""
+    url = sandbox.engine.url
     for sa_engine in sa_engines:
-        name = "mysql" if sa_engine.dialect.name in ("mysql", "mariadb") else sa_engine.dialect.name
-        if name != backend:
-            raise ConfigurationError(
-                f"txscope_engines: {sa_engine!r} speaks {sa_engine.dialect.name} but the test database is "
-                f"{backend} ({sandbox.engine.target}); point the application's engine at the test database "
-                "(for example from the same environment variable)"
+        if url is not None and _checked.get(sa_engine) != url:  # checked once per engine and database
+            check_pinnable(
+                sa_engine, url, sandbox.engine.dialect.url_driver, os.environ.get("PYTEST_XDIST_WORKER")
             )
-        if sa_engine.dialect.driver != dialect.url_driver:
-            # SQLAlchemy's dialect for one driver calls that driver's API on the connections it is handed.
-            raise ConfigurationError(
-                f"txscope_engines: {sa_engine!r} uses the {sa_engine.dialect.driver} driver but the test database "
-                f"is reached through {dialect.driver_display} ({sandbox.engine.target}); name the same driver in "
-                f"both URLs, e.g. {backend}+{sa_engine.dialect.driver}:// for the test database"
-            )
+            _checked[sa_engine] = url
         outer = _pins.get(sa_engine)
         attach(sa_engine, sandbox.connection)
         sandbox.add_cleanup(_detacher(sa_engine, outer))
+
+
+# ------------------------------------------------------------------------------- engines nobody pinned
+# The sandboxes whose database is watched (the plugin's tests'), the innermost last; the engine `attach` lets
+# connect for real once; each watched sandbox's refusals; whether each unpinned engine is aimed at a database.
+_watched: list[Sandbox] = []
+_connecting_for_real: weakref.WeakSet[Any] = weakref.WeakSet()
+_refused: weakref.WeakKeyDictionary[Sandbox, list[UnpinnedEngineError]] = weakref.WeakKeyDictionary()
+_aimed: weakref.WeakKeyDictionary[Any, tuple[DatabaseURL, bool]] = weakref.WeakKeyDictionary()
+
+
+def watch_unpinned(sandbox: Sandbox) -> None:
+    """Until ``sandbox`` stops, refuse every SQLAlchemy engine, sync or async, that connects to its database
+    without being pinned to it: `UnpinnedEngineError` at ``engine.connect()`` (or the ORM's first statement),
+    before anything is sent. `refused()` lists those errors for the end of the test, in case the code caught
+    them. One class-level SQLAlchemy event covers every engine, made before or after; for pinned engines it
+    costs one type check per connect."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine as SAEngine
+
+    if sandbox.engine.url is None:
+        return
+    if not event.contains(SAEngine, "engine_connect", _on_engine_connect):
+        event.listen(SAEngine, "engine_connect", _on_engine_connect)
+    _watched.append(sandbox)
+    sandbox.add_cleanup(lambda: _watched.remove(sandbox))
+
+
+def refused(sandbox: Sandbox) -> list[UnpinnedEngineError]:
+    """The `UnpinnedEngineError` raised while ``sandbox`` was watched (see `watch_unpinned`)."""
+    return _refused.pop(sandbox, [])
+
+
+def _on_engine_connect(connection: Any) -> None:
+    if not _watched or isinstance(connection.connection.dbapi_connection, SandboxConnection):
+        return
+    engine = connection.engine
+    if engine in _connecting_for_real:
+        return
+    sandbox = _watched[-1]
+    url = sandbox.engine.url
+    assert url is not None
+    aimed = _aimed.get(engine)
+    if aimed is None or aimed[0] != url:
+        aimed = _aimed[engine] = (url, same_database(engine_url(engine), url))
+    if not aimed[1]:
+        return
+    error = unpinned_error(engine, url, describe_place(caller_place(inspect.currentframe())))
+    _refused.setdefault(sandbox, []).append(error)
+    connection.close()  # back to its pool, unused
+    raise error
 
 
 def _detacher(sa_engine: SAEngine, outer: _Pin | None) -> Callable[[], None]:
