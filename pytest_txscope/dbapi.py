@@ -55,7 +55,11 @@ class SandboxCursor:
         if raw is not self._raw:
             self._raw = raw
             self._cursor = raw.cursor(*self._args[0], **self._args[1])
+            self.adopt(self._cursor)
         return self._cursor
+
+    def adopt(self, cursor: Any) -> None:
+        """Hook for a driver's face: set up the driver's cursor just made for this one (nothing here)."""
 
     def execute(self, sql: str, params: Any = None) -> SandboxCursor:
         """Run a statement (driver's parameter style) inside the connection's current savepoint."""
@@ -109,6 +113,9 @@ class SandboxConnection:
     psycopg's ``with conn.transaction():`` and PyMySQL's ``begin()`` map onto savepoints.
     """
 
+    cursor_class: type[SandboxCursor] = SandboxCursor
+    """The cursor class `cursor()` makes (a driver's face gives its own)."""
+
     def __init__(
         self,
         session: Session,
@@ -133,7 +140,7 @@ class SandboxConnection:
 
     def _begin(self) -> Channel:
         if self._closed:
-            raise TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+            raise self.closed_error()
         if self._check_thread is not None:
             self._check_thread()  # a pool may hand this object to another thread
         session = self._session
@@ -143,10 +150,14 @@ class SandboxConnection:
         session.autobegin()
         return session.channel
 
+    def closed_error(self) -> Exception:
+        """The error for using a closed connection (a driver's face raises the driver's own class too)."""
+        return TransactionStateError("this sandbox connection is closed; ask the sandbox for a new one")
+
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         """A cursor on the sandbox connection."""
         self._begin()
-        return SandboxCursor(self, args, kwargs)
+        return self.cursor_class(self, args, kwargs)
 
     def execute(self, sql: str, params: Any = None) -> SandboxCursor:
         """Shortcut of sqlite3 and psycopg: a new cursor, executed."""

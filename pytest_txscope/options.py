@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from .dialects import dialect_for_url
+from .dialects import dialect_for_module, dialect_for_url
 from .errors import ImportPathError, TxScopeError
+from .intercept import DRIVERS as CONNECT_DRIVERS
 from .url import DatabaseURL
 
 __all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve"]
@@ -48,6 +49,7 @@ INI_KEYS = (
     "txscope_allow_databases",
     "txscope_statement_savepoints",
     "txscope_thread_timeout",
+    "txscope_connect",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 
@@ -89,6 +91,8 @@ class Settings:
     """``auto`` (on where one error aborts the transaction: PostgreSQL), ``on`` or ``off``."""
     thread_timeout: float = 10.0
     """Seconds a thread waits for a shared sandbox's connection."""
+    connect: tuple[str, ...] = ()
+    """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -131,6 +135,13 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "help": "run each statement sent outside transaction blocks in its own savepoint (default: auto)",
         },
     ),
+    (
+        "--txscope-connect",
+        {
+            "help": "drivers whose own connect() to the test database gives the sandbox's connection in sandboxed "
+            f"tests: {', '.join(CONNECT_DRIVERS)} or auto (overrides ini txscope_connect)",
+        },
+    ),
 )
 
 # Ini keys: (name, help, type, default).
@@ -159,6 +170,7 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         float,
         "",
     ),
+    ("txscope_connect", "drivers whose connect() is intercepted in sandboxed tests, or auto", "args", None),
 )
 
 
@@ -168,8 +180,8 @@ def add_options(parser: pytest.Parser) -> None:
     for name, keywords in _OPTIONS:
         group.addoption(name, default=None, **keywords)
     for key, text, kind, default in _INI_KEYS:
-        if kind == "linelist":
-            parser.addini(key, text, type="linelist")
+        if kind in ("linelist", "args"):
+            parser.addini(key, text, type=kind)
         elif kind is None:
             parser.addini(key, text, default=default)
         else:
@@ -199,6 +211,7 @@ def resolve(config: pytest.Config) -> Settings:
         allow_databases=tuple(str(a) for a in config.getini("txscope_allow_databases")),
         statement_savepoints=_resolve_savepoint_mode(config),
         thread_timeout=_resolve_thread_timeout(config),
+        connect=_resolve_connect(config, url),
     )
 
 
@@ -254,6 +267,46 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
     return thread_timeout
+
+
+def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:
+    """The drivers to intercept: each named one checked (known, installed, serving the test database), or
+    with ``auto`` every installed driver of the test database's backend."""
+    option = config.getoption("--txscope-connect")
+    source = "--txscope-connect" if option is not None else "txscope_connect"
+    words = str(option).replace(",", " ").split() if option is not None else config.getini("txscope_connect")
+    backend = url.backend if url is not None else "sqlite"
+    serving = [name for name, (served, _) in CONNECT_DRIVERS.items() if served == backend]
+    if [w.lower() for w in words] == ["auto"]:
+        return tuple(name for name in serving if _installed(name))
+    by_lower = {name.lower(): name for name in CONNECT_DRIVERS}
+    drivers: list[str] = []
+    for word in words:
+        name = by_lower.get(str(word).lower())
+        if name is None:
+            raise pytest.UsageError(
+                f"{source}: {word!r} is not a driver whose connect() can be intercepted; use the import names "
+                f"{', '.join(CONNECT_DRIVERS)}, or auto (the installed drivers of the test database)"
+            )
+        if CONNECT_DRIVERS[name][0] != backend:
+            raise pytest.UsageError(
+                f"{source}: {name} connects to {CONNECT_DRIVERS[name][0]}, but the test database is {backend}: "
+                f"no connect() of it can reach the test database; name {' or '.join(serving)}, or write auto"
+            )
+        if not _installed(name):
+            dialect = dialect_for_module(name)
+            assert dialect is not None
+            raise pytest.UsageError(f"{source}: {dialect.missing()}")
+        if name not in drivers:
+            drivers.append(name)
+    return tuple(drivers)
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, or a module without a spec
+        return False
 
 
 def _ini_bool(config: pytest.Config, ini: str) -> bool:

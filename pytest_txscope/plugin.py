@@ -22,6 +22,7 @@ from .errors import (
     SandboxEscapeError,
     UnsafeDatabaseError,
 )
+from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, import_object, resolve
 from .places import add_library
 from .plugin_database import (
@@ -48,7 +49,10 @@ __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_o
 MARKER = "txscope"
 _FAILURE = pytest.StashKey[BaseException]()
 _SANDBOXED = pytest.StashKey[bool]()
-_CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
+_CRASHED = pytest.StashKey[list[str]]()
+_INTERCEPTION = pytest.StashKey[
+    Interception
+]()  # ids of pytest-xdist workers that crashed (on the controller)
 
 
 # ------------------------------------------------------------------------------------------------ hooks
@@ -67,6 +71,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SETTINGS] = resolve(config)
     config.stash[STATE] = RunState()
+    if config.stash[SETTINGS].connect:  # the app's own sqlite3.connect() & co. (txscope_connect), for the run
+        interception = config.stash[_INTERCEPTION] = Interception(config.stash[SETTINGS].connect)
+        interception.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    interception = config.stash.get(_INTERCEPTION, None)
+    if interception is not None:
+        interception.uninstall()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -321,6 +334,9 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     )
     sandbox.start()
     node.stash[_SANDBOXED] = True
+    interception = request.config.stash.get(_INTERCEPTION, None)
+    if interception is not None:  # real connections the app opened before (at import time) and kept
+        interception.check_early(db_engine.url)
     sandbox.thread_timeout = settings.thread_timeout
     if options.get("shared"):
         sandbox.share()

@@ -15,7 +15,7 @@ from ..dbapi import SandboxConnection
 __all__ = ["facade_for"]
 
 # Driver import name -> "module:class" of its face; a driver not listed gets the shared SandboxConnection.
-_FACES: dict[str, str] = {}
+_FACES: dict[str, str] = {"sqlite3": ".sqlite:SQLiteConnection"}
 
 
 def facade_for(driver: str) -> type[SandboxConnection]:

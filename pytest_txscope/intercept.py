@@ -1,0 +1,135 @@
+"""Intercepting the drivers' own ``connect()``: code that opens its connections itself is sandboxed too.
+
+While interception is installed for a driver (``txscope_connect``), its ``connect()`` is replaced by a function
+that looks at what the call targets. During a sandbox, a connect to the sandbox's database returns the sandbox
+connection's face for that driver, honouring the arguments given; any other connect (another database, no
+sandbox, a call from this library or from SQLAlchemy, whose pools the plugin pins by other means) goes to the
+real driver. `uninstall()` puts the driver's functions back.
+
+The database is matched on the server (host, port) and the database name, not on the user: an application
+often logs in as a user of its own, and its work belongs to the same database all the same (it then runs with
+the rights of the sandbox's user).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .dbapi import SandboxConnection
+from .intercept_targets import Target, target_of
+from .places import Place, caller_place, describe_place
+from .sandbox import Sandbox
+from .url import DatabaseURL
+
+__all__ = ["DRIVERS", "ConnectedBeforeSandboxWarning", "Interception"]
+
+DRIVERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sqlite3": ("sqlite", ("connect",)),
+    "psycopg": ("postgresql", ("connect",)),
+    "psycopg2": ("postgresql", ("connect",)),
+    "pymysql": ("mysql", ("connect", "Connect")),
+    "MySQLdb": ("mysql", ("connect", "Connect")),
+}
+"""Each driver whose ``connect()`` can be intercepted: its backend and the module functions replaced."""
+
+# Callers whose connects are never intercepted: this library's own, and SQLAlchemy's pools (a pool would keep
+# a face beyond its test; the plugin pins SQLAlchemy engines to the sandbox instead, see txscope_engines).
+_PASS_THROUGH = ("pytest_txscope.", "sqlalchemy.")
+
+
+class ConnectedBeforeSandboxWarning(UserWarning):
+    """Code opened a real connection to the test database outside any sandbox (at import time, say) and kept
+    it: what it commits is committed for real, and no test rolls it back."""
+
+    def __init__(self, driver: str, place: str) -> None:
+        super().__init__(
+            f"a real {driver} connection to the test database was opened at {place}, outside any sandboxed test, "
+            "and is still open: its commits are real and are not rolled back. Connect inside the test (per "
+            "request, or in a fixture), not when a module is imported"
+        )
+
+
+@dataclass
+class _Early:
+    driver: str
+    target: Target
+    connection: Callable[[], object]
+    place: Place | None
+
+
+class Interception:
+    """Replaces the ``connect()`` of the given drivers while installed."""
+
+    def __init__(self, drivers: Iterable[str]) -> None:
+        self.drivers = tuple(drivers)
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._early: list[_Early] = []
+
+    def install(self) -> None:
+        """Replace the drivers' module functions (the drivers are imported now)."""
+        for driver in self.drivers:
+            module = importlib.import_module(driver)
+            for name in DRIVERS[driver][1]:
+                original = getattr(module, name)
+                self._saved.append((module, name, original))
+                setattr(module, name, self._replacement(driver, original))
+
+    def uninstall(self) -> None:
+        """Put the drivers' own functions back."""
+        for module, name, original in reversed(self._saved):
+            setattr(module, name, original)
+        self._saved.clear()
+        self._early.clear()
+
+    def _replacement(self, driver: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if str(caller).startswith(_PASS_THROUGH):
+                return original(*args, **kwargs)
+            sandbox = Sandbox.current()
+            target = target_of(driver, args, kwargs)
+            if sandbox is not None and target is not None:
+                url = sandbox.engine.url
+                if url is not None and sandbox.engine.dialect.driver == driver and target.matches(url):
+                    return self._face(sandbox, target)
+            connection = original(*args, **kwargs)
+            if sandbox is None and target is not None:
+                self._note_early(driver, target, connection)
+            return connection
+
+        connect.__txscope_original__ = original  # type: ignore[attr-defined]  # for code that wants the real one
+        return connect
+
+    @staticmethod
+    def _face(sandbox: Sandbox, target: Target) -> SandboxConnection:
+        face = sandbox.connection(target.connect_kwargs)
+        sandbox.add_cleanup(face.close)  # a connection kept beyond its test is closed, and says so when used
+        return face
+
+    def _note_early(self, driver: str, target: Target, connection: object) -> None:
+        if len(self._early) >= 100:  # an app connecting outside tests in a loop: the first ones tell enough
+            return
+        try:
+            ref: Callable[[], object] = weakref.ref(connection)
+        except TypeError:  # a driver whose connections take no weak reference: not tracked
+            return
+        self._early.append(_Early(driver, target, ref, caller_place(sys._getframe(2))))
+
+    def check_early(self, url: DatabaseURL | None) -> None:
+        """Warn of real connections to ``url`` (the test database) opened outside sandboxes and still open."""
+        if url is None or not self._early:
+            return
+        early, self._early = self._early, []
+        for entry in early:
+            if entry.connection() is not None and entry.target.matches(url):
+                warnings.warn(
+                    ConnectedBeforeSandboxWarning(entry.driver, describe_place(entry.place)), stacklevel=2
+                )
