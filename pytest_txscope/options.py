@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .dialects import dialect_for_module, dialect_for_url
+from .dialects import DIALECTS, dialect_for_url
 from .errors import ImportPathError, TxScopeError
 from .intercept import DRIVERS as CONNECT_DRIVERS
 from .url import DatabaseURL
@@ -270,43 +270,42 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
 
 
 def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:
-    """The drivers to intercept: each named one checked (known, installed, serving the test database), or
-    with ``auto`` every installed driver of the test database's backend."""
+    """The drivers to intercept: each named one checked (known, and the driver the sandbox's connection is
+    opened with: a face of one driver cannot stand on another's connection); ``auto`` is that driver."""
     option = config.getoption("--txscope-connect")
     source = "--txscope-connect" if option is not None else "txscope_connect"
     words = str(option).replace(",", " ").split() if option is not None else config.getini("txscope_connect")
-    backend = url.backend if url is not None else "sqlite"
-    serving = [name for name, (served, _) in CONNECT_DRIVERS.items() if served == backend]
-    if [w.lower() for w in words] == ["auto"]:
-        return tuple(name for name in serving if _installed(name))
+    serving = dialect_for_url(url).driver if url is not None else "sqlite3"
+    if [str(w).lower() for w in words] == ["auto"]:
+        return (serving,)
     by_lower = {name.lower(): name for name in CONNECT_DRIVERS}
     drivers: list[str] = []
     for word in words:
         name = by_lower.get(str(word).lower())
         if name is None:
             raise pytest.UsageError(
-                f"{source}: {word!r} is not a driver whose connect() can be intercepted; use the import names "
-                f"{', '.join(CONNECT_DRIVERS)}, or auto (the installed drivers of the test database)"
+                f"{source}: {word!r} is not a driver whose connect() can be intercepted; use one of "
+                f"{', '.join(CONNECT_DRIVERS)} (import names), or auto (the test database's driver)"
             )
-        if CONNECT_DRIVERS[name][0] != backend:
+        if name != serving:
             raise pytest.UsageError(
-                f"{source}: {name} connects to {CONNECT_DRIVERS[name][0]}, but the test database is {backend}: "
-                f"no connect() of it can reach the test database; name {' or '.join(serving)}, or write auto"
+                f"{source}: the sandbox's connection to the test database is a {serving} one, so a {name} "
+                f"connect() cannot be given it; {_serving_fix(name, url)}"
             )
-        if not _installed(name):
-            dialect = dialect_for_module(name)
-            assert dialect is not None
-            raise pytest.UsageError(f"{source}: {dialect.missing()}")
         if name not in drivers:
             drivers.append(name)
     return tuple(drivers)
 
 
-def _installed(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a finder that refuses the name, or a module without a spec
-        return False
+def _serving_fix(name: str, url: DatabaseURL | None) -> str:
+    backend = CONNECT_DRIVERS[name][0]
+    if url is None or url.backend != backend:
+        shown = "embedded SQLite" if url is None else url.backend
+        return f"{name} connects to {backend}, but the test database is {shown}: set txscope_url to a {backend} URL"
+    scheme = next(f"{d.name}+{d.url_driver}://" for d in DIALECTS.values() if d.driver == name)
+    return (
+        f"write the test database's URL as {scheme}... (txscope_url) so that the sandbox connects with {name}"
+    )
 
 
 def _ini_bool(config: pytest.Config, ini: str) -> bool:
