@@ -199,7 +199,11 @@ class SQLiteConnection(SandboxConnection):
 
     @contextlib.contextmanager
     def raw_text(self) -> Iterator[None]:
-        """While rows are fetched for conversion: TEXT comes as `RawText` bytes, told apart from BLOBs."""
+        """While rows are fetched for conversion with another ``text_factory`` than ``str``: TEXT comes as
+        `RawText` bytes, told apart from BLOBs, and goes through the face's factory."""
+        if self.text_factory is str:
+            yield
+            return
         real = self.session.connection
         previous = real.text_factory
         real.text_factory = RawText
@@ -232,7 +236,9 @@ class SQLiteConnection(SandboxConnection):
             self.session.begin()
         elif _COMMIT.match(sql) or _ROLLBACK.match(sql):
             tx = self.session.transaction
-            if tx is None:
+            if tx is None or tx.implicit:  # only what making the cursor opened: nothing the app began
+                if tx is not None:
+                    tx.commit()
                 verb = "commit" if _COMMIT.match(sql) else "rollback"
                 raise sqlite3.OperationalError(f"cannot {verb} - no transaction is active")
             self.commit() if _COMMIT.match(sql) else self.rollback()
@@ -341,15 +347,21 @@ class SQLiteConnection(SandboxConnection):
         return dump
 
     def backup(self, target: Any, **kwargs: Any) -> None:
-        """Copy the database as this test sees it into ``target``; copying into a sandbox face is refused."""
+        """Copy the database as this test sees it into ``target`` (an empty ``sqlite3.Connection``), as SQL.
+
+        SQLite's page copy cannot read a database that its own connection is writing (it waits for ever), so
+        the copy is ``iterdump()`` run on ``target``; ``pages``, ``progress`` and ``sleep`` have nothing to do.
+        Copying into a sandbox connection is refused: it would overwrite the test database outside its
+        transaction.
+        """
         if isinstance(target, SandboxConnection):
             raise SandboxRefusedError(
                 "backup() into a sandbox connection",
                 "it would overwrite the test database outside its transaction",
             )
-        if self.closed:
-            raise self.closed_error()
-        self.session.connection.backup(target, **kwargs)
+        if kwargs.get("name", "main") != "main":
+            raise sqlite3.OperationalError(f"unknown database {kwargs['name']}")
+        target.executescript("\n".join(self.iterdump()))
 
 
 _FACTORY_FACES: dict[tuple[type, type], type[SQLiteConnection]] = {}

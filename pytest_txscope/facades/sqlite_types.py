@@ -46,35 +46,49 @@ class RowPlan:
     ) -> None:
         self.names = names
         """The columns' names as sqlite3 shows them (``PARSE_COLNAMES`` drops the ``[type]``)."""
-        self.converters = converters
-        self.text_factory = text_factory
+        # One step per column (None: the value as fetched). With the default text_factory, TEXT is fetched as
+        # str already; with another one it is fetched as RawText and each value goes through the factory.
+        self.steps: list[Callable[[Any], Any] | None] = [
+            _converting(converter) if converter is not None else None for converter in converters
+        ]
+        if text_factory is not str:
+            for index, step in enumerate(self.steps):
+                if step is None:
+                    self.steps[index] = functools.partial(_text, text_factory, names[index])
+
+        self._active = [(index, step) for index, step in enumerate(self.steps) if step is not None]
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The row's values converted as sqlite3 would have."""
-        values: list[Any] = []
-        for index, value in enumerate(row):
-            converter = self.converters[index]
-            if value is None:
-                values.append(None)
-            elif converter is not None:
-                raw = _as_bytes(value)
-                values.append(converter(raw) if raw else None)  # sqlite3 gives None for an empty value
-            elif isinstance(value, RawText):
-                values.append(self._text(bytes(value), index))
-            else:
-                values.append(value)
+        values = list(row)
+        for index, step in self._active:
+            value = values[index]
+            if value is not None:
+                values[index] = step(value)
         return tuple(values)
 
-    def _text(self, raw: bytes, index: int) -> Any:
-        if self.text_factory is str:
-            try:
-                return raw.decode("utf-8")
-            except UnicodeDecodeError:
-                name, text = self.names[index], raw.decode("utf-8", "replace")
-                raise sqlite3.OperationalError(
-                    f"Could not decode to UTF-8 column '{name}' with text '{text}'"
-                ) from None
-        return self.text_factory(raw)
+
+def _converting(converter: Callable[[bytes], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        raw = _as_bytes(value)
+        return converter(raw) if raw else None  # sqlite3 gives None for an empty value, without calling it
+
+    return convert
+
+
+def _text(text_factory: Any, name: str, value: Any) -> Any:
+    if not isinstance(value, RawText):
+        return value  # a number or a BLOB
+    raw = bytes(value)
+    if text_factory is str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            raise sqlite3.OperationalError(
+                f"Could not decode to UTF-8 column '{name}' with text '{text}'"
+            ) from None
+    return text_factory(raw)
 
 
 def plan_rows(
@@ -122,6 +136,8 @@ def _shown_name(name: str) -> str:
 
 def _as_bytes(value: Any) -> bytes:
     """The value as SQLite hands it to a converter: its text for numbers (REAL as SQLite prints it)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
     if isinstance(value, bytes):
         return bytes(value)
     if isinstance(value, float):
