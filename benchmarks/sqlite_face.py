@@ -83,7 +83,7 @@ def main() -> None:
     base = statistics.median(timings["sqlite3"])
     for name, values in timings.items():
         median = statistics.median(values)
-        print(f"{name:32} {median * 1e6:8.1f} µs  {median / base:5.2f}×")
+        print(f"{name:32} {median * 1e6:8.1f} µs  {median / base:5.2f}x")
 
 
 if __name__ == "__main__":

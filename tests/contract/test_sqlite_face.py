@@ -152,7 +152,7 @@ def test_functions_and_collations_are_removed_when_the_connection_closes(sandbox
     later = sandbox.connection({})
     # Removed; sqlite3 before Python 3.13 cannot remove a function: it is left as one that fails.
     with pytest.raises(
-        sqlite3.OperationalError, match="no such function: twice|user-defined function raised"
+        sqlite3.OperationalError, match=r"no such function: twice|user-defined function raised"
     ):
         later.execute("SELECT twice(1)")
     with pytest.raises(sqlite3.OperationalError, match="no such collation sequence: backwards"):
@@ -167,7 +167,7 @@ def test_factory_lends_its_methods(sandbox: Sandbox) -> None:
     db = sandbox.connection({"factory": Blog})
     assert isinstance(db, SandboxConnection)
     assert db.titles() == ["héllo"]
-    with pytest.raises(TypeError, match="factory must be a subclass of sqlite3.Connection"):
+    with pytest.raises(TypeError, match=r"factory must be a subclass of sqlite3\.Connection"):
         sandbox.connection({"factory": dict})
 
 
