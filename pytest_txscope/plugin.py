@@ -314,6 +314,14 @@ def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Se
 _SANDBOX = pytest.StashKey[Sandbox]()
 
 
+def _report_early_connections(config: pytest.Config, db_engine: Engine) -> None:
+    """With ``txscope_connect``: warn of real connections to the test database the app opened before (when a
+    module was imported, in a wider fixture) and may keep."""
+    interception = config.stash.get(_INTERCEPTION, None)
+    if interception is not None:
+        interception.check_early(db_engine.url)
+
+
 def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
     """Yield the test's sandbox: started here and ended after the test, or the one already started."""
     node = request.node
@@ -334,9 +342,7 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     )
     sandbox.start()
     node.stash[_SANDBOXED] = True
-    interception = request.config.stash.get(_INTERCEPTION, None)
-    if interception is not None:  # real connections the app opened before (at import time) and kept
-        interception.check_early(db_engine.url)
+    _report_early_connections(request.config, db_engine)
     sandbox.thread_timeout = settings.thread_timeout
     if options.get("shared"):
         sandbox.share()
