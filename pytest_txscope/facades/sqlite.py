@@ -106,7 +106,9 @@ class SQLiteCursor(SandboxCursor):
     def _made(self, row: Sequence[Any]) -> Any:
         assert self._plan is not None
         values = self._plan.convert(row)
-        return values if self._row_factory is None else self._row_factory(self._driver, values)
+        if self._row_factory is None:
+            return values
+        return self._row_factory(self._plan.described or self._driver, values)
 
     def fetchone(self) -> Any:
         """The next row, or None."""

@@ -56,6 +56,8 @@ class RowPlan:
                 if step is None:
                     self.steps[index] = functools.partial(_text, text_factory, names[index])
 
+        self.described: sqlite3.Cursor | None = None
+        """A cursor whose description has the shown names, for the row factory (when they differ)."""
         self._active = [(index, step) for index, step in enumerate(self.steps) if step is not None]
 
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
@@ -112,7 +114,13 @@ def plan_rows(
             if converters[index] is None and declared:
                 word = declared.split(" ", 1)[0].split("(", 1)[0]
                 converters[index] = sqlite3.converters.get(word.upper())
-    return RowPlan(names, converters, text_factory)
+    plan = RowPlan(names, converters, text_factory)
+    if names != [str(column[0]) for column in description]:
+        # A row factory is handed a cursor, and sqlite3.Row takes the names from a real one's description: a
+        # statement that selects nothing under the shown names makes one.
+        columns = ", ".join('NULL AS "{}"'.format(name.replace('"', '""')) for name in names)
+        plan.described = connection.execute(f"SELECT {columns} LIMIT 0")
+    return plan
 
 
 def _colname_converter(name: str) -> Callable[[bytes], Any] | None:

@@ -71,6 +71,14 @@ def test_flaskr_reads_a_timestamp_as_datetime_through_rows(sandbox: Sandbox) -> 
     assert [tuple(r) for r in db.execute("SELECT id FROM post ORDER BY id")] == [(1,), (2,)]
 
 
+def test_rows_have_the_names_parse_colnames_shows(sandbox: Sandbox) -> None:
+    db = sandbox.connection({"detect_types": sqlite3.PARSE_COLNAMES})
+    db.row_factory = sqlite3.Row
+    row = db.execute('SELECT created AS "made [timestamp]" FROM post').fetchone()
+    assert row.keys() == ["made"]
+    assert row["made"] == datetime.datetime(2024, 1, 2, 3, 4, 5)
+
+
 def test_row_factory_is_copied_to_new_cursors_only(sandbox: Sandbox) -> None:
     db = sandbox.connection({})
     before = db.cursor()
