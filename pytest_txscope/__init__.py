@@ -20,6 +20,7 @@ from .dbapi import SandboxConnection
 from .errors import (
     BackendUnavailableError,
     ConfigurationError,
+    ConnectedBeforeSandboxWarning,
     ConnectionBusyError,
     ConnectionLostError,
     DatabaseAccessError,
@@ -49,6 +50,7 @@ from .url import DatabaseURL
 __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
+    "ConnectedBeforeSandboxWarning",
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
+    "ConnectedBeforeSandboxWarning",
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
@@ -391,4 +392,17 @@ class TransactionLeftOpenWarning(UserWarning):
             f"the sandbox, if they were in one): {listing}. Outside a test their work would never be committed (nor "
             "their connections given back): end each transaction (commit() or rollback(), or a 'with' block) "
             "and close sessions (session.close(), or 'with engine.session() as session:')"
+        )
+
+
+class ConnectedBeforeSandboxWarning(UserWarning):
+    """Code opened a real connection to the test database outside any sandbox (at import time, or in a fixture
+    of a wider scope): if it keeps it, what it commits is committed for real, and no test rolls it back."""
+
+    def __init__(self, driver: str, place: str) -> None:
+        super().__init__(
+            f"a real {driver} connection to the test database was opened at {place}, before any sandboxed test "
+            "(when a module was imported, or in a fixture): if the code keeps it, what it commits is committed "
+            "for real and no test rolls it back. Connect inside the test (per request, or in a function-scoped "
+            "fixture) instead"
         )

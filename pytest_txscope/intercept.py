@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dbapi import SandboxConnection
+from .errors import ConnectedBeforeSandboxWarning
 from .intercept_targets import Target, target_of
 from .places import Place, caller_place, describe_place
 from .sandbox import Sandbox
 from .url import DatabaseURL
 
-__all__ = ["DRIVERS", "ConnectedBeforeSandboxWarning", "Interception"]
+__all__ = ["DRIVERS", "Interception"]
 
 DRIVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqlite3": ("sqlite", ("connect",)),
@@ -43,19 +44,6 @@ DRIVERS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Callers whose connects are never intercepted: this library's own, and SQLAlchemy's pools (a pool would keep
 # a face beyond its test; the plugin pins SQLAlchemy engines to the sandbox instead, see txscope_engines).
 _PASS_THROUGH = ("pytest_txscope.", "sqlalchemy.")
-
-
-class ConnectedBeforeSandboxWarning(UserWarning):
-    """Code opened a real connection to the test database outside any sandbox (at import time, or in a fixture
-    of a wider scope): if it keeps it, what it commits is committed for real, and no test rolls it back."""
-
-    def __init__(self, driver: str, place: str) -> None:
-        super().__init__(
-            f"a real {driver} connection to the test database was opened at {place}, before any sandboxed test "
-            "(when a module was imported, or in a fixture): if the code keeps it, what it commits is committed "
-            "for real and no test rolls it back. Connect inside the test (per request, or in a function-scoped "
-            "fixture) instead"
-        )
 
 
 @dataclass
