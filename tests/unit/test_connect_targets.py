@@ -45,7 +45,8 @@ def test_postgresql_falls_back_on_libpq_variables(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PGDATABASE", "app_test")
     monkeypatch.setenv("PGHOST", "127.0.0.1")
     target = target_of("psycopg", (), {})
-    assert target is not None and target.matches(PG)
+    assert target is not None
+    assert target.matches(PG)
 
 
 def test_sqlite_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,8 +59,11 @@ def test_sqlite_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ((), {"database": str(tmp_path / "sub" / ".." / "app.db"), "detect_types": 1}),
     ]:
         target = target_of("sqlite3", args, kwargs)
-        assert target is not None and target.matches(url), (args, kwargs)
-    assert target_of("sqlite3", ("other.db",), {}).matches(url) is False  # type: ignore[union-attr]
+        assert target is not None
+        assert target.matches(url), (args, kwargs)
+    other = target_of("sqlite3", ("other.db",), {})
+    assert other is not None
+    assert not other.matches(url)
     # In-memory databases are private to their connection: never the test database.
     assert target_of("sqlite3", (":memory:",), {}) is None
     assert target_of("sqlite3", ("file:x?mode=memory",), {"uri": True}) is None
