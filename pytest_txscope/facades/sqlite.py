@@ -155,9 +155,10 @@ class SQLiteConnection(SandboxConnection):
 
     A ``factory=`` class (a ``sqlite3.Connection`` subclass) lends its own methods and properties to the face,
     which is not an instance of it: its ``__init__`` is not run (it would open a second connection), and
-    ``super()`` calls inside its methods fail. ``isolation_level=None`` (or ``autocommit=True`` on Python 3.12)
-    runs each statement in the sandbox's transaction with no savepoint of the app's, as committed at once;
-    ``BEGIN``/``COMMIT``/``ROLLBACK`` sent as statements then open and end the app's transaction.
+    ``super()`` calls inside its methods fail. ``connect(isolation_level=None)`` (or ``autocommit=True`` on
+    Python 3.12) runs each statement in the sandbox's transaction with no savepoint of the app's, as committed at once;
+    ``BEGIN``/``COMMIT``/``ROLLBACK`` sent as statements then open and end the app's transaction. Switching
+    to autocommit after ``connect()`` is refused, as on every sandbox connection.
     """
 
     cursor_class = SQLiteCursor
@@ -190,7 +191,10 @@ class SQLiteConnection(SandboxConnection):
         """``sqlite3.PARSE_DECLTYPES`` and/or ``PARSE_COLNAMES``, as given to ``connect()``."""
         self._isolation: str | None = given.get("isolation_level", "DEFERRED")
         self._autocommit: Any = given.get("autocommit", getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1))
-        self._changes_before = int(session.connection.total_changes)
+        try:
+            self._changes_before = int(session.connection.total_changes)
+        except sqlite3.Error:  # a connection found dead: the first statement replaces it, counting from 0
+            self._changes_before = 0
         self._undo: list[Callable[[], object]] = []
 
     # ------------------------------------------------------------------------------------------ rows
@@ -218,9 +222,9 @@ class SQLiteConnection(SandboxConnection):
     def closed_error(self) -> Exception:
         """sqlite3's ``ProgrammingError`` (and `TransactionStateError`), with what to do."""
         return ClosedDatabaseError(
-            "Cannot operate on a closed database. (This sqlite3 connection was handed out by the test's sandbox "
-            "and closed, by the code or when its test ended: connect again, once per test or request, rather "
-            "than keeping a connection across tests.)"
+            "Cannot operate on a closed database. (this sandbox connection is closed: the code closed it, or "
+            "the test it was handed out in ended; connect again, once per test or request, rather than keeping "
+            "a connection across tests)"
         )
 
     @property
@@ -263,8 +267,12 @@ class SQLiteConnection(SandboxConnection):
     def isolation_level(self, value: object) -> None:
         if value is not None and str(value).upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError("isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'")
-        if value is None:
-            self.commit()  # as sqlite3 does when it leaves the legacy transaction mode
+        if value is None and not self.autocommit_mode:
+            # As on every sandbox connection: switching to autocommit once opened is refused (connect() with
+            # isolation_level=None is honoured).
+            raise SandboxRefusedError(
+                "isolation_level = None (autocommit)", "every statement would commit at once"
+            )
         self._isolation = None if value is None else str(value)
 
     if sys.version_info >= (3, 12):
@@ -276,8 +284,8 @@ class SQLiteConnection(SandboxConnection):
 
         @autocommit.setter
         def autocommit(self, value: Any) -> None:
-            if value is True:
-                self.commit()
+            if value is True and self._autocommit is not True:  # as isolation_level: only connect() sets it
+                raise SandboxRefusedError("switching to autocommit", "every statement would commit at once")
             self._autocommit = value
 
     @property
@@ -291,7 +299,7 @@ class SQLiteConnection(SandboxConnection):
     @property
     def total_changes(self) -> int:
         """Rows changed since this connection was opened (by any code on the sandbox's connection)."""
-        return int(self.session.connection.total_changes) - self._changes_before
+        return max(0, int(self.session.connection.total_changes) - self._changes_before)
 
     def close(self) -> None:
         """Discard what is uncommitted, and remove the functions and callbacks the code registered."""

@@ -133,6 +133,14 @@ def test_isolation_level_none_commits_each_statement_at_once(sandbox: Sandbox) -
         db.execute("COMMIT")
 
 
+def test_switching_to_autocommit_after_connect_is_refused(sandbox: Sandbox) -> None:
+    db = sandbox.connection({})
+    with pytest.raises(SandboxRefusedError, match="isolation_level = None"):
+        db.isolation_level = None
+    db.isolation_level = "IMMEDIATE"
+    assert db.isolation_level == "IMMEDIATE"
+
+
 def test_in_transaction_and_total_changes_are_the_connections_own(sandbox: Sandbox) -> None:
     db = sandbox.connection({})
     assert (db.in_transaction, db.total_changes) == (False, 0)

@@ -155,9 +155,9 @@ def test_2_uses_it(db_sandbox):
     result = flaskr.runpytest_subprocess("-s", "-p", "no:randomly", "test_kept.py")
     result.stdout.fnmatch_lines(
         [
-            "*Cannot operate on a closed database. (This sqlite3 connection was handed out by the test's sandbox "
-            "and closed, by the code or when its test ended: connect again, once per test or request, rather "
-            "than keeping a connection across tests.)"
+            "*Cannot operate on a closed database. (this sandbox connection is closed: the code closed it, or "
+            "the test it was handed out in ended; connect again, once per test or request, rather than keeping "
+            "a connection across tests)"
         ]
     )
     result.assert_outcomes(passed=2)
