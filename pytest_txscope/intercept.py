@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dbapi import SandboxConnection
-from .errors import ConnectedBeforeSandboxWarning
+from .dialects import DIALECTS, dialect_for_url
+from .errors import ConfigurationError, ConnectedBeforeSandboxWarning
 from .intercept_targets import Target, target_of
 from .places import Place, caller_place, describe_place
 from .sandbox import Sandbox
 from .url import DatabaseURL
 
-__all__ = ["DRIVERS", "Interception"]
+__all__ = ["DRIVERS", "Interception", "drivers_to_intercept"]
 
 DRIVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sqlite3": ("sqlite", ("connect",)),
@@ -125,3 +126,40 @@ class Interception:
                 warnings.warn(
                     ConnectedBeforeSandboxWarning(entry.driver, describe_place(entry.place)), stacklevel=2
                 )
+
+
+def drivers_to_intercept(words: list[str], url: DatabaseURL | None, source: str) -> tuple[str, ...]:
+    """The drivers ``txscope_connect`` names, each checked: known, and the driver the sandbox's connection is
+    opened with (a face of one driver cannot stand on another's connection); ``auto`` is that driver. Raises
+    `ConfigurationError` naming the fix."""
+    serving = dialect_for_url(url).driver if url is not None else "sqlite3"
+    if [w.lower() for w in words] == ["auto"]:
+        return (serving,)
+    by_lower = {name.lower(): name for name in DRIVERS}
+    drivers: list[str] = []
+    for word in words:
+        name = by_lower.get(word.lower())
+        if name is None:
+            raise ConfigurationError(
+                f"{source}: {word!r} is not a driver whose connect() can be intercepted; use one of "
+                f"{', '.join(DRIVERS)} (import names), or auto (the test database's driver)"
+            )
+        if name != serving:
+            raise ConfigurationError(
+                f"{source}: the sandbox's connection to the test database is a {serving} one, so a {name} "
+                f"connect() cannot be given it; {_serving_fix(name, url)}"
+            )
+        if name not in drivers:
+            drivers.append(name)
+    return tuple(drivers)
+
+
+def _serving_fix(name: str, url: DatabaseURL | None) -> str:
+    backend = DRIVERS[name][0]
+    if url is None or url.backend != backend:
+        shown = "embedded SQLite" if url is None else url.backend
+        return f"{name} connects to {backend}, but the test database is {shown}: set txscope_url to a {backend} URL"
+    scheme = next(f"{d.name}+{d.url_driver}://" for d in DIALECTS.values() if d.driver == name)
+    return (
+        f"write the test database's URL as {scheme}... (txscope_url) so that the sandbox connects with {name}"
+    )

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from .dialects import DIALECTS, dialect_for_url
-from .errors import ImportPathError, TxScopeError
+from .dialects import dialect_for_url
+from .errors import ConfigurationError, ImportPathError, TxScopeError
 from .intercept import DRIVERS as CONNECT_DRIVERS
+from .intercept import drivers_to_intercept
 from .url import DatabaseURL
 
 __all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve"]
@@ -270,42 +271,13 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
 
 
 def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:
-    """The drivers to intercept: each named one checked (known, and the driver the sandbox's connection is
-    opened with: a face of one driver cannot stand on another's connection); ``auto`` is that driver."""
     option = config.getoption("--txscope-connect")
     source = "--txscope-connect" if option is not None else "txscope_connect"
     words = str(option).replace(",", " ").split() if option is not None else config.getini("txscope_connect")
-    serving = dialect_for_url(url).driver if url is not None else "sqlite3"
-    if [str(w).lower() for w in words] == ["auto"]:
-        return (serving,)
-    by_lower = {name.lower(): name for name in CONNECT_DRIVERS}
-    drivers: list[str] = []
-    for word in words:
-        name = by_lower.get(str(word).lower())
-        if name is None:
-            raise pytest.UsageError(
-                f"{source}: {word!r} is not a driver whose connect() can be intercepted; use one of "
-                f"{', '.join(CONNECT_DRIVERS)} (import names), or auto (the test database's driver)"
-            )
-        if name != serving:
-            raise pytest.UsageError(
-                f"{source}: the sandbox's connection to the test database is a {serving} one, so a {name} "
-                f"connect() cannot be given it; {_serving_fix(name, url)}"
-            )
-        if name not in drivers:
-            drivers.append(name)
-    return tuple(drivers)
-
-
-def _serving_fix(name: str, url: DatabaseURL | None) -> str:
-    backend = CONNECT_DRIVERS[name][0]
-    if url is None or url.backend != backend:
-        shown = "embedded SQLite" if url is None else url.backend
-        return f"{name} connects to {backend}, but the test database is {shown}: set txscope_url to a {backend} URL"
-    scheme = next(f"{d.name}+{d.url_driver}://" for d in DIALECTS.values() if d.driver == name)
-    return (
-        f"write the test database's URL as {scheme}... (txscope_url) so that the sandbox connects with {name}"
-    )
+    try:
+        return drivers_to_intercept([str(w) for w in words], url, source)
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _ini_bool(config: pytest.Config, ini: str) -> bool:
