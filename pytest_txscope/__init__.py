@@ -20,6 +20,7 @@ from .dbapi import SandboxConnection
 from .errors import (
     BackendUnavailableError,
     ConfigurationError,
+    ConnectedBeforeSandboxWarning,
     ConnectionBusyError,
     ConnectionLostError,
     DatabaseAccessError,
@@ -52,6 +53,7 @@ from .url import DatabaseURL
 __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
+    "ConnectedBeforeSandboxWarning",
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",

@@ -44,12 +44,14 @@ class SandboxConnection:
     give one `SandboxIsolationWarning`; two-phase commit is refused with `SandboxRefusedError`.
     """
 
-    closed_error: tuple[str, str, str] | None = None
+    closed_error_spec: tuple[str, str, str] | None = None
     """The driver's error for a closed connection: (module, class name, message); None raises ours alone."""
     begin_commits_first = True
     """``BEGIN`` inside an open transaction commits it first (MySQL); PostgreSQL ignores it (with a warning)."""
     isolation_query = "SHOW transaction_isolation"
     """The query whose last column of the first row is the level of the sandbox's transaction."""
+    cursor_class: type[SandboxCursor] = SandboxCursor
+    """The cursor class `cursor()` makes (a driver's face gives its own)."""
 
     def __init__(
         self,
@@ -88,11 +90,15 @@ class SandboxConnection:
 
     def _check_open(self) -> None:
         if self._closed:
-            message = "this sandbox connection is closed; ask the sandbox for a new one"
-            if self.closed_error is None:
-                raise TransactionStateError(message)
-            module, name, text = self.closed_error
-            raise driver_error(module, name, TransactionStateError)(f"{text}: {message}")
+            raise self.closed_error()
+
+    def closed_error(self) -> Exception:
+        """The error for using a closed connection: the driver's own class (`closed_error_spec`) and ours."""
+        message = "this sandbox connection is closed; ask the sandbox for a new one"
+        if self.closed_error_spec is None:
+            return TransactionStateError(message)
+        module, name, text = self.closed_error_spec
+        return driver_error(module, name, TransactionStateError)(f"{text}: {message}")
 
     def statement_channel(self) -> Channel:
         """Check the connection is usable, open its transaction if none is, and return the channel."""
@@ -134,7 +140,7 @@ class SandboxConnection:
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         """A cursor on the sandbox connection (the driver's ``cursor()`` arguments)."""
         self._check()
-        return SandboxCursor(self, args, kwargs)
+        return self.cursor_class(self, args, kwargs)
 
     def execute(self, sql: str, params: Any = None, **kwargs: Any) -> SandboxCursor:
         """Shortcut of sqlite3 and psycopg: a new cursor, executed."""

@@ -66,7 +66,11 @@ class SandboxCursor:
         if raw is not self._raw:
             self._raw = raw
             self._cursor = self._make(raw)
+            self.adopt(self._cursor)
         return self._cursor
+
+    def adopt(self, cursor: Any) -> None:
+        """Hook for a driver's face: set up the driver's cursor just made for this one (nothing here)."""
 
     def execute(self, sql: Any, params: Any = None, **kwargs: Any) -> SandboxCursor:
         """Run a statement (driver's parameter style and keywords) inside the connection's transaction."""

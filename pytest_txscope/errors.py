@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
+    "ConnectedBeforeSandboxWarning",
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
@@ -437,4 +438,17 @@ class SandboxIsolationWarning(UserWarning):
             f"inside the sandbox's one transaction, which runs at {in_effect}, so the code runs at that level; "
             "to test behaviour that depends on the level, mark the test @pytest.mark.txscope(commit=True) (real "
             "transactions, tables cleaned afterwards)"
+        )
+
+
+class ConnectedBeforeSandboxWarning(UserWarning):
+    """Code opened a real connection to the test database outside any sandbox (at import time, or in a fixture
+    of a wider scope): if it keeps it, what it commits is committed for real, and no test rolls it back."""
+
+    def __init__(self, driver: str, place: str) -> None:
+        super().__init__(
+            f"a real {driver} connection to the test database was opened at {place}, before any sandboxed test "
+            "(when a module was imported, or in a fixture): if the code keeps it, what it commits is committed "
+            "for real and no test rolls it back. Connect inside the test (per request, or in a function-scoped "
+            "fixture) instead"
         )

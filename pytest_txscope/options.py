@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from .dialects import dialect_for_url
-from .errors import ImportPathError, TxScopeError
+from .errors import ConfigurationError, ImportPathError, TxScopeError
+from .intercept import DRIVERS as CONNECT_DRIVERS
+from .intercept import drivers_to_intercept
 from .url import DatabaseURL
 
 __all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve", "resolve_url"]
@@ -51,6 +53,7 @@ INI_KEYS = (
     "txscope_thread_timeout",
     "txscope_env",
     "txscope_threads",
+    "txscope_connect",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 
@@ -95,6 +98,8 @@ class Settings:
     threads: str = "shared"
     """``shared`` (every thread uses the test's sandbox, statement by statement) or ``strict`` (other threads
     are refused unless the test lets them in)."""
+    connect: tuple[str, ...] = ()
+    """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -154,6 +159,13 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "(default: shared)",
         },
     ),
+    (
+        "--txscope-connect",
+        {
+            "help": "drivers whose own connect() to the test database gives the sandbox's connection in sandboxed "
+            f"tests: {', '.join(CONNECT_DRIVERS)} or auto (overrides ini txscope_connect)",
+        },
+    ),
 )
 
 # Ini keys: (name, help, type, default).
@@ -189,6 +201,7 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         None,
     ),
     ("txscope_threads", "shared or strict (see --txscope-threads)", None, ""),
+    ("txscope_connect", "drivers whose connect() is intercepted in sandboxed tests, or auto", "args", None),
 )
 
 
@@ -198,8 +211,8 @@ def add_options(parser: pytest.Parser) -> None:
     for name, keywords in _OPTIONS:
         group.addoption(name, default=None, **keywords)
     for key, text, kind, default in _INI_KEYS:
-        if kind == "linelist":
-            parser.addini(key, text, type="linelist")
+        if kind in ("linelist", "args"):
+            parser.addini(key, text, type=kind)
         elif kind is None:
             parser.addini(key, text, default=default)
         else:
@@ -230,6 +243,7 @@ def resolve(config: pytest.Config) -> Settings:
         statement_savepoints=_resolve_savepoint_mode(config),
         thread_timeout=_resolve_thread_timeout(config),
         threads=_resolve_threads(config),
+        connect=_resolve_connect(config, url),
     )
 
 
@@ -299,6 +313,16 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
     return thread_timeout
+
+
+def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:
+    option = config.getoption("--txscope-connect")
+    source = "--txscope-connect" if option is not None else "txscope_connect"
+    words = str(option).replace(",", " ").split() if option is not None else config.getini("txscope_connect")
+    try:
+        return drivers_to_intercept([str(w) for w in words], url, source)
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _ini_bool(config: pytest.Config, ini: str) -> bool:

@@ -23,6 +23,7 @@ from .errors import (
     SandboxEscapeError,
     UnsafeDatabaseError,
 )
+from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, import_object, resolve
 from .places import add_library
 from .plugin_database import (
@@ -52,7 +53,10 @@ __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_o
 MARKER = "txscope"
 _FAILURE = pytest.StashKey[BaseException]()
 _SANDBOXED = pytest.StashKey[bool]()
-_CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
+_CRASHED = pytest.StashKey[list[str]]()
+_INTERCEPTION = pytest.StashKey[
+    Interception
+]()  # ids of pytest-xdist workers that crashed (on the controller)
 
 
 # ------------------------------------------------------------------------------------------------ hooks
@@ -79,6 +83,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SETTINGS] = resolve(config)
     config.stash[STATE] = RunState()
+    if config.stash[SETTINGS].connect:  # the app's own sqlite3.connect() & co. (txscope_connect), for the run
+        interception = config.stash[_INTERCEPTION] = Interception(config.stash[SETTINGS].connect)
+        interception.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    interception = config.stash.get(_INTERCEPTION, None)
+    if interception is not None:
+        interception.uninstall()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -330,6 +343,14 @@ def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Se
 _SANDBOX = pytest.StashKey[Sandbox]()
 
 
+def _report_early_connections(config: pytest.Config, db_engine: Engine) -> None:
+    """With ``txscope_connect``: warn of real connections to the test database the app opened before (when a
+    module was imported, in a wider fixture) and may keep."""
+    interception = config.stash.get(_INTERCEPTION, None)
+    if interception is not None:
+        interception.check_early(db_engine.url)
+
+
 def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
     """Yield the test's sandbox: started here and ended after the test, or the one already started."""
     node = request.node
@@ -353,6 +374,7 @@ def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterato
     )
     sandbox.start()
     node.stash[_SANDBOXED] = True
+    _report_early_connections(request.config, db_engine)
     sandbox.thread_timeout = settings.thread_timeout
     watched = _pin_sqlalchemy_engines(request, sandbox)
     node.stash[_SANDBOX] = sandbox

@@ -16,6 +16,7 @@ __all__ = ["facade_for"]
 
 # Driver import name -> "module:class" of its face; a driver not listed gets the shared SandboxConnection.
 _FACES: dict[str, str] = {
+    "sqlite3": ".sqlite:SQLiteConnection",
     "psycopg": ".psycopg:PsycopgConnection",
     "psycopg2": ".psycopg2:Psycopg2Connection",
     "pymysql": ".mysql:PyMySQLConnection",

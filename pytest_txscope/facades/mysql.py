@@ -76,7 +76,7 @@ class _MySQLConnection(SandboxConnection):
 class PyMySQLConnection(_MySQLConnection):
     """The sandbox connection as PyMySQL's ``Connection``."""
 
-    closed_error = ("pymysql.err", "InterfaceError", "the connection is closed")
+    closed_error_spec = ("pymysql.err", "InterfaceError", "the connection is closed")
 
     def cursor(self, cursor: Any = None) -> SandboxCursor:
         """A cursor of class ``cursor`` (default: ``connect(cursorclass=)``, else PyMySQL's)."""
@@ -87,7 +87,7 @@ class MySQLdbConnection(_MySQLConnection):
     """The sandbox connection as mysqlclient's ``Connection`` (what mysqlclient raises on a closed one:
     ``OperationalError``)."""
 
-    closed_error = ("MySQLdb", "OperationalError", "the connection is closed")
+    closed_error_spec = ("MySQLdb", "OperationalError", "the connection is closed")
 
     def cursor(self, cursorclass: Any = None) -> SandboxCursor:
         """A cursor of class ``cursorclass`` (default: ``connect(cursorclass=)``, else mysqlclient's)."""

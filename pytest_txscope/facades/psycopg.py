@@ -15,7 +15,7 @@ __all__ = ["PsycopgConnection"]
 class PsycopgConnection(SandboxConnection):
     """The sandbox connection as psycopg's ``Connection``."""
 
-    closed_error = ("psycopg", "OperationalError", "the connection is closed")
+    closed_error_spec = ("psycopg", "OperationalError", "the connection is closed")
     begin_commits_first = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

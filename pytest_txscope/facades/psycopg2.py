@@ -20,7 +20,7 @@ _IDLE, _INTRANS, _INERROR = 0, 2, 3  # psycopg2.extensions.TRANSACTION_STATUS_*
 class Psycopg2Connection(SandboxConnection):
     """The sandbox connection as psycopg2's ``connection``."""
 
-    closed_error = ("psycopg2", "InterfaceError", "connection already closed")
+    closed_error_spec = ("psycopg2", "InterfaceError", "connection already closed")
     begin_commits_first = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
