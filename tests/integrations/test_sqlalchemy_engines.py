@@ -65,9 +65,10 @@ def other_database(backend: Backend) -> str:
 
 
 def async_url(backend: Backend) -> str:
-    """Code for the test database's URL through an asyncio driver (skips where none is installed)."""
+    """Code for the test database's URL through an asyncio driver (the test extra installs each)."""
     if backend.family == "mysql":
-        pytest.skip("no asyncio MySQL driver (aiomysql, asyncmy) in the test environment")
+        assert importlib.util.find_spec("aiomysql"), "the test extra installs aiomysql"
+        return "sqlalchemy_url(db_engine.url).set(drivername='mysql+aiomysql')"
     if backend.family == "sqlite":
         assert importlib.util.find_spec("aiosqlite"), "the test extra installs aiosqlite"
         return "sqlalchemy_url(db_engine.url).set(drivername='sqlite+aiosqlite')"
