@@ -19,7 +19,7 @@ from pytest_txscope import BackendUnavailableError, DatabaseURL
 from pytest_txscope.provision import drop, drop_templates
 from pytest_txscope.sqlalchemy import sqlalchemy_url
 
-from ..backends import ENV, Backend, database_url, sibling_url
+from ..backends import ALL, Backend, database_url, family_of, sibling_url
 
 pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql")
 
@@ -162,12 +162,13 @@ def sa_project(
 
 
 def drop_project_databases() -> None:
-    """Drop the server databases (and PostgreSQL templates) the generated projects reused."""
-    for family in ENV:
-        url = database_url(family)
+    """Drop the server databases (and PostgreSQL templates) the generated projects reused, on every driver (each
+    driver's projects have a database of their own)."""
+    for name in ALL:
+        url = None if family_of(name) == "sqlite" else database_url(name)
         if not url:
             continue
-        target = DatabaseURL.parse(project_url(Backend(family, url)) or "")
+        target = DatabaseURL.parse(project_url(Backend(name, url)) or "")
         with contextlib.suppress(BackendUnavailableError):
             drop(target, allow=())
             drop_templates(target, allow=())
