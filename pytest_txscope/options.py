@@ -3,13 +3,11 @@ defaults, resolved once per run into a frozen `Settings` kept in ``config.stash`
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import math
 import os
 import re
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +16,23 @@ from typing import Any
 import pytest
 
 from .dialects import dialect_for_url
-from .errors import ConfigurationError, ImportPathError, TxScopeError
+from .errors import ConfigurationError, TxScopeError
+from .import_paths import import_object
+from .ini_keys import INI_KEYS, check_unknown_keys
 from .intercept import DRIVERS as CONNECT_DRIVERS
 from .intercept import drivers_to_intercept
 from .url import DatabaseURL
 
-__all__ = ["SETTINGS", "SchemaEntry", "Settings", "add_options", "import_object", "resolve", "resolve_url"]
+__all__ = [
+    "INI_KEYS",
+    "SETTINGS",
+    "SchemaEntry",
+    "Settings",
+    "add_options",
+    "import_object",
+    "resolve",
+    "resolve_url",
+]
 
 _BOOLS = {
     "true": True,
@@ -41,21 +50,6 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SCHEMA_FORMS = (
     "an SQL file (path/to/schema.sql, relative to the ini file) or an import path (package.module:attribute)"
 )
-INI_KEYS = (
-    "txscope_url",
-    "txscope_schema",
-    "txscope_engines",
-    "txscope_reuse_db",
-    "txscope_check_leaks",
-    "txscope_block",
-    "txscope_allow_databases",
-    "txscope_statement_savepoints",
-    "txscope_thread_timeout",
-    "txscope_env",
-    "txscope_threads",
-    "txscope_connect",
-)
-"""Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 
 
 def _scalar(kind: type) -> Any:
@@ -228,7 +222,7 @@ def _bool(config: pytest.Config, option: str, ini: str) -> bool:
 
 def resolve(config: pytest.Config) -> Settings:
     """Resolve and validate the configuration; raise `pytest.UsageError` naming the valid forms."""
-    _check_unknown_keys(config)
+    check_unknown_keys(config)
     url, source = resolve_url(config, config.getoption("--txscope-url"))
     base = config.inipath.parent if config.inipath else config.rootpath
     return Settings(
@@ -359,137 +353,3 @@ def _check_driver(url: DatabaseURL, source: str) -> None:
         found = False
     if not found:
         raise pytest.UsageError(f"{source}: {dialect.missing()}")
-
-
-def _check_unknown_keys(config: pytest.Config) -> None:
-    """Refuse ``txscope_*`` keys the plugin does not read: a misspelt ``txscope_url`` would otherwise be a
-    warning at the end of the run, and the tests would have run on the embedded SQLite default instead."""
-    keys = [(key, _shown(config)) for key in _file_keys(config.inipath)] if config.inipath else []
-    keys += [(item.partition("=")[0].strip(), "-o") for item in config.getoption("override_ini", None) or []]
-    for key, where in keys:
-        if key in INI_KEYS:
-            continue
-        folded = re.sub(r"[^a-z0-9]", "", key.lower())
-        close = difflib.get_close_matches(key.lower().replace("-", "_"), INI_KEYS, n=1, cutoff=0.8)
-        if not (folded.startswith("txscope") or close) or _registered(config, key):
-            continue
-        fix = f"did you mean {close[0]}?" if close else "remove it or use one of its keys"
-        raise pytest.UsageError(
-            f"unknown ini key {key!r} ({where}): pytest-txscope has no such setting; {fix} "
-            f"(its keys: {', '.join(INI_KEYS)})"
-        )
-
-
-def _registered(config: pytest.Config, key: str) -> bool:
-    """Whether another plugin registered ``key`` (pytest raises ValueError for keys nobody registered)."""
-    try:
-        config.getini(key)
-    except ValueError:
-        return False
-    except Exception:  # registered, with a value its owner will complain about
-        return True
-    return True
-
-
-def _shown(config: pytest.Config) -> str:
-    assert config.inipath is not None
-    try:
-        return str(config.inipath.relative_to(config.rootpath))
-    except ValueError:
-        return str(config.inipath)
-
-
-def _file_keys(path: Path) -> list[str]:
-    """The keys of pytest's section in the config file pytest read (empty if it cannot be read again)."""
-    try:
-        if path.suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pytest requires tomli on Python 3.10; it has no stubs to check against
-                import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-            tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("pytest", {})
-            # [tool.pytest.ini_options], or pytest 9's native [tool.pytest] table
-            return [*tool.get("ini_options", {}), *(k for k in tool if k != "ini_options")]
-        import iniconfig
-
-        ini = iniconfig.IniConfig(str(path))
-        section = "tool:pytest" if path.name == "setup.cfg" else "pytest"
-        return list(ini[section]) if section in ini else []
-    except Exception:  # pytest parsed it already; a second opinion is not worth failing the run over
-        return []
-
-
-def import_object(key: str, path: str) -> Any:
-    """Import ``package.module:attribute`` (the attribute may be dotted)."""
-    module_name, _, attribute = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # the module's own failure too (a missing environment variable, a typo in it)
-        detail = exc.msg if isinstance(exc, SyntaxError) else exc  # _raised_at adds the file and line
-        problem = f"cannot be imported: {type(exc).__name__}: {detail}"
-        if isinstance(exc, ModuleNotFoundError) and f"{module_name}.".startswith(f"{exc.name}."):
-            fix = "check the module's name, and that its folder is on sys.path (pytest's pythonpath ini key)"
-        elif isinstance(exc, ModuleNotFoundError) and _in_driver_import(exc):
-            problem += _raised_at(exc, in_packages=False)  # the application's line, not SQLAlchemy's
-            fix = _missing_driver_fix(exc.name or "")
-        else:
-            problem += _raised_at(exc)
-            fix = "fix that error in the module: it happens when the module is imported, before any test"
-        raise ImportPathError(key, path, problem, fix) from exc
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ImportPathError(
-                key, path, f"cannot be imported: {obj!r} has no attribute {part!r}"
-            ) from None
-    return obj
-
-
-def _in_driver_import(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised where SQLAlchemy imports the driver an engine's URL names."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "import_dbapi":
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _missing_driver_fix(module: str) -> str:
-    """How to install the driver ``module`` an application's engine needs (SQLAlchemy imports it)."""
-    from .dialects import DIALECTS, dialect_for_module
-
-    dialect = dialect_for_module(module)
-    if dialect is not None:
-        return (
-            "the application's engine names a driver that is not installed; install it with: "
-            f"pip install 'pytest-txscope[{dialect.extra}]'"
-        )
-    known = ", ".join(f"{d.driver_display} ([{d.extra}])" for d in DIALECTS.values())
-    return (
-        f"the application's engine names a driver that is not installed ({module}), and that pytest-txscope "
-        f"cannot pin engines on anyway; use one it can, installed with pip install 'pytest-txscope[<extra>]': "
-        f"{known}"
-    )
-
-
-def _raised_at(exc: BaseException, *, in_packages: bool = True) -> str:
-    """`` (raised at file:line)``: the innermost frame of the failure outside the standard library (and,
-    unless ``in_packages``, outside installed packages)."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f" (raised at {exc.filename}:{exc.lineno})"
-    stdlib, place = os.path.dirname(os.__file__), ""
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        path = code.co_filename
-        if not (
-            path.startswith("<")
-            or path == __file__
-            or (path.startswith(stdlib) and "-packages" not in path)
-            or (not in_packages and "-packages" in path)
-        ):
-            place = f" (raised at {path}:{tb.tb_lineno})"
-        tb = tb.tb_next
-    return place

@@ -16,47 +16,29 @@ import pytest
 
 from .core import Engine, Session
 from .core.context import current_scope
-from .errors import (
-    BackendUnavailableError,
-    EngineMismatchError,
-    ImportPathError,
-    SandboxEscapeError,
-    UnsafeDatabaseError,
-)
+from .errors import BackendUnavailableError, ImportPathError, UnsafeDatabaseError
+from .import_paths import import_object
 from .intercept import Interception
-from .options import SETTINGS, Settings, add_options, import_object, resolve
+from .options import SETTINGS, Settings, add_options, resolve
 from .places import add_library
-from .plugin_database import (
-    EMBEDDED,
-    STATE,
-    RunState,
-    app_engines,
-    dispose_app_engines,
-    explain_missing_database,
-    open_engine,
-    setup_failed,
-    sqlalchemy_module,
-)
+from .plugin_database import EMBEDDED, STATE, RunState, explain_missing_database, sqlalchemy_module
 from .plugin_env import ENV, header_lines, set_environment
-from .plugin_modes import blocked, clean_changed_tables, commit_mode
-from .plugin_teardown import (
-    PluginSandbox,
-    check_leaks,
-    end_sandbox,
-    explain_lock_wait,
-    leave_blocks,
+from .plugin_modes import blocked, commit_mode
+from .plugin_scopes import (
+    FAILURE,
+    INTERCEPTION,
+    MARKER,
+    SANDBOXED,
+    marker_options,
+    run_engine,
+    sandbox_scope,
 )
-from .sandbox import THREAD_MODES, Sandbox
+from .plugin_teardown import check_leaks, explain_lock_wait, leave_blocks
+from .sandbox import Sandbox
 
 __all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
 
-MARKER = "txscope"
-_FAILURE = pytest.StashKey[BaseException]()
-_SANDBOXED = pytest.StashKey[bool]()
-_CRASHED = pytest.StashKey[list[str]]()
-_INTERCEPTION = pytest.StashKey[
-    Interception
-]()  # ids of pytest-xdist workers that crashed (on the controller)
+_CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
 
 
 # ------------------------------------------------------------------------------------------------ hooks
@@ -84,12 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = resolve(config)
     config.stash[STATE] = RunState()
     if config.stash[SETTINGS].connect:  # the app's own sqlite3.connect() & co. (txscope_connect), for the run
-        interception = config.stash[_INTERCEPTION] = Interception(config.stash[SETTINGS].connect)
+        interception = config.stash[INTERCEPTION] = Interception(config.stash[SETTINGS].connect)
         interception.install()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    interception = config.stash.get(_INTERCEPTION, None)
+    interception = config.stash.get(INTERCEPTION, None)
     if interception is not None:
         interception.uninstall()
 
@@ -155,26 +137,14 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    if call.excinfo is not None and item.stash.get(_SANDBOXED, False):
+    if call.excinfo is not None and item.stash.get(SANDBOXED, False):
         explain_lock_wait(call.excinfo.value)  # before the report is made: its text includes the notes
     elif call.excinfo is not None:
         explain_missing_database(item.config, call.excinfo.value)
     report = yield
     if call.excinfo is not None and call.when != "teardown":
-        item.stash[_FAILURE] = call.excinfo.value  # so that teardown does not report the same fault again
+        item.stash[FAILURE] = call.excinfo.value  # so that teardown does not report the same fault again
     return report
-
-
-def _reported(item: pytest.Item, error: BaseException | None) -> bool:
-    """Whether the test already failed with ``error``, or with an error raised while handling it."""
-    failure = item.stash.get(_FAILURE, None)
-    seen: set[int] = set()
-    while error is not None and failure is not None and id(failure) not in seen:
-        if failure is error:
-            return True
-        seen.add(id(failure))
-        failure = failure.__cause__ or failure.__context__
-    return False
 
 
 # ----------------------------------------------------------------------------------------- hypothesis
@@ -283,31 +253,7 @@ def db_engine(
     sandbox is active (``db_sandbox``, ``db_session``, ``@pytest.mark.txscope``) the engine is pinned to it.
     Databases the run created are dropped at the end unless ``--txscope-reuse-db``.
     """
-    from .tables import snapshot
-
-    state = pytestconfig.stash[STATE]
-    engine: Engine | None = None
-    try:
-        try:
-            engine = state.engine = open_engine(pytestconfig, tmp_path_factory)
-            # What the database holds before any test: commit=True tests and escaped commits are cleaned back
-            # to it, and the leak check compares with its row counts.
-            state.snapshot = snapshot(engine)
-            state.baseline = dict(state.snapshot.counts)
-        except Exception as exc:
-            setup_failed(request, exc)
-        yield engine
-    finally:
-        state.engine = None
-        if engine is not None:
-            engine.dispose()
-        dispose_app_engines(pytestconfig)
-        if state.created:
-            from .provision import drop
-
-            for url in state.created:
-                drop(url, allow=pytestconfig.stash[SETTINGS].allow_databases)
-            state.created.clear()
+    yield from run_engine(request, pytestconfig, tmp_path_factory)
 
 
 @pytest.fixture
@@ -318,7 +264,7 @@ def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sa
     connection: the code under test commits and rolls back as usual (savepoints), and everything is rolled
     back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
     """
-    yield from _sandbox_scope(request, db_engine)
+    yield from sandbox_scope(request, db_engine)
 
 
 @pytest.fixture
@@ -336,79 +282,8 @@ def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Se
     # Not built on the db_sandbox fixture: each function-scoped fixture costs pytest tens of microseconds per
     # test, a sizeable share of the isolation's whole cost on SQLite. Whichever of the two a test asks for
     # first (see _plan_fixtures) starts the sandbox; the other one joins it.
-    for sandbox in _sandbox_scope(request, db_engine):
+    for sandbox in sandbox_scope(request, db_engine):
         yield sandbox.session()
-
-
-_SANDBOX = pytest.StashKey[Sandbox]()
-
-
-def _report_early_connections(config: pytest.Config, db_engine: Engine) -> None:
-    """With ``txscope_connect``: warn of real connections to the test database the app opened before (when a
-    module was imported, in a wider fixture) and may keep."""
-    interception = config.stash.get(_INTERCEPTION, None)
-    if interception is not None:
-        interception.check_early(db_engine.url)
-
-
-def _sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
-    """Yield the test's sandbox: started here and ended after the test, or the one already started."""
-    node = request.node
-    running = node.stash.get(_SANDBOX, None)
-    if running is not None:
-        yield running
-        return
-    options = _marker_options(node)
-    if options.get("commit"):
-        pytest.fail(
-            "@pytest.mark.txscope(commit=True) runs the test without a sandbox; do not request db_sandbox or "
-            "db_session in it (use db_engine)",
-            pytrace=False,
-        )
-    settings = request.config.stash[SETTINGS]
-    sandbox = PluginSandbox(
-        db_engine,
-        engines=app_engines(request),
-        protect_statements=settings.protect_statements(),
-        threads=options.get("threads") or settings.threads,
-    )
-    sandbox.start()
-    node.stash[_SANDBOXED] = True
-    _report_early_connections(request.config, db_engine)
-    sandbox.thread_timeout = settings.thread_timeout
-    watched = _pin_sqlalchemy_engines(request, sandbox)
-    node.stash[_SANDBOX] = sandbox
-    try:
-        yield sandbox
-    finally:
-        del node.stash[_SANDBOX]
-    try:
-        end_sandbox(sandbox, lambda error: _reported(node, error), failed=_FAILURE in node.stash)
-    except SandboxEscapeError as exc:
-        clean_changed_tables(request, db_engine)  # so that the next test starts clean
-        if not _reported(node, exc.reported):  # the test failed with the escape's own error already
-            raise
-    # An unpinned engine's refusal that the code under test caught must still fail the test.
-    for error in sqlalchemy_module().refused(sandbox) if watched else ():
-        if not _reported(node, error):
-            raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
-
-
-def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:
-    """Pin the app's SQLAlchemy engines to ``sandbox`` and watch the others; whether they are watched."""
-    sa_engines = request.config.stash[STATE].sa_engines
-    watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
-    try:
-        if sa_engines:
-            sqlalchemy_module().pin_to_sandbox(sandbox, sa_engines)
-        if watched:
-            sqlalchemy_module().watch_unpinned(sandbox)
-    except BaseException as exc:
-        sandbox.stop()
-        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
-            setup_failed(request, exc, "the application's engines")
-        raise
-    return watched
 
 
 @pytest.fixture
@@ -428,37 +303,6 @@ def sa_session(db_sandbox: Sandbox) -> Any:
     return sqlalchemy_module().session_for(db_sandbox)
 
 
-def _marker_signature(
-    *, commit: bool = False, shared: bool = False, threads: str | None = None
-) -> dict[str, Any]:
-    for name, value in (("commit", commit), ("shared", shared)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, not {value!r}")
-    if threads is not None and threads not in THREAD_MODES:
-        raise TypeError(f"threads must be one of {', '.join(map(repr, THREAD_MODES))}, not {threads!r}")
-    if shared and threads == "strict":
-        raise TypeError('shared=True and threads="strict" contradict each other; use one of them')
-    if commit and (shared or threads is not None):
-        raise TypeError(
-            "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
-        )
-    return {"commit": commit, "shared": shared, "threads": "shared" if shared else threads}
-
-
-def _marker_options(item: pytest.Item) -> dict[str, Any]:
-    marker = item.get_closest_marker(MARKER)
-    if marker is None:
-        return {}
-    try:
-        return _marker_signature(*marker.args, **marker.kwargs)
-    except TypeError as exc:
-        message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
-    pytest.fail(
-        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict'",
-        pytrace=False,
-    )
-
-
 @pytest.fixture
 def _txscope_blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     """Refuses database access in a test that asked for no sandbox (``txscope_block``; private)."""
@@ -468,7 +312,7 @@ def _txscope_blocked(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def _txscope_commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
-    _marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
+    marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
     yield from commit_mode(request)
 
 

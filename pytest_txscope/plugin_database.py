@@ -21,7 +21,8 @@ import pytest
 
 from .core import Engine
 from .errors import EngineMismatchError, ImportPathError, TxScopeError
-from .options import SETTINGS, SchemaEntry, import_object
+from .import_paths import import_object
+from .options import SETTINGS, SchemaEntry
 from .sqlalchemy_checks import ASYNC_FIX, describe_engine, is_async_engine
 from .url import DatabaseURL
 

@@ -30,8 +30,9 @@ transition          when it happens                                             
 The machine never talks to the driver: a transition changes the stack, queues control SQL for the next round
 trip (``BEGIN`` and savepoints are sent lazily, ``RELEASE`` rides with the next statement) and returns a `Step`
 that says what the I/O layer must send at once (``COMMIT`` / ``ROLLBACK`` of a root) and which callbacks and
-thread holds to run afterwards. Illegal transitions raise `TransactionStateError` naming the fix. The sync
-`Channel` drives it; an async twin drives the same machine.
+thread holds to run afterwards. Illegal transitions raise `TransactionStateError` naming the fix (the checks,
+and the thread rule, are `StackRules` in `core/rules.py`). The sync `Channel` drives it; an async twin drives
+the same machine.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from ..errors import TransactionStateError
+from .rules import StackRules
 from .states import ACTIVE, VIRTUAL, Frame, Hold, Lane, Step, TransactionKind, TransactionState
 
 __all__ = ["TxStack"]
@@ -48,7 +50,7 @@ __all__ = ["TxStack"]
 F = TypeVar("F", bound=Frame)
 
 
-class TxStack(Generic[F]):
+class TxStack(StackRules, Generic[F]):
     """The transactions open on one connection, across every session sharing it, and the control SQL queued
     for the next round trip. ``sql`` gives the statement texts (a dialect); ``make`` builds transactions."""
 
@@ -138,24 +140,6 @@ class TxStack(Generic[F]):
         self._queue(self.sql.savepoint(tx.savepoint), tx)
 
     # ---------------------------------------------------------------------------------------- commit
-    def check_commit(self, tx: F) -> None:
-        """Refuse to commit ``tx`` while a transaction opened inside it (or, on a shared connection, another
-        session's opened after it) is open, or once its session no longer has it."""
-        inner = tx.lane.innermost
-        if inner is None:  # its session was closed (or ended it) without marking it
-            tx.lane.require_open()
-            raise TransactionStateError(
-                f"cannot commit {tx.describe()}: its session no longer has it open; open a new transaction "
-                "block for more work"
-            )
-        if inner is not tx:
-            raise TransactionStateError(
-                f"cannot commit {tx.describe()}: {inner.describe()}, opened inside it, is still "
-                "active; commit or roll back the inner transaction first"
-            )
-        if tx.kind is not VIRTUAL:
-            self.check_on_top(tx, "commit")
-
     def commit(self, tx: F) -> Step:
         """``tx`` commits (after `check_commit`): a virtual one just ends; a savepoint is released (or never
         sent, if nothing ran in it) and its callbacks pass to its parent, or, for a guest's root (the
@@ -373,60 +357,6 @@ class TxStack(Generic[F]):
                 _mark_ended(lane.joined)
             lane.joined = lane.innermost = lane.root = None
             lane.closed = True
-
-    # ------------------------------------------------------------------------------------------ checks
-    def check_on_top(self, tx: Frame, action: str) -> None:
-        """Refuse to end (or open inside) ``tx`` while another session's transaction opened after it is open."""
-        top = self.top
-        if top is tx or top is None or top.lane is tx.lane:
-            return
-        raise TransactionStateError(
-            f"cannot {action} {tx.describe()}: {top.describe()} of another session sharing this connection was "
-            "opened after it and is still open; sessions sharing a connection (in a sandbox) must end their "
-            "transactions in reverse order of opening"
-        )
-
-    def check_executable(self, tx: Frame) -> None:
-        """Refuse a statement (or a block) on ``tx`` unless it is its session's innermost real transaction."""
-        tx.require_active("run a statement")
-        lane = tx.lane
-        lane.require_open()
-        for inner in lane.frames():
-            if inner is tx:
-                return
-            if inner.kind is not VIRTUAL:
-                break
-        raise TransactionStateError(
-            f"cannot use {tx.describe()}: {lane.innermost.describe() if lane.innermost else 'nothing'}, "
-            "opened inside it, is still active; use the innermost transaction, or end it first"
-        )
-
-    def blocker(self, at: Frame | Lane, thread: int) -> Frame | None:
-        """On a connection shared between threads: the transaction of another thread open above the place
-        where ``thread``'s next step belongs, which that step must wait for (None: it may go now).
-
-        ``at`` is the transaction the step ends, or the session whose statement (or nested block) it is: that
-        belongs at the session's innermost real transaction. A session with none joins what is open (the
-        sandbox's own session): its statement belongs at the thread's topmost transaction, or the sandbox's.
-        A step that opens a new transaction goes on top and never asks. Transactions of the same thread above
-        the place do not count: waiting for them would wait for itself (the checks above raise instead).
-        """
-        if isinstance(at, Lane):
-            place = next((f for f in at.frames() if f.kind is not VIRTUAL), None)
-            if place is None:
-                top = self.top
-                if top is None or top.thread is None or top.thread == thread:
-                    return None
-                return top
-            at = place
-        if at.state is not ACTIVE or at is at.lane.joined:
-            return None  # nothing to send there: the machine's own checks decide
-        t: Frame | None = self.top
-        while t is not None and t is not at:
-            if t.thread is not None and t.thread != thread:
-                return t
-            t = t.below
-        return None
 
     # ---------------------------------------------------------------------------------------- helpers
     def _queue(self, sql: str, opens: Frame | None = None) -> None:
