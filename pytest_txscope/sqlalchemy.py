@@ -263,7 +263,9 @@ def _on_engine_connect(connection: Any) -> None:
         return
     error = unpinned_error(engine, url, describe_place(caller_place(inspect.currentframe())))
     _refused.setdefault(sandbox, []).append(error)
-    connection.close()  # back to its pool, unused
+    # Closed at once, not pooled: a pooled real connection of an engine nobody disposes of would only be
+    # closed when collected, with a ResourceWarning from the driver in some later test.
+    connection.invalidate()
     raise error
 
 
