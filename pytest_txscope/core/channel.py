@@ -212,28 +212,21 @@ class Channel:
         if present or self._constraints_touched:
             self.stack.commit_checks = statements
 
-    def send_checks(self, tx: Transaction, step: Step) -> None:
+    def send_checks(self, tx: Transaction) -> None:
         """Send the checks and the release queued by ``tx``'s commit now. When a check fails, ``tx`` is rolled
         back, as production rolls back a transaction whose COMMIT fails, and the driver's error raised."""
+        statements = self.stack.statement()
         try:
-            statements = self.stack.statement()
-            try:
-                self.control(statements)
-            except Exception as exc:
-                # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
-                if (
-                    not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__)
-                    or not self.open_now()
-                ):
-                    self.control_failed(statements, exc)
-                    raise
-                self.stack.checks_failed(tx)
-                with contextlib.suppress(Exception):  # if this fails too, the next statement says so
-                    self.flush()
+            self.control(statements)
+        except Exception as exc:
+            # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
+            if not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__) or not self.open_now():
+                self.control_failed(statements, exc)
                 raise
-        finally:
-            for hold in step.released:
-                hold.release()
+            self.stack.checks_failed(tx)
+            with contextlib.suppress(Exception):  # if this fails too, the next statement says so
+                self.flush()
+            raise
 
     # ------------------------------------------------------------------------------- control statements
     def flush(self) -> None:
@@ -318,10 +311,7 @@ class Channel:
 
     # ---------------------------------------------------------------------------------- transitions
     def apply(self, step: Step) -> None:
-        """Carry out what a transition asked for: give back the holds of the transactions that ended, and send
-        the ``COMMIT`` or ``ROLLBACK`` that ends a root."""
-        for hold in step.released:
-            hold.release()
+        """Carry out what a transition asked for: send the ``COMMIT`` or ``ROLLBACK`` that ends a root."""
         if step.end is not None:
             self.end_root(step.end)
 

@@ -105,13 +105,11 @@ class SessionHost:
             callbacks = self._commit_root(tx, step)
         elif step.checks:
             try:
-                self._channel.send_checks(tx, step)
+                self._channel.send_checks(tx)
             except Exception:
                 if tx.owns_session:
                     self.close()
                 raise
-        elif step.released:
-            self._channel.apply(step)
         if tx.parent is None and tx.kind is not TransactionKind.VIRTUAL:
             return callbacks
         return None

@@ -29,8 +29,8 @@ transition          when it happens                                             
 
 The machine never talks to the driver: a transition changes the stack, queues control SQL for the next round
 trip (``BEGIN`` and savepoints are sent lazily, ``RELEASE`` rides with the next statement) and returns a `Step`
-that says what the I/O layer must send at once (``COMMIT`` / ``ROLLBACK`` of a root) and which callbacks and
-thread holds to run afterwards. Illegal transitions raise `TransactionStateError` naming the fix (the checks,
+that says what the I/O layer must send at once (``COMMIT`` / ``ROLLBACK`` of a root) and which callbacks to
+run afterwards. Illegal transitions raise `TransactionStateError` naming the fix (the checks,
 and the thread rule, are `StackRules` in `core/rules.py`). The sync `Channel` drives it; an async twin drives
 the same machine.
 """
@@ -42,7 +42,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ..errors import TransactionStateError
 from .rules import StackRules
-from .states import ACTIVE, VIRTUAL, Frame, Hold, Lane, Step, TransactionKind, TransactionState
+from .states import ACTIVE, VIRTUAL, Frame, Lane, Step, TransactionKind, TransactionState
 
 __all__ = ["TxStack"]
 
@@ -76,7 +76,7 @@ class TxStack(StackRules, Generic[F]):
         production checks at COMMIT: PostgreSQL's deferred constraints. Set by the I/O layer; empty: none."""
 
     # ----------------------------------------------------------------------------------------- begin
-    def begin(self, lane: Lane, *, implicit: bool = False, hold: Hold | None = None) -> F:
+    def begin(self, lane: Lane, *, implicit: bool = False) -> F:
         """A session opens its root transaction: ``BEGIN`` for a session that owns the connection, a SAVEPOINT
         on what is open for a guest (refused when nothing is open: its sandbox has ended)."""
         lane.require_open()
@@ -94,7 +94,6 @@ class TxStack(StackRules, Generic[F]):
             )
         tx = self.make(lane, TransactionKind.ROOT, None, self.counter, below)
         tx.implicit = implicit
-        tx.hold = hold
         if lane.policy.guest:
             self._set_savepoint(tx)
         else:
@@ -144,10 +143,10 @@ class TxStack(StackRules, Generic[F]):
         """``tx`` commits (after `check_commit`): a virtual one just ends; a savepoint is released (or never
         sent, if nothing ran in it) and its callbacks pass to its parent, or, for a guest's root (the
         application's commit), run now; a root queues nothing more and asks for ``COMMIT``."""
-        hold = self._pop(tx)
+        self._pop(tx)
         if tx.kind is VIRTUAL:
             tx.state = TransactionState.COMMITTED
-            return _NOTHING if hold is None else Step(released=(hold,))
+            return _NOTHING
         if tx.savepoint is None:  # the root of a session that owns its connection
             return _COMMIT
         checks = False
@@ -162,8 +161,8 @@ class TxStack(StackRules, Generic[F]):
         tx.state = TransactionState.COMMITTED
         if tx.parent is not None:
             tx.parent.callbacks.extend(tx.callbacks)
-            return _NOTHING if hold is None else Step(released=(hold,))
-        return Step(callbacks=tx.callbacks, released=() if hold is None else (hold,), checks=checks)
+            return _NOTHING
+        return Step(callbacks=tx.callbacks, checks=checks)
 
     def sent(self, tx: Frame) -> bool:
         """Whether the SAVEPOINT of ``tx`` was sent (or may be, queued under later statements): something ran in
@@ -197,8 +196,8 @@ class TxStack(StackRules, Generic[F]):
         if tx is tx.lane.joined:  # off the connection's stack: nothing to send
             tx.state = TransactionState.ROLLED_BACK
             tx.callbacks.clear()
-            hold = self._pop(tx)
-            return _NOTHING if hold is None else Step(released=(hold,))
+            self._pop(tx)
+            return _NOTHING
         chain = self._chain_to(tx)
         if chain is None:  # BROKEN, and no longer on the stack: only the session's bookkeeping is left
             return self.unwind(tx)
@@ -206,15 +205,13 @@ class TxStack(StackRules, Generic[F]):
         for t in chain:
             if t.kind is not VIRTUAL:
                 target = t
-        released: list[Hold] = []
         for t in chain:
-            self._roll_back_one(t, tx, released)
-        step = Step(released=released) if released else _NOTHING
+            self._roll_back_one(t, tx)
         self.top = tx.below  # type: ignore[assignment]  # below of an F is an F: the stack holds one type
         if target is None or tx.state is TransactionState.BROKEN:
-            return step
+            return _NOTHING
         if target.savepoint is None:  # the root of a session that owns its connection
-            return Step(end="ROLLBACK", released=released)
+            return _ROLLBACK
         if target in self._opening:
             unsent = self._opening.index(target)
             del self.outbox[unsent:]  # never sent: drop it and all queued after it
@@ -224,7 +221,7 @@ class TxStack(StackRules, Generic[F]):
             self.forget_queue()
             self._queue(self.sql.rollback_to(target.savepoint))
             self._queue(self.sql.release(target.savepoint))
-        return step
+        return _NOTHING
 
     def _chain_to(self, tx: F) -> list[F] | None:
         """The transactions from the top of the stack down to ``tx``, ``tx`` last; None for a BROKEN ``tx``
@@ -244,7 +241,7 @@ class TxStack(StackRules, Generic[F]):
         chain.append(tx)
         return chain
 
-    def _roll_back_one(self, t: Frame, cause: Frame, released: list[Hold]) -> None:
+    def _roll_back_one(self, t: Frame, cause: Frame) -> None:
         if t.state is ACTIVE:
             if t.lane is cause.lane:
                 t.state = TransactionState.ROLLED_BACK
@@ -256,9 +253,6 @@ class TxStack(StackRules, Generic[F]):
                 )
         t.callbacks.clear()
         if t.lane is cause.lane:
-            hold = _take_hold(t)
-            if hold is not None:
-                released.append(hold)
             lane = t.lane
             if lane.innermost is t:
                 lane.innermost = t.parent
@@ -267,14 +261,12 @@ class TxStack(StackRules, Generic[F]):
 
     def unwind(self, tx: F) -> Step:
         """A BROKEN transaction leaves its session (the server ended it already: nothing to send)."""
-        hold = _take_hold(tx)
-        step = _NOTHING if hold is None else Step(released=(hold,))
         lane = tx.lane
         if lane.innermost is tx:
             lane.innermost = tx.parent
             if tx.parent is None:
                 lane.root = None
-        return step
+        return _NOTHING
 
     # ------------------------------------------------------------------------------------ statements
     def statement(self) -> list[str]:
@@ -343,12 +335,11 @@ class TxStack(StackRules, Generic[F]):
 
     def end_above(self, base: F, guests: list[Lane]) -> None:
         """A sandbox ends: what its guests left open above ``base`` is marked rolled back (the rollback of
-        ``base`` undoes it); their holds are dropped (the sandbox holds the connection) and their sessions
-        closed, so that none goes on sending statements to a connection back in the pool."""
+        ``base`` undoes it) and their sessions closed, so that none goes on sending statements to a connection
+        back in the pool."""
         tx = self.top
         while tx is not None and tx is not base:
             _mark_ended(tx)
-            tx.hold = None
             tx.lane.innermost = tx.lane.root = None
             tx = tx.below  # type: ignore[assignment]  # the stack holds one type
         self.top = base
@@ -368,7 +359,7 @@ class TxStack(StackRules, Generic[F]):
         self.top = tx
         return tx
 
-    def _pop(self, tx: F) -> Hold | None:
+    def _pop(self, tx: F) -> None:
         lane = tx.lane
         if tx is lane.joined:
             lane.joined = None
@@ -377,12 +368,12 @@ class TxStack(StackRules, Generic[F]):
             lane.root = None
         if self.top is tx:
             self.top = tx.below  # type: ignore[assignment]  # the stack holds one type
-        return _take_hold(tx)
 
 
 _NOTHING = Step()
 """A transition that asks nothing of the I/O layer (never changed: each Step is read once)."""
 _COMMIT = Step(end="COMMIT")
+_ROLLBACK = Step(end="ROLLBACK")
 
 
 class _ControlSQL(Protocol):
@@ -392,11 +383,6 @@ class _ControlSQL(Protocol):
     def savepoint(self, name: str) -> str: ...
     def release(self, name: str) -> str: ...
     def rollback_to(self, name: str) -> str: ...
-
-
-def _take_hold(tx: Frame) -> Hold | None:
-    hold, tx.hold = tx.hold, None
-    return hold
 
 
 def _mark_ended(tx: Frame) -> None:

@@ -6,7 +6,7 @@ import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import TransactionStateError
 
@@ -15,7 +15,6 @@ __all__ = [
     "OWNER",
     "VIRTUAL",
     "Frame",
-    "Hold",
     "Lane",
     "Policy",
     "Step",
@@ -49,13 +48,6 @@ class TransactionState(enum.Enum):
 ACTIVE = TransactionState.ACTIVE
 _get_ident = threading.get_ident
 VIRTUAL = TransactionKind.VIRTUAL
-
-
-class Hold(Protocol):
-    """Something a transaction holds while it is open (a thread's turn on a shared connection)."""
-
-    def release(self) -> None:
-        """Give it back."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +116,6 @@ class Frame:
         "callbacks",
         "depth",
         "failure",
-        "hold",
         "implicit",
         "kind",
         "lane",
@@ -156,7 +147,6 @@ class Frame:
         self.implicit = False
         """True for the transaction a bare session opens by itself for statements run outside any block."""
         self.callbacks: list[Callable[[], object]] = []
-        self.hold: Hold | None = None
         self.owns_session = False
         """Its session was opened for it (``engine.begin()``): the session closes when it ends."""
         self.thread: int | None = _get_ident()
@@ -192,22 +182,19 @@ class Frame:
 class Step:
     """What a transition asks of the I/O layer once the stack has changed."""
 
-    __slots__ = ("callbacks", "checks", "end", "released")
+    __slots__ = ("callbacks", "checks", "end")
 
     def __init__(
         self,
         *,
         end: str | None = None,
         callbacks: Sequence[Callable[[], object]] = (),
-        released: Sequence[Hold] = (),
         checks: bool = False,
     ) -> None:
         self.end = end
         """``COMMIT`` or ``ROLLBACK``: send it now with what is queued (a root transaction ends)."""
         self.callbacks = callbacks
         """``on_commit`` callbacks to run once the commit is done (an application's top-level commit)."""
-        self.released = released
-        """Holds of the transactions that ended, to give back."""
         self.checks = checks
         """The queue holds the checks production runs at COMMIT (`TxStack.commit_checks`) and the release of
         an application's top-level savepoint: send it now, before the callbacks run."""
