@@ -120,9 +120,7 @@ class SandboxConnection:
     def send_protected(self, channel: Channel, sql: str, send: Callable[[], _T]) -> _T:
         """Run ``send`` inside a statement savepoint, so that its failure leaves the sandbox's transaction usable
         (autocommit mode on PostgreSQL: the statement has no savepoint of the application's around it)."""
-        gate = channel.gate
-        if gate is not None:  # the queue is shared: hold the connection before touching it
-            gate.acquire(self._session.lane)
+        gate = channel.take_turn(self._session.lane)  # the queue is shared: hold it before touching it
         try:
             stack = channel.stack
             name = stack.protect()
@@ -134,8 +132,7 @@ class SandboxConnection:
             stack.protected(name, failed=False)
             return result
         finally:
-            if gate is not None:
-                gate.release()
+            channel.end_turn(gate)
 
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         """A cursor on the sandbox connection (the driver's ``cursor()`` arguments)."""

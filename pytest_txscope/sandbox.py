@@ -147,7 +147,7 @@ class Sandbox:
             assert self._channel is not None
             lease = Lease(self.thread_timeout, self._channel.stack)
             self._channel.gate = lease  # from here on the owner takes the lease too
-            if not wait_until_idle(self._owner, lease, self.thread_timeout):
+            if not wait_until_idle(self._channel, self.thread_timeout):
                 raise ConnectionBusyError(
                     f"thread {threading.current_thread().name!r} waited {self.thread_timeout:g}s for thread "
                     f"{self._owner.name!r} to finish a statement on the sandbox's connection; raise "

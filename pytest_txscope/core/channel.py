@@ -63,6 +63,8 @@ class Channel:
         )
         self.gate: Gate | None = None
         """Set while the connection is shared between threads (a shared sandbox)."""
+        self.ungated = 0
+        """How many steps the calling thread runs now without the gate (see `take_turn`)."""
         self.reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = None
         """Set by an engine: discards a dead connection and returns a new one (see `flush`)."""
         self.target: str | None = None
@@ -103,22 +105,27 @@ class Channel:
             params = self._no_params
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
+        self.ungated += 1  # before the gate is read: see `take_turn`
         if self.gate is not None:
+            self.ungated -= 1
             return self.checked(sql, lambda: self._send(sql, params), lane)
-        if self._watch is not None:
-            seen = self._watch(sql)
-            if seen:
-                self.watched(sql, seen)
-        if self.stack.outbox:
-            self.flush()
         try:
-            cursor = self._send(sql, params)
-        except Exception as exc:
-            self.after_failure(sql, exc)
-            raise
-        if self.stack.server_open and not self.open_now():
-            self.after_success(sql)
-        return cursor
+            if self._watch is not None:
+                seen = self._watch(sql)
+                if seen:
+                    self.watched(sql, seen)
+            if self.stack.outbox:
+                self.flush()
+            try:
+                cursor = self._send(sql, params)
+            except Exception as exc:
+                self.after_failure(sql, exc)
+                raise
+            if self.stack.server_open and not self.open_now():
+                self.after_success(sql)
+            return cursor
+        finally:
+            self.ungated -= 1
 
     def executemany(self, sql: str, seq: Sequence[Any], lane: Lane | None = None) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
@@ -129,9 +136,8 @@ class Channel:
         """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
         a failure or success that ended our transaction marks it broken. On a shared connection the calling
         thread holds the gate meanwhile (``lane``, the session sending it, tells where it belongs)."""
-        gate = self.gate
+        gate = self.take_turn(lane)
         if gate is not None:
-            gate.acquire(lane)
             gate.sending(True)
         try:
             if self._watch is not None:
@@ -150,7 +156,34 @@ class Channel:
         finally:
             if gate is not None:
                 gate.sending(False)
-                gate.release()
+            self.end_turn(gate)
+
+    def take_turn(self, at: Frame | Lane | None = None) -> Gate | None:
+        """Take the gate for one step (``at`` as in `Gate.acquire`) and return it; or, while the connection is
+        not shared, return None and count the step as running without it until `end_turn`.
+
+        The thread that owns a sandbox goes without the gate until a second thread comes: that costs it
+        nothing per statement. The newcomer sets the gate, then waits until no step counted here is running
+        (`idle`). The count goes up before the gate is read, so either the newcomer sees the step or the step
+        sees the gate: never neither.
+        """
+        self.ungated += 1
+        gate = self.gate
+        if gate is not None:
+            self.ungated -= 1
+            gate.acquire(at)
+        return gate
+
+    def end_turn(self, gate: Gate | None) -> None:
+        """End a step that `take_turn` began (with what it returned)."""
+        if gate is None:
+            self.ungated -= 1
+        else:
+            gate.release()
+
+    def idle(self) -> bool:
+        """Whether no step runs on the connection without the gate now (see `take_turn`)."""
+        return self.ungated <= 0
 
     def after_success(self, sql: str) -> None:
         """Stop if a statement that succeeded ended our transaction (MySQL DDL, a COMMIT sent as SQL)."""

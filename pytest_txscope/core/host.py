@@ -47,9 +47,7 @@ class SessionHost:
 
     def open_inside(self, tx: Transaction) -> Transaction:
         """Open a transaction nested in ``tx`` (`Transaction.begin_nested`)."""
-        gate = self._channel.gate
-        if gate is not None:
-            gate.acquire(self.lane)
+        gate = self._channel.take_turn(self.lane)
         try:
             inner = self.transaction
             if inner is not None and inner is not tx:
@@ -63,22 +61,17 @@ class SessionHost:
                 gate.opened(nested)
             return nested
         finally:
-            if gate is not None:
-                gate.release()
+            self._channel.end_turn(gate)
 
     def end(self, tx: Transaction, *, commit: bool) -> None:
         """Commit or roll back ``tx`` (`Transaction.commit`, `Transaction.rollback`, a block's end)."""
-        gate = self._channel.gate
-        if gate is None:
-            callbacks = self._end(tx, commit)
-        else:
-            gate.acquire(tx)  # waits while another thread's transaction is open above it
-            try:
-                # Unless the end of the sandbox ended it meanwhile (a thread that outlived its test).
-                ended = tx.state is TransactionState.ROLLED_BACK
-                callbacks = None if ended else self._end(tx, commit)
-            finally:
-                gate.release()
+        gate = self._channel.take_turn(tx)  # waits while another thread's transaction is open above it
+        try:
+            # Unless the end of the sandbox ended it meanwhile (a thread that outlived its test).
+            ended = gate is not None and tx.state is TransactionState.ROLLED_BACK
+            callbacks = None if ended else self._end(tx, commit)
+        finally:
+            self._channel.end_turn(gate)
         if callbacks is not None:  # a top-level commit: after the gate, as a callback may wait for a thread
             if tx.owns_session:
                 self.close()

@@ -123,18 +123,16 @@ class Session(Executor, SessionHost):
         ``rollback()``.
         """
         self.lane.require_open()
-        gate = self._channel.gate
-        if gate is None:
-            return self._begin()
         inner = self.lane.innermost
         # A block inside an open transaction belongs there; a new root (or a take-over) goes on top.
-        gate.acquire(self.lane if inner is not None and not inner.implicit else None)
+        gate = self._channel.take_turn(self.lane if inner is not None and not inner.implicit else None)
         try:
             tx = self._begin()
-            gate.opened(tx)
+            if gate is not None:
+                gate.opened(tx)
             return tx
         finally:
-            gate.release()
+            self._channel.end_turn(gate)
 
     def _begin(self) -> Transaction:
         inner: Transaction | None = self.lane.innermost  # type: ignore[assignment]  # the lane's are Transactions
@@ -151,16 +149,13 @@ class Session(Executor, SessionHost):
         """A virtual transaction joined to the innermost open one (``ensure_transaction()``), opening the
         implicit transaction first if none is open."""
         self.lane.require_open()
-        gate = self._channel.gate
-        if gate is not None:
-            gate.acquire(self.lane)
+        gate = self._channel.take_turn(self.lane)
         try:
             inner = self.transaction or self._autobegin()
             inner.require_active("join the current transaction")
             return self._stack.join(inner)
         finally:
-            if gate is not None:
-                gate.release()
+            self._channel.end_turn(gate)
 
     def execute(self, sql: str, params: Any = None) -> DBAPICursor:
         """Run one statement in the innermost open transaction (see `Transaction.execute`)."""
@@ -239,9 +234,7 @@ class Session(Executor, SessionHost):
         """Run one statement inside its own savepoint, so that its failure leaves the transaction usable
         (PostgreSQL otherwise refuses every later statement with "current transaction is aborted")."""
         channel = self._channel
-        gate = channel.gate
-        if gate is not None:  # the queue is shared: hold the connection before touching it
-            gate.acquire(self.lane)
+        gate = channel.take_turn(self.lane)  # the queue is shared: hold the connection before touching it
         try:
             name = self._stack.protect()
             try:
@@ -256,21 +249,18 @@ class Session(Executor, SessionHost):
             self._stack.protected(name, failed=False)
             return cursor
         finally:
-            if gate is not None:
-                gate.release()
+            channel.end_turn(gate)
 
     # ------------------------------------------------------------------------------- begin and end
     def _autobegin(self) -> Transaction:
-        gate = self._channel.gate
-        if gate is None:
-            return self._open_implicit()
-        gate.acquire()  # a new transaction goes on top (or joins, sending nothing): it never waits
+        gate = self._channel.take_turn()  # a new transaction goes on top (or joins, sending nothing): no wait
         try:
             tx = self._open_implicit()
-            gate.opened(tx)
+            if gate is not None:
+                gate.opened(tx)
             return tx
         finally:
-            gate.release()
+            self._channel.end_turn(gate)
 
     def _open_implicit(self) -> Transaction:
         if self.lane.policy.implicit_joins:

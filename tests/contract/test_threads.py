@@ -116,6 +116,41 @@ def test_a_worker_commit_is_undone_by_the_rollback_of_a_transaction_open_below_i
         assert count(sandbox.session()) == 0
 
 
+SLOW_STATEMENT = {
+    "postgresql": "SELECT pg_sleep(0.5)",
+    "mysql": "SELECT SLEEP(0.5)",
+    "sqlite": "SELECT slow()",
+}
+
+
+def test_a_thread_arriving_during_the_tests_statement_waits_for_its_end(
+    engine: Engine, backend: Backend
+) -> None:
+    """The test's thread runs without the lease until a second thread comes; what it began before must end
+    before the newcomer sends anything on the connection."""
+    with Sandbox(engine) as sandbox:
+        session = sandbox.session()
+        inside = threading.Event()
+        if backend.family == "sqlite":  # no sleep function: one that tells when the statement is running
+            session.connection.create_function("slow", 0, lambda: inside.set() or time.sleep(0.5) or 1)
+        sent = {}
+
+        def arrive() -> None:
+            assert inside.wait(WAIT)
+            time.sleep(0.05)  # well inside the half-second statement
+            insert(engine, 1, "worker")
+            sent["worker"] = time.monotonic()
+
+        worker = Runner(arrive, "worker")
+        if backend.family != "sqlite":
+            inside.set()  # the statement starts at once: the worker arrives while it runs
+        session.execute(SLOW_STATEMENT[backend.family])
+        sent["test"] = time.monotonic()
+        worker.result()
+        assert sent["worker"] > sent["test"]
+        assert count(sandbox.session()) == 1
+
+
 def test_a_statement_waits_while_another_threads_transaction_is_open_above_its_own(engine: Engine) -> None:
     first_open, second_open, second_go = threading.Event(), threading.Event(), threading.Event()
     order: list[str] = []
