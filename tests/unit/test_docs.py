@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 from pathlib import Path
 
@@ -43,3 +45,84 @@ def test_no_ini_or_toml_example_has_a_comment_after_a_value(page: Path) -> None:
         if not line.lstrip().startswith(("#", ";")) and INLINE_COMMENT.search(line)
     ]
     assert bad == [], "put the comment on a line of its own:\n" + "\n".join(bad)
+
+
+# Each how-to page and the example suite it explains. The page shows the example's pytest.ini and
+# tests/conftest.py whole, so that what a reader copies is what CI runs.
+HOW_TOS = [
+    ("fastapi.md", "fastapi_app"),
+    ("flask.md", "flask_app"),
+    ("flask-sqlalchemy.md", "flask_sqlalchemy_app"),
+    ("raw-dbapi.md", "raw_dbapi_app"),
+]
+LIVE_SERVERS_PAGE = ROOT / "docs" / "live-servers.md"
+LIVE_SERVER_TESTS = ROOT / "examples" / "flask_app" / "tests" / "test_live_server.py"
+
+
+def code_blocks(page: Path, language: str) -> list[str]:
+    """The fenced code blocks of ``language`` on ``page``, each as the text of a file (lines ending in \\n)."""
+    blocks, lines, fence_language = [], [], None
+    for line in page.read_text(encoding="utf-8").splitlines():
+        fence = FENCE.match(line)
+        if fence and fence_language is None:
+            fence_language, lines = fence.group(1), []
+        elif fence:
+            if fence_language == language:
+                blocks.append("".join(f"{text}\n" for text in lines))
+            fence_language = None
+        else:
+            lines.append(line)
+    return blocks
+
+
+def drift(blocks: list[str], expected: str, name: str) -> str:
+    """A diff from the page's block most like ``expected`` to ``expected``, for the failure message."""
+    if not blocks:
+        return f"the page has no such code block; show {name} whole"
+    closest = max(blocks, key=lambda block: difflib.SequenceMatcher(None, block, expected).ratio())
+    diff = difflib.unified_diff(
+        closest.splitlines(keepends=True), expected.splitlines(keepends=True), "the page", name
+    )
+    return "the page's block differs from the example's file:\n" + "".join(diff)
+
+
+@pytest.mark.parametrize(("page", "example"), HOW_TOS, ids=[page for page, _ in HOW_TOS])
+def test_a_how_to_page_shows_its_examples_pytest_ini_as_it_is(page: str, example: str) -> None:
+    ini = (ROOT / "examples" / example / "pytest.ini").read_text(encoding="utf-8")
+    blocks = code_blocks(ROOT / "docs" / page, "ini")
+    assert ini in blocks, drift(blocks, ini, f"examples/{example}/pytest.ini")
+
+
+@pytest.mark.parametrize(("page", "example"), HOW_TOS, ids=[page for page, _ in HOW_TOS])
+def test_a_how_to_page_shows_its_examples_conftest_as_it_is(page: str, example: str) -> None:
+    conftest = (ROOT / "examples" / example / "tests" / "conftest.py").read_text(encoding="utf-8")
+    blocks = code_blocks(ROOT / "docs" / page, "python")
+    assert conftest in blocks, drift(blocks, conftest, f"examples/{example}/tests/conftest.py")
+
+
+def test_the_live_servers_page_shows_the_examples_fixture_as_it_is() -> None:
+    source = LIVE_SERVER_TESTS.read_text(encoding="utf-8")
+    [fixture] = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef) and node.name == "live_server"
+    ]
+    first = min(decorator.lineno for decorator in fixture.decorator_list)
+    assert fixture.end_lineno is not None
+    code = "".join(source.splitlines(keepends=True)[first - 1 : fixture.end_lineno])
+    blocks = code_blocks(LIVE_SERVERS_PAGE, "python")
+
+    assert code in blocks, drift(blocks, code, "the live_server fixture of test_live_server.py")
+
+
+# Pages whose every Python block is code of the example, as it is (the others also show sketches).
+VERBATIM_PAGES = [("fastapi.md", "fastapi_app"), ("flask.md", "flask_app"), ("live-servers.md", "flask_app")]
+
+
+@pytest.mark.parametrize(("page", "example"), VERBATIM_PAGES, ids=[page for page, _ in VERBATIM_PAGES])
+def test_every_python_block_of_the_page_is_in_a_file_of_the_example(page: str, example: str) -> None:
+    sources = [path.read_text(encoding="utf-8") for path in (ROOT / "examples" / example).rglob("*.py")]
+    blocks = code_blocks(ROOT / "docs" / page, "python")
+
+    assert blocks
+    assert [block for block in blocks if not any(block in source for source in sources)] == []
