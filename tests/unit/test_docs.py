@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [
     ROOT / "README.md",
     *sorted((ROOT / "docs").glob("*.md")),
-    *sorted((ROOT / "examples").rglob("*.md")),
+    # Not the READMEs pytest writes into the examples' .pytest_cache when they run.
+    *sorted(path for path in (ROOT / "examples").rglob("*.md") if ".pytest_cache" not in path.parts),
 ]
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 # After a value: whitespace, then "#" (or ";", a comment sign of INI files). pytest keeps such a comment in
