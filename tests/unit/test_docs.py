@@ -87,7 +87,10 @@ def drift(blocks: list[str], expected: str, name: str) -> str:
     return "the page's block differs from the example's file:\n" + "".join(diff)
 
 
-@pytest.mark.parametrize(("page", "example"), HOW_TOS, ids=[page for page, _ in HOW_TOS])
+INI_PAGES = [*HOW_TOS, ("quickstart.md", "quickstart")]
+
+
+@pytest.mark.parametrize(("page", "example"), INI_PAGES, ids=[page for page, _ in INI_PAGES])
 def test_a_how_to_page_shows_its_examples_pytest_ini_as_it_is(page: str, example: str) -> None:
     ini = (ROOT / "examples" / example / "pytest.ini").read_text(encoding="utf-8")
     blocks = code_blocks(ROOT / "docs" / page, "ini")
