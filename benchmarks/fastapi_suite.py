@@ -74,6 +74,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def environment(way: str, backend: str, server: DatabaseURL, prefix: str, directory: Path) -> dict[str, str]:
     """The environment of one way's pytest run: the database it is told about, and nothing inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TXSCOPE_", "APP_", "PYTEST_"))}
+    # Bytecode caches on, as on a user's machine: without them an editable install recompiles every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if way == "txscope":
         if backend == "postgresql":  # on SQLite, the plugin's embedded default
             env["TXSCOPE_URL"] = url_text(server.with_database(f"{prefix}_txscope"))
