@@ -164,6 +164,9 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             reuse=settings.reuse_db,
             allow=settings.allow_databases,
             lock_dir=lock_dir(config),
+            # A template pays when xdist workers clone it, or when a reused database is rebuilt; one run
+            # building one database builds it in place.
+            via_template=settings.reuse_db or os.environ.get("PYTEST_XDIST_WORKER") is not None,
         )
         if done.created and not settings.reuse_db:
             state.created.append(done.url)

@@ -391,6 +391,19 @@ def test_postgresql_workers_share_one_template_built_once(pg: DatabaseURL, tmp_p
     assert _names(workers[0]) == ["seed"]  # worker databases are independent copies
 
 
+def test_postgresql_one_database_without_a_template_is_built_in_place(
+    pg: DatabaseURL, tmp_path: Path
+) -> None:
+    build = Builder()
+    result = provision(
+        pg, key=KEY_A, build=build, reuse=False, allow=(), lock_dir=tmp_path, via_template=False
+    )
+    assert result.created
+    assert build.calls == 1
+    assert _names(pg) == ["seed"]
+    assert _templates(pg) == set()  # nothing to clone: one CREATE DATABASE, and one DROP at the end
+
+
 def test_postgresql_stale_template_is_dropped(pg: DatabaseURL, tmp_path: Path) -> None:
     url = worker_url(pg, "gw0")
     provision(url, key=KEY_A, build=Builder(), reuse=True, allow=(), lock_dir=tmp_path)
