@@ -113,7 +113,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(STATE, None)
     if (
         state is not None
-        and state.provisioned
+        and state.may_have_templates
         and settings.url is not None
         and settings.url.backend == "postgresql"
     ):
@@ -130,7 +130,9 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist, on the controller: a worker went down; with an error, it crashed."""
     state = node.config.stash.get(STATE, None)
     if state is not None:
-        state.provisioned = True  # by the workers, perhaps: the end of the run drops templates they built
+        state.may_have_templates = (
+            True  # by the workers, perhaps: the end of the run drops templates they built
+        )
     if error is not None:
         node.config.stash.setdefault(_CRASHED, []).append(str(node.gateway.id))
 

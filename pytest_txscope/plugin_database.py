@@ -53,7 +53,8 @@ class RunState:
     baseline: dict[str, int] | None = None
     snapshot: Any = None
     created: list[DatabaseURL] = field(default_factory=list)
-    provisioned: bool = False
+    may_have_templates: bool = False
+    """Whether this run (or its xdist workers) may have built PostgreSQL templates, which its end drops."""
 
 
 STATE = pytest.StashKey[RunState]()
@@ -156,7 +157,12 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             # Without reuse the schema is built afresh once per run (a schema function's own imports are not
             # in the key); the run's id keeps it one build for all xdist workers of the run.
             key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or RUN_ID])
-        state.provisioned = True  # templates may exist from here on: the end of the run drops them
+        # A template pays when xdist workers clone it, or when a reused database is rebuilt; one run
+        # building one database builds it in place.
+        via_template = settings.reuse_db or os.environ.get("PYTEST_XDIST_WORKER") is not None
+        state.may_have_templates = (
+            via_template  # templates may exist from here on: the end of the run drops them
+        )
         done = provision(
             target,
             key=key,
@@ -164,9 +170,7 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             reuse=settings.reuse_db,
             allow=settings.allow_databases,
             lock_dir=lock_dir(config),
-            # A template pays when xdist workers clone it, or when a reused database is rebuilt; one run
-            # building one database builds it in place.
-            via_template=settings.reuse_db or os.environ.get("PYTEST_XDIST_WORKER") is not None,
+            via_template=via_template,
         )
         if done.created and not settings.reuse_db:
             state.created.append(done.url)
