@@ -335,6 +335,7 @@ class _Server:
         if self.backend == "postgresql" and not via_template:
             # One database to build: building it in place costs one CREATE DATABASE, where a template costs
             # two, a clone (a copy of its files) and a DROP at the end of the run.
+            self._drop_stale_templates("", self.comments())  # what reusing runs kept is replaced now
             self.drop(name)
             self.create(name)
             self.build_into(name, build)
