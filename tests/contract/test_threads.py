@@ -282,7 +282,8 @@ def test_strict_mode_refuses_an_unknown_thread(engine: Engine) -> None:
         with pytest.raises(SandboxThreadError) as info:
             in_thread(lambda: insert(engine, 1, "escape"), name="intruder")
         assert str(info.value) == (
-            f"thread 'intruder' used {engine!r}, which the sandbox of thread 'MainThread' pins to its connection; "
+            f"thread 'intruder' used {engine!r}, which the sandbox of thread {threading.current_thread().name!r} "
+            "pins to its connection; "
             "the sandbox is strict about threads (txscope_threads = strict), so it is refused; run the work in "
             "the test's thread, or let threads share the sandbox: mark the test "
             '@pytest.mark.txscope(threads="shared"), call db_sandbox.share() or db_sandbox.allow_thread(thread), '

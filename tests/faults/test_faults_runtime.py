@@ -390,8 +390,9 @@ def test_lease_taken_by_a_thread_that_ended_is_seized_at_once_and_named() -> Non
     thread.join(10)
     with pytest.raises(ConnectionBusyError) as info:
         lease.acquire()
+    me = re.escape(threading.current_thread().name)  # not MainThread on some pytest-xdist workers
     assert re.fullmatch(
-        r"thread 'MainThread' waited 0\.2s for the sandbox's connection, which thread 'gone' took at an unknown "
+        rf"thread '{me}' waited 0\.2s for the sandbox's connection, which thread 'gone' took at an unknown "
         r"place and never gave back: that thread has ended without ending its transaction; end every "
         r"transaction in the thread that began it \(a 'with' block ends it on every path\)",
         str(info.value),
