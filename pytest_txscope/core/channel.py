@@ -105,27 +105,28 @@ class Channel:
             params = self._no_params
         elif self.prepare is not None:
             sql, params = self.prepare(sql, params)
-        self.ungated += 1  # before the gate is read: see `take_turn`
-        if self.gate is not None:
+        if self.gate is None:
+            self.ungated += 1  # then the gate is read again: see `take_turn`
+            if self.gate is None:
+                try:
+                    if self._watch is not None:
+                        seen = self._watch(sql)
+                        if seen:
+                            self.watched(sql, seen)
+                    if self.stack.outbox:
+                        self.flush()
+                    try:
+                        cursor = self._send(sql, params)
+                    except Exception as exc:
+                        self.after_failure(sql, exc)
+                        raise
+                    if self.stack.server_open and not self.open_now():
+                        self.after_success(sql)
+                    return cursor
+                finally:
+                    self.ungated -= 1
             self.ungated -= 1
-            return self.checked(sql, lambda: self._send(sql, params), lane)
-        try:
-            if self._watch is not None:
-                seen = self._watch(sql)
-                if seen:
-                    self.watched(sql, seen)
-            if self.stack.outbox:
-                self.flush()
-            try:
-                cursor = self._send(sql, params)
-            except Exception as exc:
-                self.after_failure(sql, exc)
-                raise
-            if self.stack.server_open and not self.open_now():
-                self.after_success(sql)
-            return cursor
-        finally:
-            self.ungated -= 1
+        return self.checked(sql, lambda: self._send(sql, params), lane)
 
     def executemany(self, sql: str, seq: Sequence[Any], lane: Lane | None = None) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
@@ -164,14 +165,18 @@ class Channel:
 
         The thread that owns a sandbox goes without the gate until a second thread comes: that costs it
         nothing per statement. The newcomer sets the gate, then waits until no step counted here is running
-        (`idle`). The count goes up before the gate is read, so either the newcomer sees the step or the step
-        sees the gate: never neither.
+        (`idle`). A step finding no gate counts itself, then reads the gate again: so either the newcomer sees
+        the step or the step sees the gate, never neither. Only the owner counts (every other thread finds
+        the gate set), so the count needs no lock.
         """
-        self.ungated += 1
         gate = self.gate
-        if gate is not None:
+        if gate is None:
+            self.ungated += 1
+            gate = self.gate
+            if gate is None:
+                return None
             self.ungated -= 1
-            gate.acquire(at)
+        gate.acquire(at)
         return gate
 
     def end_turn(self, gate: Gate | None) -> None:
