@@ -318,11 +318,14 @@ class SandboxConnection:
         return self._in_effect
 
     # ---------------------------------------------------------------------- the driver's own API
+    autocommit_is_bool = False
+    """True where the driver's ``autocommit`` is a plain bool attribute (psycopg, psycopg2)."""
+
     @property
     def autocommit(self) -> Any:
-        """Whether autocommit mode is on: reads as a bool (psycopg, sqlite3), and ``conn.autocommit(True)``
-        switches it (PyMySQL, mysqlclient)."""
-        return AutocommitFlag(self)
+        """Whether autocommit mode is on: a bool where the driver's is one (`autocommit_is_bool`); elsewhere it
+        reads as a bool and ``conn.autocommit(True)`` switches it (PyMySQL, mysqlclient)."""
+        return self._autocommit if self.autocommit_is_bool else AutocommitFlag(self)
 
     @autocommit.setter
     def autocommit(self, value: object) -> None:

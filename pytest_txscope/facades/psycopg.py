@@ -17,6 +17,7 @@ class PsycopgConnection(SandboxConnection):
 
     closed_error_spec = ("psycopg", "OperationalError", "the connection is closed")
     begin_commits_first = False
+    autocommit_is_bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,15 +82,6 @@ class PsycopgConnection(SandboxConnection):
             f"can't change {setting!r} now: connection in transaction status INTRANS (sandbox connection: "
             "commit or roll back the transaction first)"
         )
-
-    @property
-    def autocommit(self) -> bool:
-        """psycopg's autocommit attribute: each statement committed at once (see `SandboxConnection`)."""
-        return self.autocommit_mode
-
-    @autocommit.setter
-    def autocommit(self, value: object) -> None:
-        self.switch_autocommit(bool(value))
 
     def _setting(self, name: str, value: Any, asked: object) -> None:
         self._check()

@@ -22,6 +22,7 @@ class Psycopg2Connection(SandboxConnection):
 
     closed_error_spec = ("psycopg2", "InterfaceError", "connection already closed")
     begin_commits_first = False
+    autocommit_is_bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,15 +55,6 @@ class Psycopg2Connection(SandboxConnection):
         raise driver_error("psycopg2", "ProgrammingError", TransactionStateError)(
             "set_session cannot be used inside a transaction (sandbox connection: commit or roll back first)"
         )
-
-    @property
-    def autocommit(self) -> bool:
-        """psycopg2's autocommit attribute: each statement committed at once (see `SandboxConnection`)."""
-        return self.autocommit_mode
-
-    @autocommit.setter
-    def autocommit(self, value: object) -> None:
-        self.switch_autocommit(bool(value))
 
     def set_session(
         self,
