@@ -47,19 +47,26 @@ class SessionHost:
 
     def open_inside(self, tx: Transaction) -> Transaction:
         """Open a transaction nested in ``tx`` (`Transaction.begin_nested`)."""
-        gate = self._channel.take_turn(self.lane)
+        return self.open_in_turn(self.lane, lambda: self._nest_in(tx))
+
+    def _nest_in(self, tx: Transaction) -> Transaction:
+        inner = self.transaction
+        if inner is not None and inner is not tx:
+            # Only virtual transactions (joined ones) may be open inside this one: the new one goes inside
+            # them, as they send nothing, so that the connection's stack stays one line.
+            self._stack.check_executable(tx)
+            return self._stack.begin_nested(inner)
+        return self._stack.begin_nested(tx)
+
+    def open_in_turn(self, at: Lane | None, open_tx: Callable[[], Transaction]) -> Transaction:
+        """Run ``open_tx`` in the calling thread's turn on the connection (``at`` as in `Gate.acquire`), and
+        tell a shared connection's gate where the transaction it opened began."""
+        gate = self._channel.take_turn(at)
         try:
-            inner = self.transaction
-            if inner is not None and inner is not tx:
-                # Only virtual transactions (joined ones) may be open inside this one: the new one goes inside
-                # them, as they send nothing, so that the connection's stack stays one line.
-                self._stack.check_executable(tx)
-                nested = self._stack.begin_nested(inner)
-            else:
-                nested = self._stack.begin_nested(tx)
+            tx = open_tx()
             if gate is not None:
-                gate.opened(nested)
-            return nested
+                gate.opened(tx)
+            return tx
         finally:
             self._channel.end_turn(gate)
 

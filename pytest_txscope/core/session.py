@@ -125,14 +125,7 @@ class Session(Executor, SessionHost):
         self.lane.require_open()
         inner = self.lane.innermost
         # A block inside an open transaction belongs there; a new root (or a take-over) goes on top.
-        gate = self._channel.take_turn(self.lane if inner is not None and not inner.implicit else None)
-        try:
-            tx = self._begin()
-            if gate is not None:
-                gate.opened(tx)
-            return tx
-        finally:
-            self._channel.end_turn(gate)
+        return self.open_in_turn(self.lane if inner is not None and not inner.implicit else None, self._begin)
 
     def _begin(self) -> Transaction:
         inner: Transaction | None = self.lane.innermost  # type: ignore[assignment]  # the lane's are Transactions
@@ -253,14 +246,8 @@ class Session(Executor, SessionHost):
 
     # ------------------------------------------------------------------------------- begin and end
     def _autobegin(self) -> Transaction:
-        gate = self._channel.take_turn()  # a new transaction goes on top (or joins, sending nothing): no wait
-        try:
-            tx = self._open_implicit()
-            if gate is not None:
-                gate.opened(tx)
-            return tx
-        finally:
-            self._channel.end_turn(gate)
+        # A new transaction goes on top (or joins, sending nothing): no wait.
+        return self.open_in_turn(None, self._open_implicit)
 
     def _open_implicit(self) -> Transaction:
         if self.lane.policy.implicit_joins:
