@@ -270,7 +270,9 @@ class WrongEventLoopError(TxScopeError, RuntimeError):
 
     def __init__(self, what: str, home: object, running: object) -> None:
         self.what = what
-        where = "outside any running event loop" if running is None else f"from another event loop ({running!r})"
+        where = (
+            "outside any running event loop" if running is None else f"from another event loop ({running!r})"
+        )
         super().__init__(
             f"the {what} was opened on event loop {home!r} and is used {where}; asyncio connections belong to "
             "the loop that opened them: open the engine's sessions on the loop that uses them (with "
