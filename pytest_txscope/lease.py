@@ -53,8 +53,8 @@ class Holding:
         """``thread 'x' holds since <place>, now at <place>``, or what a thread that ended left behind."""
         if not self.alive:
             return (
-                f"{worker_label(self.thread)} took at {self.since} and never gave back: it has ended "
-                "without ending its transaction"
+                f"{worker_label(self.thread)} took at {self.since} and never gave back: that "
+                f"{worker_label(self.thread).partition(' ')[0]} has ended without ending its transaction"
             )
         return f"{worker_label(self.thread)} holds since {self.since}" + (
             f", now at {self.now}" if self.now else ""
