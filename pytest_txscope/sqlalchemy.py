@@ -28,6 +28,7 @@ from .places import add_library, caller_place, describe_place
 from .sandbox import Sandbox
 from .sqlalchemy_async import (
     adapter_maker,
+    async_drivername,
     initialize_apart,
     is_async_engine_object,
     sandbox_connection_of,
@@ -51,6 +52,7 @@ __all__ = [
     "dispose_engine",
     "is_sqlalchemy_engine",
     "refused",
+    "sqlalchemy_async_url",
     "sqlalchemy_url",
     "watch_unpinned",
 ]
@@ -121,6 +123,15 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
         database=url.database or None,
         query=query,
     )
+
+
+def sqlalchemy_async_url(url: DatabaseURL) -> URL:
+    """The SQLAlchemy URL for ``create_async_engine()`` on the database of ``url``, through the asyncio twin of
+    its driver, which pytest-txscope can pin to a sandbox on ``url``: ``sqlite+aiosqlite://`` for SQLite,
+    ``postgresql+psycopg://`` (psycopg's async side) for psycopg 3, ``mysql+aiomysql://`` for PyMySQL.
+
+    Raises `ConfigurationError` for a driver with no such twin (psycopg2, mysqlclient)."""
+    return sqlalchemy_url(url).set(drivername=async_drivername(url))
 
 
 def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:

@@ -24,12 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .dbapi import SandboxConnection
-from .errors import TxScopeError
+from .errors import ConfigurationError, TxScopeError
 from .facades import async_face_for
 from .facades.aio_base import AsyncFace
+from .url import DatabaseURL
 
 __all__ = [
     "adapter_maker",
+    "async_drivername",
     "initialize_apart",
     "is_async_engine_object",
     "sandbox_connection_of",
@@ -42,6 +44,33 @@ _ADAPTERS = {
     "psycopg": "AsyncAdapt_psycopg_connection",
     "aiomysql": "AsyncAdapt_aiomysql_connection",
 }
+
+# The test database's driver (as URLs spell it) -> the SQLAlchemy asyncio dialect of its twin; the default
+# driver of each backend, whose twin is named when the test database's driver has none.
+_ASYNC_SPELLINGS = {
+    "pysqlite": "sqlite+aiosqlite",
+    "psycopg": "postgresql+psycopg",
+    "pymysql": "mysql+aiomysql",
+    "asyncpg": "postgresql+asyncpg",
+}
+_DEFAULT_TWINS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
+
+
+def async_drivername(url: DatabaseURL) -> str:
+    """The SQLAlchemy asyncio dialect (``mysql+aiomysql``) an app's ``AsyncEngine`` must use to be pinned to a
+    sandbox on ``url``; `ConfigurationError` for a driver with no asyncio twin (psycopg2, mysqlclient)."""
+    from .dialects import dialect_for_url
+
+    driver = dialect_for_url(url).url_driver
+    name = _ASYNC_SPELLINGS.get(driver)
+    if name is None:
+        default = _DEFAULT_TWINS[url.backend]
+        raise ConfigurationError(
+            f"the test database {url} is reached through {driver}, which has no asyncio twin that pytest-txscope "
+            f"pins; make the test database's URL {url.backend}+{default}:// to serve "
+            f"{_ASYNC_SPELLINGS[default]}:// engines"
+        )
+    return name
 
 
 def is_async_engine_object(obj: object) -> bool:

@@ -25,6 +25,22 @@ class AioMySQLCursor(AsyncCursorFace):
         """aiomysql's ``execute()`` returns the number of affected rows."""
         return self.rowcount
 
+    # A statement with no rows (or transaction control the sandbox connection handled without sending it)
+    # reads as no rows, as on aiomysql: SQLAlchemy 2.0 fetches after every statement.
+    async def fetchone(self) -> Any:
+        """The next row, or None."""
+        return None if self.description is None else self.sync_cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> Any:
+        """The next ``size`` rows (``arraysize`` by default)."""
+        if self.description is None:
+            return ()
+        return self.sync_cursor.fetchmany(self.arraysize if size is None else size)
+
+    async def fetchall(self) -> Any:
+        """Every remaining row."""
+        return () if self.description is None else self.sync_cursor.fetchall()
+
 
 def _pymysql_cursor_class(cursor_class: Any) -> Any:
     """PyMySQL's buffered cursor class for one of aiomysql's (or SQLAlchemy's subclasses of them)."""

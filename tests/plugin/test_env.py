@@ -198,7 +198,7 @@ def test_the_password_reaches_the_app_and_never_the_output(
     assert TXSCOPE_TEST_PASSWORD not in result.stdout.str() + result.stderr.str()
 
 
-FIELDS = "{url}, {sqlalchemy_url}, {database}, {host}, {port}, {user}, {password}"
+FIELDS = "{url}, {sqlalchemy_url}, {sqlalchemy_async_url}, {database}, {host}, {port}, {user}, {password}"
 FORM = f"each entry is NAME=text with {{field}} parts, e.g. DATABASE_URL={{url}}; the fields are {FIELDS}"
 
 
