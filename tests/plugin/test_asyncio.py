@@ -97,7 +97,9 @@ def _drop_databases_at_the_end(request: pytest.FixtureRequest) -> Iterator[None]
 _MADE = pytest.StashKey[dict[str, str]]()
 
 
-def make_project(pytester: pytest.Pytester, backend: Backend, request: pytest.FixtureRequest, mode: str) -> None:
+def make_project(
+    pytester: pytest.Pytester, backend: Backend, request: pytest.FixtureRequest, mode: str
+) -> None:
     pytester.makefile(".sql", schema=SCHEMA)
     pytester.makepyfile(app=APP)
     ini = [
