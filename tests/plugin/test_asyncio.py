@@ -148,3 +148,30 @@ def test_async_tests_marked_txscope_roll_back_the_app_async_session(
             "*= 5 passed in *",
         ]
     )
+
+
+@pytest.mark.backends("sqlite-file", exact=True)  # the blocker refuses before any driver is reached
+def test_an_async_test_without_a_sandbox_is_blocked_from_the_app_engine(
+    pytester: pytest.Pytester, backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    make_project(pytester, backend, request, "auto")
+    with (pytester.path / "pytest.ini").open("a") as ini:
+        ini.write("\ntxscope_block = true\n")
+    pytester.makepyfile(
+        test_app=TESTS.format(mark="@pytest.mark.txscope", module_mark="@pytest.mark.txscope")
+        + """
+
+async def test_6_forgot_the_sandbox():
+    await write(7)
+"""
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *pytest_txscope.errors.DatabaseAccessError: test_app.py::test_6_forgot_the_sandbox used "
+            "AsyncEngine(sqlite+aiosqlite:///*txscope_test.db), but it asked for no database sandbox and "
+            "txscope_block is on; request the db_session or db_sandbox fixture, or mark it @pytest.mark.txscope "
+            "(or @pytest.mark.txscope(commit=True) for real commits)"
+        ]
+    )
