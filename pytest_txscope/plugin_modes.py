@@ -39,8 +39,9 @@ def blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     blocker = _Blocker(request.node.nodeid)
     pins = [(engine, engine.pin(blocker)) for engine in engines]
     for sa_engine in state.sa_engines:
-        # Named as Engine(url) or AsyncEngine(url), the password masked (an AsyncEngine's repr shows neither).
-        shown = sqlalchemy_module().describe_engine(sa_engine)
+        # An Engine's repr is Engine(url), the password masked; an AsyncEngine's shows neither: AsyncEngine(url).
+        is_async = type(sa_engine).__name__ == "AsyncEngine"
+        shown = sqlalchemy_module().describe_engine(sa_engine) if is_async else repr(sa_engine)
         sqlalchemy_module().attach(sa_engine, lambda shown=shown: blocker.refuse(shown), initialize=False)
     try:
         yield
