@@ -144,6 +144,24 @@ def test_async_connection_and_engine_begin(engine: Engine, app: Any, peer: Peer)
     assert_nothing_survived(peer)
 
 
+def test_streamed_results_read_through_the_sandbox(engine: Engine, app: Any, peer: Peer) -> None:
+    # stream() asks for a server-side cursor (psycopg: a named cursor in the sandbox's transaction; aiomysql's
+    # unbuffered cursor becomes a buffered one: it would hold the shared connection until read to the end).
+    from sqlalchemy import text
+
+    async def main() -> list[str]:
+        async with app.begin() as conn:
+            for n in range(1, 6):
+                await conn.execute(text(INSERT), {"id": n, "name": f"row-{n}"})
+            result = await conn.stream(text("SELECT name FROM items ORDER BY id"))
+            return [row[0] async for row in result]
+
+    with Sandbox(engine) as sandbox:
+        pin_to_sandbox(sandbox, (app,))
+        assert run(main) == [f"row-{n}" for n in range(1, 6)]
+    assert_nothing_survived(peer)
+
+
 def test_sandbox_engines_take_an_async_engine(engine: Engine, app: Any, peer: Peer) -> None:
     from sqlalchemy import text
 
