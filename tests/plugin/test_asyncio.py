@@ -175,3 +175,35 @@ async def test_6_forgot_the_sandbox():
             "(or @pytest.mark.txscope(commit=True) for real commits)"
         ]
     )
+
+
+ANYIO_CONFTEST = """
+import pytest
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+"""
+
+
+def test_anyio_tests_marked_txscope_roll_back_the_app_async_session(
+    pytester: pytest.Pytester, backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    # anyio's pytest plugin runs the coroutines marked anyio (pytest-asyncio, installed too, in strict mode
+    # leaves them alone); its loop is the test's own, and the sandbox needs none.
+    make_project(pytester, backend, request, "strict")
+    pytester.makeconftest(ANYIO_CONFTEST)
+    marks = "@pytest.mark.anyio\n@pytest.mark.txscope"
+    pytester.makepyfile(test_app=TESTS.format(mark=marks, module_mark=marks))
+    result = pytester.runpytest_subprocess("-v")
+    result.stdout.fnmatch_lines(
+        [
+            "test_app.py::test_1_commits_stay_in_the_sandbox PASSED *",
+            "test_app.py::test_2_the_next_test_sees_nothing PASSED *",
+            "test_app.py::test_3_on_a_module_scoped_loop PASSED *",
+            "test_app.py::test_4_on_the_same_module_loop PASSED *",
+            "test_app.py::test_5_nothing_survived PASSED *",
+            "*= 5 passed in *",
+        ]
+    )
