@@ -162,6 +162,25 @@ def test_streamed_results_read_through_the_sandbox(engine: Engine, app: Any, pee
     assert_nothing_survived(peer)
 
 
+def test_autocommit_mode_never_commits_for_real(engine: Engine, app: Any, peer: Peer) -> None:
+    # Each driver's own switch: aiosqlite's isolation_level (set through its call queue by SQLAlchemy 2.1),
+    # psycopg's set_autocommit(), aiomysql's autocommit(); the sandbox connection's autocommit mode.
+    from sqlalchemy import text
+
+    async def main() -> None:
+        async with app.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text(INSERT), {"id": 1, "name": "autocommit"})
+        async with app.begin() as conn:  # the pool's connection is back in its usual mode
+            await conn.execute(text(INSERT), {"id": 2, "name": "after"})
+
+    with Sandbox(engine) as sandbox:
+        pin_to_sandbox(sandbox, (app,))
+        run(main)
+        assert names_inside(sandbox) == ["autocommit", "after"]
+    assert_nothing_survived(peer)
+
+
 def test_sandbox_engines_take_an_async_engine(engine: Engine, app: Any, peer: Peer) -> None:
     from sqlalchemy import text
 
