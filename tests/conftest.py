@@ -43,7 +43,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Tests marked asyncio_twin also run through the asyncio API (AsyncEngine) on each asyncio driver.
     if "backend" in metafunc.fixturenames:
         twin = metafunc.definition.get_closest_marker("asyncio_twin")
-        every = ALL + (ALL_ASYNC if twin is not None and twin.args != (False,) else ())
+        if twin is None or twin.args == (False,):
+            every = ALL
+        else:  # asyncio_twin("only"): the asyncio drivers alone
+            every = ALL_ASYNC if twin.args == ("only",) else ALL + ALL_ASYNC
         wants_peer = "peer" in metafunc.fixturenames
         marker = metafunc.definition.get_closest_marker("backends")
         wanted = set(marker.args) if marker else {"sqlite", "postgresql", "mysql"}

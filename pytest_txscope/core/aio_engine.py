@@ -159,7 +159,7 @@ def _open_adapted(connect: AsyncConnect) -> DBAPIConnection:
     loop = asyncio.get_running_loop()
     module = type(raw).__module__
     what = f"{module.partition('.')[0]} connection from {getattr(connect, '__qualname__', repr(connect))}"
-    if module.startswith("psycopg.") and hasattr(raw, "set_autocommit"):
+    if module.partition(".")[0] == "psycopg" and hasattr(raw, "set_autocommit"):  # psycopg's __module__ is "psycopg"
         return PsycopgAsyncAdapter(raw, LoopRunner(loop, what))
     if module.startswith("aiosqlite."):
         return AiosqliteAdapter(raw, LoopRunner(loop, what))

@@ -225,7 +225,10 @@ class AiosqliteAdapter(AdaptedConnection):
 
     @isolation_level.setter
     def isolation_level(self, value: Any) -> None:
-        self.raw.isolation_level = value
+        # Set in aiosqlite's thread: a connection opened without check_same_thread=False (an application's own)
+        # refuses it from any other. aiosqlite's setter sets it from the caller's thread, so its private
+        # _execute (which runs a call in its thread) is used.
+        self.run(self.raw._execute(setattr, self.raw._conn, "isolation_level", value))
 
     def abandon(self) -> None:
         # aiosqlite's stop() closes the sqlite3 connection in its own thread and ends it: no loop needed.
@@ -315,6 +318,8 @@ class AiomysqlAdapter(AdaptedConnection):
         if sock is not None:
             transport._sock = None  # type: ignore[union-attr]
             sock.close()
+        if transport is not None:
+            transport._closing = True  # what the stream writer reads, to warn of a transport left open
 
 
 async def _resolved(awaitable: Any) -> Any:
