@@ -159,10 +159,11 @@ def _open_adapted(connect: AsyncConnect) -> DBAPIConnection:
     loop = asyncio.get_running_loop()
     module = type(raw).__module__
     what = f"{module.partition('.')[0]} connection from {getattr(connect, '__qualname__', repr(connect))}"
-    if module.partition(".")[0] == "psycopg" and hasattr(raw, "set_autocommit"):  # psycopg's __module__ is "psycopg"
+    package = module.partition(".")[0]  # psycopg's public classes say "psycopg", not their module
+    if package == "psycopg" and hasattr(raw, "set_autocommit"):
         return PsycopgAsyncAdapter(raw, LoopRunner(loop, what))
-    if module.startswith("aiosqlite."):
+    if package == "aiosqlite":
         return AiosqliteAdapter(raw, LoopRunner(loop, what))
-    if module.startswith("aiomysql."):
+    if package == "aiomysql":
         return AiomysqlAdapter(raw, LoopRunner(loop, what))
     return raw  # an adapter already, or what the engine's UnsupportedConnectionError names
