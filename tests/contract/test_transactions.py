@@ -188,6 +188,18 @@ def test_explicit_api_begin_nested_commit_rollback(engine: Engine, peer: Peer) -
     assert peer_names(peer) == ["a", "c"]
 
 
+def test_a_begun_transaction_used_as_a_block_rolls_back_when_it_raises(engine: Engine, peer: Peer) -> None:
+    with engine as outer:
+        add(outer, 1, "kept")
+        with pytest.raises(ValueError), outer.begin_nested() as inner:
+            add(inner, 2, "undone")
+            raise ValueError
+        assert inner.state is TransactionState.ROLLED_BACK
+        with outer.begin_nested() as kept:
+            add(kept, 3, "released")
+    assert peer_names(peer) == ["kept", "released"]
+
+
 def test_rollback_of_an_outer_transaction_rolls_back_open_inner_ones(engine: Engine) -> None:
     with engine.session() as session:
         root = session.begin()
