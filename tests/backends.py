@@ -33,10 +33,11 @@ ALL = ("sqlite-file", "sqlite-memory", "postgresql", "postgresql-psycopg2", "mys
 ASYNC_DRIVERS = {
     "sqlite-aiosqlite": "aiosqlite",
     "postgresql-psycopg_async": "psycopg_async",
-    "postgresql-asyncpg": "asyncpg",
+    "postgresql-asyncpg-aio": "asyncpg",
     "mysql-aiomysql": "aiomysql",
 }
-"""The asyncio drivers, by backend name: the contract's async flavour (`AsyncEngine`) runs on them."""
+"""The asyncio drivers, by backend name: the contract's async flavour (`AsyncEngine`) runs on them. (asyncpg's
+is ``postgresql-asyncpg-aio``: ``postgresql-asyncpg`` is the sync core over asyncpg on the driver loop.)"""
 ALL_ASYNC = tuple(
     name
     for name, driver in ASYNC_DRIVERS.items()
@@ -50,7 +51,7 @@ _TAGS = {
     "postgresql-psycopg2": "pg2",
     "mysql-mysqldb": "mdb",
     "postgresql-psycopg_async": "pga",
-    "postgresql-asyncpg": "apg",
+    "postgresql-asyncpg-aio": "apa",
     "mysql-aiomysql": "amy",
 }
 """Short, so that generated database names (and their templates) stay within the servers' name limits."""
