@@ -390,6 +390,26 @@ def test_missing_driver_of_a_url_names_its_extra(
     assert info.value.name == module
 
 
+@pytest.mark.parametrize(
+    ("url", "module", "extra", "display"),
+    [
+        ("sqlite+aiosqlite:///x.db", "aiosqlite", "aiosqlite", "SQLite"),
+        ("mysql+aiomysql://u:pw@localhost/db", "aiomysql", "aiomysql", "MySQL/MariaDB"),
+        ("postgresql+psycopg_async://u:pw@localhost/db", "psycopg", "postgresql", "PostgreSQL"),
+    ],
+)
+def test_missing_asyncio_driver_of_a_url_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str, display: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingDriverError) as info:
+        dialect_for_url(url).connect_async(DatabaseURL.parse(url), {})
+    assert str(info.value) == (
+        f"the {display} backend needs the {module!r} driver, which is not installed; "
+        f"install it with: pip install 'pytest-txscope[{extra}]'"
+    )
+
+
 def test_pymysql_posing_as_mysqldb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     pymysql = pytest.importorskip("pymysql")
     monkeypatch.setitem(sys.modules, "MySQLdb", pymysql)  # what pymysql.install_as_MySQLdb() does
