@@ -130,3 +130,21 @@ def test_every_python_block_of_the_page_is_in_a_file_of_the_example(page: str, e
 
     assert blocks
     assert [block for block in blocks if not any(block in source for source in sources)] == []
+
+
+ASYNC_PAGE = ROOT / "docs" / "async.md"
+ASYNC_TESTS = ROOT / "tests" / "contract" / "test_aio_api.py"
+
+
+def test_every_python_block_of_the_async_page_is_an_example_its_tests_run() -> None:
+    source = ASYNC_TESTS.read_text(encoding="utf-8")
+    lines = source.splitlines(keepends=True)
+    examples = [
+        "".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.parse(source).body
+        if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("example_")
+    ]
+    blocks = code_blocks(ASYNC_PAGE, "python")
+    assert len(blocks) == len(examples) == 3
+    for block in blocks:
+        assert block in examples, drift(examples, block, "the examples of tests/contract/test_aio_api.py")

@@ -299,25 +299,26 @@ def test_every_driver_the_urls_accept_has_a_dialect() -> None:
         (
             "postgresql+pg8000://u:hunter2@h/db",
             "unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db; for this database use one of: "
-            "postgresql+psycopg://, postgresql+psycopg2:// (the first is the default, also used when the scheme "
-            "names no driver)",
+            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// (the first is the default, "
+            "also used when the scheme names no driver)",
         ),
         (
             "mariadb+mysqlconnector://u:hunter2@h/db",
             "unknown driver 'mysqlconnector' in database URL mariadb+mysqlconnector://u:***@h/db; for this "
-            "database use one of: mariadb+pymysql://, mariadb+mysqldb:// (the first is the default, also used "
-            "when the scheme names no driver)",
+            "database use one of: mariadb+pymysql://, mariadb+mysqldb://, mariadb+aiomysql:// (the first is the "
+            "default, also used when the scheme names no driver)",
         ),
         (
-            "sqlite+aiosqlite:///x.db",
-            "unknown driver 'aiosqlite' in database URL sqlite+aiosqlite:///x.db; for this database use one of: "
-            "sqlite+pysqlite:// (the first is the default, also used when the scheme names no driver)",
+            "sqlite+pysqlcipher:///x.db",
+            "unknown driver 'pysqlcipher' in database URL sqlite+pysqlcipher:///x.db; for this database use one "
+            "of: sqlite+pysqlite://, sqlite+aiosqlite:// (the first is the default, also used when the scheme "
+            "names no driver)",
         ),
         (
             "postgresql+://u@h/db",
             "unknown driver '' in database URL postgresql+://u@h/db; for this database use one of: "
-            "postgresql+psycopg://, postgresql+psycopg2:// (the first is the default, also used when the scheme "
-            "names no driver)",
+            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// (the first is the default, "
+            "also used when the scheme names no driver)",
         ),
     ],
 )
@@ -328,6 +329,26 @@ def test_unknown_driver(url: str, message: str) -> None:
     assert isinstance(info.value, UnknownSchemeError)  # caught where an unknown scheme is
     assert isinstance(info.value, ValueError)
     assert "hunter2" not in repr(info.value.args)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "served_by"),
+    [
+        ("sqlite+aiosqlite:///x.db", "aiosqlite", "pysqlite"),
+        ("postgresql+psycopg_async://u:hunter2@h:5433/db", "psycopg_async", "psycopg"),
+        ("mariadb+aiomysql://u@h/db", "aiomysql", "pymysql"),
+        ("postgresql+psycopg2://u@h/db", "psycopg2", "psycopg2"),
+        ("postgresql://u@h/db", None, None),
+    ],
+)
+def test_async_driver_spellings_parse_and_name_their_sync_twin(
+    url: str, driver: str | None, served_by: str | None
+) -> None:
+    parsed = DatabaseURL.parse(url)
+    assert (parsed.driver, parsed.sync_driver) == (driver, served_by)
+    assert str(parsed) == url.replace("hunter2", "***")  # the spelling is kept as written
+    if driver == "psycopg_async":  # urlsplit takes no "_" in a scheme: the parts still come out right
+        assert (parsed.host, parsed.port, parsed.user, parsed.database) == ("h", 5433, "u", "db")
 
 
 def test_unknown_scheme_with_a_driver() -> None:
@@ -367,6 +388,26 @@ def test_missing_driver_of_a_url_names_its_extra(
         f"install it with: pip install 'pytest-txscope[{extra}]'{hint}"
     )
     assert info.value.name == module
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra", "display"),
+    [
+        ("sqlite+aiosqlite:///x.db", "aiosqlite", "aiosqlite", "SQLite"),
+        ("mysql+aiomysql://u:pw@localhost/db", "aiomysql", "aiomysql", "MySQL/MariaDB"),
+        ("postgresql+psycopg_async://u:pw@localhost/db", "psycopg", "postgresql", "PostgreSQL"),
+    ],
+)
+def test_missing_asyncio_driver_of_a_url_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str, display: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingDriverError) as info:
+        dialect_for_url(url).connect_async(DatabaseURL.parse(url), {})
+    assert str(info.value) == (
+        f"the {display} backend needs the {module!r} driver, which is not installed; "
+        f"install it with: pip install 'pytest-txscope[{extra}]'"
+    )
 
 
 def test_pymysql_posing_as_mysqldb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
