@@ -6,12 +6,17 @@ The core (this package without `plugin`) never imports pytest.
 from __future__ import annotations
 
 from .core import (
+    AsyncCursor,
+    AsyncEngine,
+    AsyncSession,
+    AsyncTransaction,
     Engine,
     Session,
     Transaction,
     TransactionBlock,
     TransactionKind,
     TransactionState,
+    current_async_session,
     current_session,
     ensure_transaction,
     transaction,
@@ -39,6 +44,7 @@ from .errors import (
     SandboxStillHeldError,
     SandboxThreadError,
     ScriptError,
+    SyncWithError,
     TransactionLeftOpenWarning,
     TransactionStateError,
     TxScopeError,
@@ -54,6 +60,10 @@ from .url import DatabaseURL
 
 __all__ = [
     "AsyncContextError",
+    "AsyncCursor",
+    "AsyncEngine",
+    "AsyncSession",
+    "AsyncTransaction",
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectedBeforeSandboxWarning",
@@ -79,6 +89,7 @@ __all__ = [
     "SandboxThreadError",
     "ScriptError",
     "Session",
+    "SyncWithError",
     "Transaction",
     "TransactionBlock",
     "TransactionKind",
@@ -92,6 +103,7 @@ __all__ = [
     "UnsafeDatabaseError",
     "UnsupportedConnectionError",
     "WrongEventLoopError",
+    "current_async_session",
     "current_session",
     "ensure_transaction",
     "transaction",

@@ -29,6 +29,7 @@ __all__ = [
     "SandboxStillHeldError",
     "SandboxThreadError",
     "ScriptError",
+    "SyncWithError",
     "TransactionLeftOpenWarning",
     "TransactionStateError",
     "TxScopeError",
@@ -278,6 +279,17 @@ class WrongEventLoopError(TxScopeError, RuntimeError):
             "the loop that opened them: open the engine's sessions on the loop that uses them (with "
             "pytest-asyncio, give the test and the fixtures that use the engine the same loop_scope), or "
             "dispose of the engine between loops (await engine.dispose())"
+        )
+
+
+class SyncWithError(TxScopeError, TypeError):
+    """An object of the asyncio API was used in a sync ``with`` statement."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} belongs to the asyncio API and cannot be used in a sync 'with' statement; write "
+            f"'async with {what}' in async code, or use a sync Engine (Engine.from_url) in sync code"
         )
 
 

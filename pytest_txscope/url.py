@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import MalformedURLError, UnknownDriverError, UnknownSchemeError
 
-__all__ = ["DRIVERS", "SCHEMES", "DatabaseURL", "mask_password"]
+__all__ = ["ASYNC_TWINS", "DRIVERS", "SCHEMES", "DatabaseURL", "mask_password"]
 
 # Scheme spellings users write (the part before any "+driver"), mapped to the backend that serves them.
 SCHEMES: dict[str, str] = {
@@ -28,6 +28,15 @@ DRIVERS: dict[str, tuple[str, ...]] = {
     "sqlite": ("pysqlite",),
     "postgresql": ("psycopg", "psycopg2"),
     "mysql": ("pymysql", "mysqldb"),
+}
+
+# Async drivers' spellings (``sqlite+aiosqlite://``, as an application's SQLAlchemy URL has them), each mapped to
+# the sync driver whose dialect drives it: a sync Engine on such a URL uses that driver, an AsyncEngine the async
+# one (`Dialect.connect_async`), and an AsyncEngine on the sync spelling the async one too.
+ASYNC_TWINS: dict[str, dict[str, str]] = {
+    "sqlite": {"aiosqlite": "pysqlite"},
+    "postgresql": {"psycopg_async": "psycopg"},
+    "mysql": {"aiomysql": "pymysql"},
 }
 
 EXAMPLES = {
@@ -80,6 +89,14 @@ class DatabaseURL:
     """The driver the scheme names (``psycopg2`` in ``postgresql+psycopg2://``), lower case; None when it
     names none, and the backend's default driver serves it (psycopg 3, PyMySQL, sqlite3)."""
 
+    @property
+    def sync_driver(self) -> str | None:
+        """The driver as the dialect registry names it: an async spelling's sync twin (``aiosqlite`` ->
+        ``pysqlite``), else `driver`."""
+        if self.driver is None:
+            return None
+        return ASYNC_TWINS[self.backend].get(self.driver, self.driver)
+
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
         """Parse ``url``; raise `UnknownSchemeError` or `MalformedURLError` naming the fix."""
@@ -107,12 +124,14 @@ class DatabaseURL:
         if backend is None:
             raise UnknownSchemeError(scheme, shown, tuple(SCHEMES))
         driver = driver_name if plus else None
-        if driver is not None and driver not in DRIVERS[backend]:
-            raise UnknownDriverError(scheme, shown, driver, tuple(f"{base}+{d}" for d in DRIVERS[backend]))
+        if driver is not None and driver not in DRIVERS[backend] and driver not in ASYNC_TWINS[backend]:
+            known = (*DRIVERS[backend], *ASYNC_TWINS[backend])
+            raise UnknownDriverError(scheme, shown, driver, tuple(f"{base}+{d}" for d in known))
         if backend == "sqlite":
             return cls._parse_sqlite(scheme, rest, shown, driver)
         try:
-            parts = urlsplit(url)
+            # The backend's name stands for the scheme: urlsplit takes no "_" in one (postgresql+psycopg_async).
+            parts = urlsplit(f"{backend}://{rest}")
             port = parts.port
         except ValueError as exc:
             raise _malformed(url, shown, str(exc), backend) from None

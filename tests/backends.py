@@ -27,12 +27,32 @@ import pytest
 from pytest_txscope import DatabaseURL, Engine
 from pytest_txscope.dialects import dialect_for_url
 from pytest_txscope.provision import drop
+from pytest_txscope.url import ASYNC_TWINS, DRIVERS
 
 ALL = ("sqlite-file", "sqlite-memory", "postgresql", "postgresql-psycopg2", "mysql", "mysql-mysqldb")
+ASYNC_DRIVERS = {
+    "sqlite-aiosqlite": "aiosqlite",
+    "postgresql-psycopg_async": "psycopg_async",
+    "postgresql-asyncpg": "asyncpg",
+    "mysql-aiomysql": "aiomysql",
+}
+"""The asyncio drivers, by backend name: the contract's async flavour (`AsyncEngine`) runs on them."""
+ALL_ASYNC = tuple(
+    name
+    for name, driver in ASYNC_DRIVERS.items()
+    if driver in DRIVERS[name.split("-")[0]] + tuple(ASYNC_TWINS[name.split("-")[0]])
+)
+"""The asyncio drivers the URL layer knows (asyncpg once its dialect is registered)."""
 ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
-DRIVER_OF = {"postgresql-psycopg2": "psycopg2", "mysql-mysqldb": "mysqldb"}
+DRIVER_OF = {"postgresql-psycopg2": "psycopg2", "mysql-mysqldb": "mysqldb", **ASYNC_DRIVERS}
 """The driver a backend names in its URL's scheme (the others use their family's default driver)."""
-_TAGS = {"postgresql-psycopg2": "pg2", "mysql-mysqldb": "mdb"}
+_TAGS = {
+    "postgresql-psycopg2": "pg2",
+    "mysql-mysqldb": "mdb",
+    "postgresql-psycopg_async": "pga",
+    "postgresql-asyncpg": "apg",
+    "mysql-aiomysql": "amy",
+}
 """Short, so that generated database names (and their templates) stay within the servers' name limits."""
 _unreachable: dict[str, str] = {}
 _worker_databases: dict[str, str] = {}  # backend -> the URL of this worker's database, once created
@@ -69,6 +89,8 @@ def unavailable(backend: str) -> None:
 def _reason(backend: str) -> str | None:
     if backend.startswith("sqlite"):
         return None
+    if backend in ASYNC_DRIVERS:
+        return _reason(family_of(backend))  # the server its sync twin reaches
     url = server_url(backend)
     if not url:
         return f"{ENV[family_of(backend)]} is not set"
@@ -111,7 +133,18 @@ class Backend:
         """Whether a second, independent connection can see the same database (not for :memory:)."""
         return self.name != "sqlite-memory"
 
-    def engine(self, **options: Any) -> Engine:
+    @property
+    def asynchronous(self) -> bool:
+        """Whether the backend is an asyncio driver: its engines are `AsyncEngine`s behind a sync proxy."""
+        return self.name in ASYNC_DRIVERS
+
+    def engine(self, **options: Any) -> Any:
+        """An `Engine`; for an asyncio driver, an `AsyncEngine` behind the sync proxy of tests/aio_harness.py
+        (close either with `aio_harness.close_engine`)."""
+        if self.asynchronous:
+            from .aio_harness import async_engine
+
+            return async_engine(self.url, **options)
         return Engine.from_url(self.url, **options)
 
     def peer(self) -> Peer:
@@ -125,7 +158,7 @@ class Peer:
     def __init__(self, backend: Backend) -> None:
         url = DatabaseURL.parse(backend.url)
         self.family = backend.family
-        driver = DRIVER_OF.get(backend.name)
+        driver = None if backend.asynchronous else DRIVER_OF.get(backend.name)
         if self.family == "sqlite":
             import sqlite3
 
@@ -249,6 +282,8 @@ def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     unavailable(name)
     if name == "sqlite-file":
         yield Backend(name, f"sqlite:///{tmp_path / 'contract.db'}")
+    elif name == "sqlite-aiosqlite":
+        yield Backend(name, f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
     elif name == "sqlite-memory":
         yield Backend(name, "sqlite:///:memory:")
     else:

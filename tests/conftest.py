@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_txscope import Engine
 
-from .backends import ALL, Backend, Peer, drop_worker_databases, make_backend
+from .aio_harness import api_of, close_engine
+from .backends import ALL, ALL_ASYNC, Backend, Peer, drop_worker_databases, make_backend
 from .generated_runs import clean_pytester
 
 # password_scan: fails any test whose output shows the test password (and wraps the pytester fixture).
@@ -38,14 +40,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Backend-specific tests say so with @pytest.mark.backends("mysql", "sqlite-file", ...): generated only
     # for those backends (or families: "postgresql" is every PostgreSQL driver). A test of one driver's quirk
     # adds exact=True: "postgresql" is then the backend of that name alone (psycopg 3).
+    # Tests marked asyncio_twin also run through the asyncio API (AsyncEngine) on each asyncio driver.
     if "backend" in metafunc.fixturenames:
+        twin = metafunc.definition.get_closest_marker("asyncio_twin")
+        every = ALL + (ALL_ASYNC if twin is not None and twin.args != (False,) else ())
         wants_peer = "peer" in metafunc.fixturenames
         marker = metafunc.definition.get_closest_marker("backends")
         wanted = set(marker.args) if marker else {"sqlite", "postgresql", "mysql"}
         exact = bool(marker and marker.kwargs.get("exact"))
         names = [
             b
-            for b in ALL
+            for b in every
             if not (wants_peer and b == "sqlite-memory")
             and (b in wanted or (not exact and b.split("-")[0] in wanted))
         ]
@@ -67,12 +72,20 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 @pytest.fixture
 def engine(backend: Backend) -> Iterator[Engine]:
-    """An engine on ``backend`` with a fresh ``items`` table, dropped afterwards."""
+    """An engine on ``backend`` with a fresh ``items`` table, dropped afterwards (for an asyncio driver, an
+    `AsyncEngine` behind the sync proxy of tests/aio_harness.py)."""
     eng = backend.engine()
     eng.executescript(f"DROP TABLE IF EXISTS items; {ITEMS_DDL}")
     yield eng
     eng.executescript("DROP TABLE IF EXISTS items")
-    eng.dispose()
+    close_engine(eng)
+
+
+@pytest.fixture
+def api(engine: Engine) -> Any:
+    """``transaction``, ``ensure_transaction`` and ``current_session`` of ``engine``'s flavour: the sync
+    functions, or the asyncio API's run in the async engine's task (tests/aio_harness.py)."""
+    return api_of(engine)
 
 
 @pytest.fixture

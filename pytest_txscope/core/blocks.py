@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from ..bridge import run_sync
 from ..errors import MissingEngineError, TransactionStateError
+from .aio import AsyncTransaction, async_transaction
+from .aio_engine import AsyncEngine
 from .context import find_session
 from .engine import Engine
 from .session import Session, current_session
@@ -16,13 +19,14 @@ __all__ = ["ensure_transaction", "transaction"]
 class TransactionBlock:
     """The context manager returned by `transaction` and `ensure_transaction`.
 
-    Nothing happens until the block is entered; entering yields the `Transaction`.
+    Nothing happens until the block is entered; entering yields the `Transaction`. In async code ``async with``
+    runs the same block through the greenlet bridge and yields its `AsyncTransaction`.
     """
 
     __slots__ = ("_engine", "_join", "_name", "_tx")
 
-    def __init__(self, engine: Engine | None, *, join: bool, name: str) -> None:
-        self._engine = engine
+    def __init__(self, engine: Engine | AsyncEngine | None, *, join: bool, name: str) -> None:
+        self._engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         self._join = join
         self._name = name
         self._tx: Transaction | None = None
@@ -60,8 +64,16 @@ class TransactionBlock:
             if tx.block_token is not None:  # exited in another thread or task: still open, for its own to end
                 self._tx = tx
 
+    async def __aenter__(self) -> AsyncTransaction:
+        return async_transaction(await run_sync(self.__enter__))
 
-def transaction(engine: Engine | None = None) -> TransactionBlock:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await run_sync(self.__exit__, exc_type, exc, tb)
+
+
+def transaction(engine: Engine | AsyncEngine | None = None) -> TransactionBlock:
     """A transaction block in the current session: nested (a SAVEPOINT) when one is open, else the root one.
 
     Without ``engine`` the innermost current session of this thread or task is used, and
@@ -70,11 +82,13 @@ def transaction(engine: Engine | None = None) -> TransactionBlock:
 
         with transaction(engine) as tx:
             tx.execute("INSERT INTO t (name) VALUES (:name)", {"name": "x"})
+
+    In async code, with an `AsyncEngine` or inside one's session: ``async with transaction() as tx:``.
     """
     return TransactionBlock(engine, join=False, name="transaction")
 
 
-def ensure_transaction(engine: Engine | None = None) -> TransactionBlock:
+def ensure_transaction(engine: Engine | AsyncEngine | None = None) -> TransactionBlock:
     """Join the current transaction if there is one, else open one.
 
     Joining yields a virtual transaction: it neither commits nor rolls back, the enclosing transaction decides.

@@ -90,6 +90,8 @@ class Engine:
         self.facts: dict[str, object] = {}
         """What the library learned about the database once for all the engine's connections (whether it
         has deferrable constraints)."""
+        self.twin: Any = None
+        """The `AsyncEngine` built over this engine, if any (what the asyncio API's sessions name as engine)."""
         self._reconnect: Callable[[DBAPIConnection], DBAPIConnection] | None = self._replace
         """How a session's channel swaps a dead connection for a new one; None where a new connection would
         be a different database (SQLite ``:memory:``)."""
@@ -110,16 +112,28 @@ class Engine:
         except TxScopeError:
             url = "<not shown: it may hold a password>"  # pytest prints this frame's arguments
             raise
-        dialect = dialect_for_url(parsed)
+        return cls.on_url(parsed, dialect_for_url(parsed).connect_from_url, connect_kwargs)
+
+    @classmethod
+    def on_url(
+        cls,
+        url: DatabaseURL,
+        connector: Callable[[DatabaseURL, dict[str, Any]], Callable[[], DBAPIConnection]],
+        connect_kwargs: dict[str, Any],
+    ) -> Engine:
+        """An engine for ``url`` whose connect function is ``connector(url, driver_kwargs)``: `from_url`, with
+        the way of connecting given (the asyncio API passes one that opens an asyncio driver's connection).
+        ``connect_kwargs`` are as `from_url` takes them; the engine options are taken out of it."""
+        dialect = dialect_for_url(url)
         options = {
             k: connect_kwargs.pop(k)
             for k in ("nested", "pool_size", "acquire_timeout")
             if k in connect_kwargs
         }
-        limit = connect_kwargs.pop("max_connections", dialect.pool_limit(parsed))
-        connect = dialect.connect_from_url(parsed, connect_kwargs)
-        engine = cls(connect, url=parsed, dialect=dialect, max_connections=limit, **options)
-        if parsed.backend == "sqlite" and parsed.database == ":memory:":
+        limit = connect_kwargs.pop("max_connections", dialect.pool_limit(url))
+        connect = connector(url, connect_kwargs)
+        engine = cls(connect, url=url, dialect=dialect, max_connections=limit, **options)
+        if url.backend == "sqlite" and url.database == ":memory:":
             engine._reconnect = None
         return engine
 

@@ -3,9 +3,11 @@ and leaving their ``with`` blocks, through the gate of a connection shared betwe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..bridge import await_
 from ..errors import TransactionStateError
 from .channel import Channel
 from .context import Scope, current_scope, push_scope, reset_scope
@@ -216,7 +218,11 @@ def _fire(callbacks: Sequence[Callable[[], object]]) -> None:
     first: BaseException | None = None
     for callback in callbacks:
         try:
-            callback()
+            result = callback()
+            if inspect.isawaitable(result):
+                # An async callback, registered through the asyncio API: awaited on the caller's loop (outside
+                # the bridge, await_ raises AsyncContextError, which names the fix).
+                await_(result)
         except Exception as exc:
             first = first or exc
     if first is not None:

@@ -84,6 +84,8 @@ class Session(Executor, SessionHost):
         self.engine = engine
         self._release: Callable[[DBAPIConnection], None] | None = None
         self._block: Transaction | None = None
+        self.twin: Any = None
+        """The `AsyncSession` the asyncio API wraps this session in, once it handed it out."""
 
     # ------------------------------------------------------------------------------------------- public
     @property

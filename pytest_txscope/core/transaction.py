@@ -96,7 +96,7 @@ class Transaction(Frame, Executor):
     ``fetch*`` helpers, always inside this transaction.
     """
 
-    __slots__ = ("block_token", "entered", "forced", "sender", "session")
+    __slots__ = ("block_token", "entered", "forced", "sender", "session", "twin")
 
     def __init__(
         self,
@@ -117,6 +117,9 @@ class Transaction(Frame, Executor):
         """Whether the transaction was used as a ``with`` block."""
         self.forced = False
         """An enclosing block ended first (out of order) and rolled this one back."""
+        self.twin: Any = None
+        """The `AsyncTransaction` the asyncio API wraps this one in, once it handed it out (one per transaction,
+        so that the async API's objects compare as the sync ones do)."""
 
     def __repr__(self) -> str:
         return f"<Transaction #{self.number} {self.kind.value} {self.state.value}>"

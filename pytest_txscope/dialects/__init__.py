@@ -54,10 +54,11 @@ def dialect_for_backend(name: str) -> Dialect:
 
 
 def dialect_for_url(url: DatabaseURL | str) -> Dialect:
-    """The dialect for a URL: the driver its scheme names (``postgresql+psycopg2://``), or the backend's
-    default. Raises what `DatabaseURL.parse` raises for a text that does not parse."""
+    """The dialect for a URL: the driver its scheme names (``postgresql+psycopg2://``; an async driver's name,
+    ``sqlite+aiosqlite://``, names its sync twin, whose dialect drives both), or the backend's default.
+    Raises what `DatabaseURL.parse` raises for a text that does not parse."""
     parsed = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
-    return DIALECTS[parsed.backend, parsed.driver or DRIVERS[parsed.backend][0]]
+    return DIALECTS[parsed.backend, parsed.sync_driver or DRIVERS[parsed.backend][0]]
 
 
 def dialect_for_module(name: str) -> Dialect | None:

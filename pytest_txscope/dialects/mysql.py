@@ -8,12 +8,15 @@ the transaction, instead of going on in autocommit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..errors import TransactionStateError
+from ..bridge import LoopRunner
+from ..errors import MissingDriverError, TransactionStateError
 from ..sql import PyformatConverter, split_statements
 from ..url import DatabaseURL
+from .adapters import AiomysqlAdapter
 from .base import DBAPIConnection, Dialect
 from .mysql_state import undo_mysql_state, watch_mysql
 
@@ -117,8 +120,26 @@ class MySQLDialect(MySQLBackend):
 
         return connect
 
+    def connect_async(
+        self, url: DatabaseURL, kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[DBAPIConnection]]:
+        try:
+            import aiomysql
+        except ImportError:
+            raise MissingDriverError(self.display, "aiomysql", "aiomysql") from None
+        params: dict[str, Any] = {"charset": "utf8mb4", **self.server_params(url, "db"), **kwargs}
+        params["autocommit"] = True
+        params["client_flag"] = int(params.get("client_flag", 0)) | MULTI_STATEMENTS
+        what = f"aiomysql connection to {url}"
+
+        async def connect() -> DBAPIConnection:
+            raw = await aiomysql.connect(**params)
+            return AiomysqlAdapter(raw, LoopRunner(asyncio.get_running_loop(), what))
+
+        return connect
+
     def owns(self, connection: object) -> bool:
-        return type(connection).__module__.startswith("pymysql.")
+        return type(connection).__module__.startswith("pymysql.") or isinstance(connection, AiomysqlAdapter)
 
     def in_transaction(self, connection: DBAPIConnection) -> bool:
         return bool(connection.server_status & _IN_TRANS)

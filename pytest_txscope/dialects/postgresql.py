@@ -7,14 +7,17 @@ of which would take the transaction out of the core's hands.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..bridge import LoopRunner
 from ..errors import TransactionStateError
 from ..sql import PyformatConverter
 from ..url import DatabaseURL
+from .adapters import PsycopgAsyncAdapter
 from .base import CONSTRAINTS, SCHEMA, STATE, DBAPIConnection, DBAPICursor, Dialect
 
 __all__ = ["PostgreSQLBackend", "PostgreSQLDialect"]
@@ -172,7 +175,23 @@ class PostgreSQLDialect(PostgreSQLBackend):
 
         return connect
 
+    def connect_async(
+        self, url: DatabaseURL, kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[DBAPIConnection]]:
+        psycopg = self.load_driver()
+        params = self.server_connect_params(url, kwargs)
+        params["autocommit"] = True
+        what = f"psycopg AsyncConnection to {url}"
+
+        async def connect() -> DBAPIConnection:
+            raw = await psycopg.AsyncConnection.connect(**params)
+            return PsycopgAsyncAdapter(raw, LoopRunner(asyncio.get_running_loop(), what))
+
+        return connect
+
     def owns(self, connection: object) -> bool:
+        if isinstance(connection, PsycopgAsyncAdapter):
+            return True
         return any(cls.__module__.startswith("psycopg.") for cls in type(connection).__mro__) and hasattr(
             connection, "pgconn"
         )

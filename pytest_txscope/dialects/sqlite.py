@@ -8,16 +8,19 @@ SELECT all happen inside a transaction we opened and roll back with it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import operator
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..errors import ConfigurationError, TransactionStateError
+from ..bridge import LoopRunner
+from ..errors import ConfigurationError, MissingDriverError, TransactionStateError
 from ..sql import PyformatConverter
 from ..url import DatabaseURL
+from .adapters import AiosqliteAdapter
 from .base import STATE, DBAPIConnection, DBAPICursor, Dialect
 
 __all__ = ["SQLiteDialect"]
@@ -46,6 +49,34 @@ def _flag(options: dict[str, str], key: str, default: bool) -> bool:
     raise ConfigurationError(f"SQLite URL option {key}={value!r} is not a boolean; use {key}=on or {key}=off")
 
 
+def _connect_args(url: DatabaseURL, kwargs: dict[str, Any]) -> tuple[str, bool, list[str]]:
+    """The database path, whether it is a ``file:`` URI, and the statements a new connection runs first, from
+    a URL's options (``timeout`` goes into ``kwargs``, with ``isolation_level=None``)."""
+    options = url.options
+    foreign_keys = _flag(options, "foreign_keys", True)
+    journal_mode = options.pop("journal_mode", None)
+    if "timeout" in options:
+        try:
+            kwargs.setdefault("timeout", float(options.pop("timeout")))
+        except ValueError:
+            raise ConfigurationError("SQLite URL option timeout must be a number of seconds") from None
+    if options:
+        raise ConfigurationError(
+            f"unknown SQLite URL option(s) {', '.join(sorted(options))}; "
+            "known: foreign_keys=on|off, journal_mode=wal|delete|..., timeout=SECONDS"
+        )
+    database = url.database
+    uri = database.startswith("file:")
+    if database != ":memory:" and not uri:
+        database = os.path.abspath(database)
+    kwargs["isolation_level"] = None
+    # PRAGMA foreign_keys is ignored inside a transaction, so it is set first, before any BEGIN.
+    setup = [f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}"]
+    if journal_mode:
+        setup.append(f"PRAGMA journal_mode = {journal_mode}")
+    return database, uri, setup
+
+
 class SQLiteDialect(Dialect):
     """SQLite (file or in-memory) through ``sqlite3``."""
 
@@ -61,34 +92,36 @@ class SQLiteDialect(Dialect):
 
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         sqlite3 = self.load_driver()
-        options = url.options
-        foreign_keys = _flag(options, "foreign_keys", True)
-        journal_mode = options.pop("journal_mode", None)
-        if "timeout" in options:
-            try:
-                kwargs.setdefault("timeout", float(options.pop("timeout")))
-            except ValueError:
-                raise ConfigurationError("SQLite URL option timeout must be a number of seconds") from None
-        if options:
-            raise ConfigurationError(
-                f"unknown SQLite URL option(s) {', '.join(sorted(options))}; "
-                "known: foreign_keys=on|off, journal_mode=wal|delete|..., timeout=SECONDS"
-            )
-        database = url.database
-        uri = database.startswith("file:")
-        if database != ":memory:" and not uri:
-            database = os.path.abspath(database)
+        database, uri, setup = _connect_args(url, kwargs)
         # Pooled connections move between threads, one thread at a time; the session layer serialises use.
         kwargs.setdefault("check_same_thread", False)
-        kwargs["isolation_level"] = None
 
         def connect() -> DBAPIConnection:
             connection = sqlite3.connect(database, uri=uri, **kwargs)
-            # PRAGMA foreign_keys is ignored inside a transaction, so it is set here, before any BEGIN.
-            connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-            if journal_mode:
-                connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+            for statement in setup:
+                connection.execute(statement)
             return connection
+
+        return connect
+
+    def connect_async(
+        self, url: DatabaseURL, kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[DBAPIConnection]]:
+        try:
+            import aiosqlite
+        except ImportError:
+            raise MissingDriverError(self.display, "aiosqlite", "aiosqlite") from None
+        database, uri, setup = _connect_args(url, kwargs)
+        # aiosqlite runs the sqlite3 connection in a thread of its own; the adapter reads its transaction flag
+        # from the loop's thread (a flag read, which sqlite3 allows from any thread when told).
+        kwargs.setdefault("check_same_thread", False)
+        what = f"aiosqlite connection to {url}"
+
+        async def connect() -> DBAPIConnection:
+            raw = await aiosqlite.connect(database, uri=uri, **kwargs)
+            for statement in setup:
+                await (await raw.execute(statement)).close()
+            return AiosqliteAdapter(raw, LoopRunner(asyncio.get_running_loop(), what))
 
         return connect
 
@@ -100,7 +133,7 @@ class SQLiteDialect(Dialect):
     def owns(self, connection: object) -> bool:
         import sqlite3
 
-        return isinstance(connection, sqlite3.Connection)
+        return isinstance(connection, (sqlite3.Connection, AiosqliteAdapter))
 
     def take_control(self, connection: DBAPIConnection) -> Callable[[], None]:
         if connection.in_transaction:

@@ -15,11 +15,13 @@ from pytest_txscope import (
     Session,
     TransactionKind,
     current_session,
-    ensure_transaction,
-    transaction,
 )
 
 from ..backends import Backend, Peer
+
+# Run through the sync API and, on the asyncio drivers, through the asyncio API (tests/aio_harness.py); the tests
+# of Session(conn) over the caller's own connection, and of threads, are sync only.
+pytestmark = pytest.mark.asyncio_twin
 
 
 def _own_connection(backend: Backend) -> Any:
@@ -27,6 +29,7 @@ def _own_connection(backend: Backend) -> Any:
     return backend.peer().conn
 
 
+@pytest.mark.asyncio_twin(False)
 def test_session_block_then_transaction_block(backend: Backend, engine: Engine, peer: Peer) -> None:
     conn = _own_connection(backend)
     with Session(conn) as sess:
@@ -42,6 +45,7 @@ def test_session_block_then_transaction_block(backend: Backend, engine: Engine, 
     conn.close()
 
 
+@pytest.mark.asyncio_twin(False)
 def test_session_block_rolls_back_on_an_exception(backend: Backend, engine: Engine, peer: Peer) -> None:
     conn = _own_connection(backend)
     with pytest.raises(ValueError), Session(conn) as sess:
@@ -64,26 +68,30 @@ def test_engine_blocks_nest_and_only_the_topmost_commits(engine: Engine, peer: P
     assert sorted(peer.fetchall("SELECT id FROM items")) == [(1,), (2,)]
 
 
-def test_engine_session_with_session_as_tx(engine: Engine, peer: Peer) -> None:
+def test_engine_session_with_session_as_tx(engine: Engine, api: Any, peer: Peer) -> None:
     with engine.session() as sess:
+        assert api.current_session() is sess
         with sess as tx:
             assert tx.kind is TransactionKind.ROOT
             tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
-        with transaction() as tx:  # the current session, found from context
+        with api.transaction() as tx:  # the current session, found from context
             tx.execute("INSERT INTO items (id, name) VALUES (2, 'b')")
-        with ensure_transaction() as joined:
+        with api.ensure_transaction() as joined:
             assert joined.kind is TransactionKind.VIRTUAL
     assert sorted(peer.fetchall("SELECT id FROM items")) == [(1,), (2,)]
 
 
-def test_ensure_transaction_needs_an_engine_when_nothing_is_current(engine: Engine, peer: Peer) -> None:
-    with pytest.raises(MissingEngineError), ensure_transaction():
+def test_ensure_transaction_needs_an_engine_when_nothing_is_current(
+    engine: Engine, api: Any, peer: Peer
+) -> None:
+    with pytest.raises(MissingEngineError), api.ensure_transaction():
         pass
-    with ensure_transaction(engine) as tx:
+    with api.ensure_transaction(engine) as tx:
         tx.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
     assert peer.fetchall("SELECT id FROM items") == [(1,)]
 
 
+@pytest.mark.asyncio_twin(False)  # the async twin: tests/contract/test_aio_api.py
 def test_the_current_session_is_per_thread_and_per_task(engine: Engine) -> None:
     seen: list[object] = []
     with engine.session() as sess:

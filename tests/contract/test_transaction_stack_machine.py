@@ -30,7 +30,8 @@ from hypothesis.stateful import (
 
 from pytest_txscope import Engine, Session, Transaction, TransactionState, TransactionStateError
 
-from ..backends import ALL, Peer, make_backend
+from ..aio_harness import close_engine
+from ..backends import ALL, ALL_ASYNC, Peer, make_backend
 
 # One table per process: two runs sharing a database (pytest-xdist workers, or two people running the suite)
 # would otherwise deadlock across processes: one's DROP TABLE queues behind the other's open transaction, and
@@ -255,7 +256,7 @@ class ForgetfulMachine(TxStackMachine):
 
 @dataclass
 class Db:
-    engine: Engine
+    engine: Engine  # or, for an asyncio driver, an AsyncEngine behind a sync proxy
     peer: Peer | None
 
 
@@ -272,10 +273,12 @@ def db(backend_name: str, tmp_path: Path) -> Iterator[Db]:
         if peer is not None:
             peer.close()
         engine.executescript(f"DROP TABLE IF EXISTS {TABLE}")
-        engine.dispose()
+        close_engine(engine)
 
 
-backends = pytest.mark.parametrize("backend_name", ALL)
+# The asyncio drivers drive the same machine through the asyncio API (an AsyncEngine behind the sync proxy of
+# tests/aio_harness.py: each step awaited in the engine's task).
+backends = pytest.mark.parametrize("backend_name", ALL + ALL_ASYNC)
 
 
 @backends

@@ -17,7 +17,12 @@ from pytest_txscope import (
     transaction,
 )
 
+from ..aio_harness import close_engine
 from ..backends import Backend, Peer
+
+# Every test here runs through the sync API and, on the asyncio drivers, through the asyncio API (see
+# tests/aio_harness.py): `api` holds transaction(), ensure_transaction() and current_session() of the flavour.
+pytestmark = pytest.mark.asyncio_twin
 
 INSERT = "INSERT INTO items (id, name, qty) VALUES (:id, :name, :qty)"
 INSERT_NAME = "INSERT INTO items (id, name) VALUES (:id, :name)"
@@ -156,7 +161,7 @@ def test_virtual_nesting_keeps_the_seed_behaviour(backend: Backend) -> None:
             assert names(s) == ["stays"]
     finally:
         engine.executescript("DROP TABLE IF EXISTS items")
-        engine.dispose()
+        close_engine(engine)
 
 
 # ------------------------------------------------------------------------------------- explicit control
@@ -231,28 +236,30 @@ def test_closed_session_refuses_work(engine: Engine) -> None:
 
 
 # ------------------------------------------------------------------------- transaction() and ensure_transaction()
-def test_transaction_nests_in_the_current_session(engine: Engine, peer: Peer) -> None:
+def test_transaction_nests_in_the_current_session(engine: Engine, api: Any, peer: Peer) -> None:
     with engine as outer:
-        with transaction() as inner:
+        with api.transaction() as inner:
             assert inner.session is outer.session
             assert inner.kind is TransactionKind.NESTED
             add(inner, 1, "a")
-        with pytest.raises(ValueError), transaction() as inner2:
+        with pytest.raises(ValueError), api.transaction() as inner2:
             add(inner2, 2, "b")
             raise ValueError
     assert peer_names(peer) == ["a"]
 
 
-def test_transaction_with_an_engine_and_nothing_current_opens_and_commits(engine: Engine, peer: Peer) -> None:
-    with transaction(engine) as tx:
+def test_transaction_with_an_engine_and_nothing_current_opens_and_commits(
+    engine: Engine, api: Any, peer: Peer
+) -> None:
+    with api.transaction(engine) as tx:
         assert tx.kind is TransactionKind.ROOT
         add(tx, 1, "a")
     assert peer_names(peer) == ["a"]
 
 
-def test_ensure_transaction_joins_virtually(engine: Engine, peer: Peer) -> None:
+def test_ensure_transaction_joins_virtually(engine: Engine, api: Any, peer: Peer) -> None:
     with engine as outer:
-        with pytest.raises(ValueError), ensure_transaction() as joined:
+        with pytest.raises(ValueError), api.ensure_transaction() as joined:
             assert joined.kind is TransactionKind.VIRTUAL
             add(joined, 1, "a")
             raise ValueError  # a joined block neither commits nor rolls back ...
@@ -261,24 +268,30 @@ def test_ensure_transaction_joins_virtually(engine: Engine, peer: Peer) -> None:
     assert peer_names(peer) == []
 
 
-def test_ensure_transaction_in_a_bare_session_is_rolled_back_with_it(engine: Engine, peer: Peer) -> None:
+def test_ensure_transaction_in_a_bare_session_is_rolled_back_with_it(
+    engine: Engine, api: Any, peer: Peer
+) -> None:
     with engine.session() as session:
-        with ensure_transaction() as joined:
+        with api.ensure_transaction() as joined:
             add(joined, 1, "a")
         assert names(session) == ["a"]
     assert peer_names(peer) == []
 
 
-def test_ensure_transaction_with_an_engine_and_nothing_current_commits(engine: Engine, peer: Peer) -> None:
-    with ensure_transaction(engine) as tx:
+def test_ensure_transaction_with_an_engine_and_nothing_current_commits(
+    engine: Engine, api: Any, peer: Peer
+) -> None:
+    with api.ensure_transaction(engine) as tx:
         assert tx.kind is TransactionKind.ROOT
         add(tx, 1, "a")
     assert peer_names(peer) == ["a"]
 
 
-def test_begin_nested_inside_a_joined_transaction_keeps_one_stack(engine: Engine, peer: Peer) -> None:
-    with transaction(engine) as root:
-        join = ensure_transaction()
+def test_begin_nested_inside_a_joined_transaction_keeps_one_stack(
+    engine: Engine, api: Any, peer: Peer
+) -> None:
+    with api.transaction(engine) as root:
+        join = api.ensure_transaction()
         joined = join.__enter__()  # virtual: joins `root`
         nested = root.begin_nested()  # beside `joined`, it left that one off the connection's stack
         assert nested.parent is joined
@@ -301,7 +314,7 @@ def test_nothing_current_and_no_engine_is_a_clear_error(function: object) -> Non
 
 
 # --------------------------------------------------------------------------------------------- on_commit
-def test_on_commit_runs_after_the_top_level_commit_only(engine: Engine) -> None:
+def test_on_commit_runs_after_the_top_level_commit_only(engine: Engine, api: Any) -> None:
     fired: list[str] = []
     with engine as outer:
         outer.on_commit(lambda: fired.append("outer"))
@@ -310,7 +323,7 @@ def test_on_commit_runs_after_the_top_level_commit_only(engine: Engine) -> None:
         with pytest.raises(ValueError), engine as dropped:
             dropped.on_commit(lambda: fired.append("dropped"))
             raise ValueError
-        with ensure_transaction() as joined:
+        with api.ensure_transaction() as joined:
             joined.on_commit(lambda: fired.append("joined"))
         assert fired == []
     assert fired == ["outer", "inner", "joined"]
@@ -380,11 +393,11 @@ def test_committing_with_an_inner_transaction_open_changes_nothing(engine: Engin
         root.commit()
 
 
-def test_leaving_blocks_out_of_order(engine: Engine, peer: Peer) -> None:
-    outer_block = transaction(engine)
+def test_leaving_blocks_out_of_order(engine: Engine, api: Any, peer: Peer) -> None:
+    outer_block = api.transaction(engine)
     outer = outer_block.__enter__()
     add(outer, 1, "a")
-    inner_block = transaction()
+    inner_block = api.transaction()
     inner = inner_block.__enter__()
     add(inner, 2, "b")
     with pytest.raises(TransactionStateError) as info:
@@ -402,7 +415,7 @@ def test_leaving_blocks_out_of_order(engine: Engine, peer: Peer) -> None:
     )
     assert peer_names(peer) == []
     # The context is clean again: nothing is current.
-    with pytest.raises(MissingEngineError), transaction():
+    with pytest.raises(MissingEngineError), api.transaction():
         pass
 
 
@@ -433,8 +446,9 @@ def test_engine_block_exited_in_another_context_is_an_error(engine: Engine) -> N
     )
 
 
-def test_a_block_exited_in_another_thread_ends_nothing(engine: Engine, peer: Peer) -> None:
-    block = transaction(engine)
+@pytest.mark.asyncio_twin(False)  # threads: the async twin is test_aio_api's block exited in another task
+def test_a_block_exited_in_another_thread_ends_nothing(engine: Engine, api: Any, peer: Peer) -> None:
+    block = api.transaction(engine)
     tx = block.__enter__()
     tx.execute(INSERT_NAME, {"id": 1, "name": "kept"})
     error = in_thread(lambda: block.__exit__(None, None, None))
