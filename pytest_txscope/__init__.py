@@ -52,6 +52,7 @@ from .errors import (
     UnknownSchemeError,
     UnpinnedEngineError,
     UnsafeDatabaseError,
+    UnsupportedAsyncBackendError,
     UnsupportedConnectionError,
     WrongEventLoopError,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "UnknownSchemeError",
     "UnpinnedEngineError",
     "UnsafeDatabaseError",
+    "UnsupportedAsyncBackendError",
     "UnsupportedConnectionError",
     "WrongEventLoopError",
     "current_async_session",

@@ -37,6 +37,7 @@ __all__ = [
     "UnknownSchemeError",
     "UnpinnedEngineError",
     "UnsafeDatabaseError",
+    "UnsupportedAsyncBackendError",
     "UnsupportedConnectionError",
     "WrongEventLoopError",
 ]
@@ -279,6 +280,18 @@ class WrongEventLoopError(TxScopeError, RuntimeError):
             "the loop that opened them: open the engine's sessions on the loop that uses them (with "
             "pytest-asyncio, give the test and the fixtures that use the engine the same loop_scope), or "
             "dispose of the engine between loops (await engine.dispose())"
+        )
+
+
+class UnsupportedAsyncBackendError(TxScopeError, RuntimeError):
+    """A sandboxed async test runs on an async library other than asyncio (anyio's trio backend)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        super().__init__(
+            f"this test runs on anyio's {backend!r} backend; pytest-txscope's sandbox supports asyncio only "
+            "(SQLAlchemy's async engines and the async API run on asyncio); run it on asyncio: return "
+            '"asyncio" from the anyio_backend fixture, or leave out the test\'s other backends'
         )
 
 

@@ -1,26 +1,30 @@
 """Hypothesis inside the sandbox: every example, and every state-machine run, rolled back on its own.
 
-**@given tests.** pytest sets a test's fixtures up once, and hypothesis then calls the test body once per
-example, so rows one example writes through ``db_session`` / ``sa_session`` / the application's engines would be
-seen by the next (HypothesisWorks/hypothesis#377). Under the plugin, each example of a ``@given`` test that has a
-sandbox (it requests ``db_sandbox``, ``db_session`` or ``sa_session``, directly or through its own fixtures, or is
-marked ``@pytest.mark.txscope``) runs in a `Sandbox` nested in the test's: a savepoint, rolled back when the
-example ends. After each example the test's ORM session (``sa_session``, ``current_session()``) is closed, so no
-object or connection of one example reaches the next; objects loaded before the first example (in fixtures) are
-detached then. Work such a session left uncommitted before the first example is committed first (a savepoint
+**@given tests.** pytest sets a test's fixtures up once, and hypothesis then calls the test body once per example,
+so rows one example writes through ``db_session`` / ``sa_session`` / the application's engines would be seen by the
+next (HypothesisWorks/hypothesis#377). Under the plugin, each example of a ``@given`` test that has a sandbox (it
+requests ``db_sandbox``, ``db_session``, ``async_db_session`` or ``sa_session``, directly or through its own
+fixtures, or is marked ``@pytest.mark.txscope``) runs in a `Sandbox` nested in the test's: a savepoint, rolled back
+when the example ends. After each example the test's ORM session (``sa_session``, ``current_session()``) is closed,
+so no object or connection of one example reaches the next; objects loaded before the first example (in fixtures)
+are detached then. Work such a session left uncommitted before the first example is committed first (a savepoint
 release inside the test's sandbox), so that every example starts from it.
 
 **The function_scoped_fixture health check.** Hypothesis fails a ``@given`` test that names a function-scoped
-fixture among its arguments, since such fixtures are not reset between examples. Ours are, by the above. When
-every function-scoped fixture hypothesis would name is ``db_sandbox``, ``db_session`` or ``sa_session`` (it
-looks at the test's own arguments only, not at the fixtures the plugin puts in front of them, nor at the
-arguments of direct parametrization), the check is suppressed for that test; its other settings are kept.
-When the test also names
-any other function-scoped fixture (``tmp_path``, or one of the project's), the check is left alone, so the
-warning about that fixture still comes. The suppression is applied with the public ``@settings`` decorator;
-for a test that already has its own ``@settings`` (which hypothesis refuses to decorate twice, and offers no
-public way to amend) it is set on the attribute hypothesis reads at call time, as hypothesis' own pytest plugin
-does for its ``differing_executors`` check. Coroutine tests are left alone.
+fixture among its arguments, since such fixtures are not reset between examples. Ours are, by the above. When every
+function-scoped fixture hypothesis would name is one of those four (it looks at the test's own arguments only, not
+at the fixtures the plugin puts in front of them, nor at the arguments of direct parametrization), the check is
+suppressed for that test; its other settings are kept. When the test also names any other function-scoped fixture
+(``tmp_path``, or one of the project's), the check is left alone, so the warning about that fixture still comes. The
+suppression is applied with the public ``@settings`` decorator; for a test that already has its own ``@settings``
+(which hypothesis refuses to decorate twice, and offers no public way to amend) it is set on the attribute
+hypothesis reads at call time, as hypothesis' own pytest plugin does for its ``differing_executors`` check.
+
+**Async @given tests.** An ``async def`` test under ``@given`` (run by pytest-asyncio or anyio's plugin, which
+wrap hypothesis' inner test when it runs) gets the same nested sandbox per example, from an ``async def``
+wrapper: those plugins recognise an async test by its inner test being a coroutine function, at collection and
+again at call time, so the wrapper has to stay one. The sandbox's connection is a sync driver's (or lives on the
+driver loop), so starting and stopping it needs no event loop of the test's.
 
 **State machines.** `SandboxStateMachine` is a ``RuleBasedStateMachine`` whose every run has a sandbox of its own
 (nested in the test's), rolled back in ``teardown()``::
@@ -40,7 +44,7 @@ import functools
 import inspect
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hypothesis import HealthCheck, settings
@@ -63,7 +67,7 @@ __all__ = [
     "settle_health_check",
 ]
 
-_OURS = frozenset({"db_sandbox", "db_session", "sa_session"})
+_OURS = frozenset({"async_db_session", "db_sandbox", "db_session", "sa_session"})
 _WRAPPED = "_txscope_per_example"
 # Prepared items (by node id; items cannot be weakly referenced) -> their arguments, which hypothesis' check
 # looks at, until the end of their setup; those naming a function-scoped fixture of their own; the tests whose
@@ -91,10 +95,11 @@ def prepare_items(items: Iterable[pytest.Item]) -> None:
     for item in items:
         handle: Any = getattr(getattr(item, "obj", None), "hypothesis", None)
         inner = getattr(handle, "inner_test", None)
-        if inner is None or inspect.iscoroutinefunction(inner) or not _sandboxed(item):
+        if inner is None or not _sandboxed(item):
             continue
         if not getattr(inner, _WRAPPED, False):
-            handle.inner_test = _per_example(inner)
+            wrap = _per_async_example if inspect.iscoroutinefunction(inner) else _per_example
+            handle.inner_test = wrap(inner)
         _pending[item.nodeid] = frozenset(inspect.signature(getattr(item, "function", inner)).parameters)
         _foreign.discard(item.nodeid)
 
@@ -149,6 +154,22 @@ def _per_example(inner: Callable[..., Any]) -> Callable[..., Any]:
         sandbox, orm = _start_nested(outer.engine, outer)
         try:
             return inner(*args, **kwargs)
+        finally:
+            _stop_nested(sandbox, orm)
+
+    setattr(run_example, _WRAPPED, True)
+    return run_example
+
+
+def _per_async_example(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(inner)
+    async def run_example(*args: Any, **kwargs: Any) -> Any:
+        outer = Sandbox.current()
+        if outer is None:
+            return await inner(*args, **kwargs)
+        sandbox, orm = _start_nested(outer.engine, outer)
+        try:
+            return await inner(*args, **kwargs)
         finally:
             _stop_nested(sandbox, orm)
 

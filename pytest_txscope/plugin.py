@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from .core import Engine, Session
+from .core import AsyncSession, Engine, Session
 from .core.context import current_scope
 from .errors import BackendUnavailableError, ImportPathError, UnsafeDatabaseError
 from .import_paths import import_object
 from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, resolve
 from .places import add_library
+from .plugin_asyncio import async_session_of
 from .plugin_database import EMBEDDED, STATE, RunState, explain_missing_database, sqlalchemy_module
 from .plugin_env import ENV, header_lines, set_environment
 from .plugin_modes import blocked, commit_mode
@@ -36,7 +37,15 @@ from .plugin_scopes import (
 from .plugin_teardown import check_leaks, explain_lock_wait, leave_blocks
 from .sandbox import Sandbox
 
-__all__ = ["ImportPathError", "db_engine", "db_sandbox", "db_session", "import_object", "sa_session"]
+__all__ = [
+    "ImportPathError",
+    "async_db_session",
+    "db_engine",
+    "db_sandbox",
+    "db_session",
+    "import_object",
+    "sa_session",
+]
 
 _CRASHED = pytest.StashKey[list[str]]()  # ids of pytest-xdist workers that crashed (on the controller)
 
@@ -286,6 +295,24 @@ def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Se
     # first (see _plan_fixtures) starts the sandbox; the other one joins it.
     for sandbox in sandbox_scope(request, db_engine):
         yield sandbox.session()
+
+
+@pytest.fixture
+def async_db_session(db_session: Session) -> AsyncSession:
+    """``db_session`` for ``async def`` tests: a `pytest_txscope.AsyncSession` inside the test's sandbox
+    (function scope).
+
+    The same session as ``db_session`` (rows written through either are seen by the other), with the asyncio
+    API: ``await async_db_session.execute(...)``, ``async with async_db_session as tx:`` (committed as a
+    savepoint release). A plain fixture: it works with pytest-asyncio in auto and strict modes, with anyio's
+    plugin, and on any loop scope::
+
+        @pytest.mark.asyncio
+        async def test_insert(async_db_session):
+            await async_db_session.execute("INSERT INTO users (name) VALUES (:name)", {"name": "ada"})
+            assert await async_db_session.fetchscalar("SELECT count(*) FROM users") == 1
+    """
+    return async_session_of(db_session)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from .core import Engine
+from .core import AsyncEngine, Engine
 from .errors import ImportPathError, TxScopeError
 from .import_paths import import_object
 from .options import SETTINGS, SchemaEntry
@@ -194,6 +194,8 @@ def app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
                 setup_failed(request, exc, "the application's engines")
             if isinstance(obj, Engine):
                 engines.append(obj)
+            elif isinstance(obj, AsyncEngine):  # its sync twin holds the pool and runs the rules: pin that
+                engines.append(obj.sync_engine)
             elif "sqlalchemy" in sys.modules and sqlalchemy_module().is_sqlalchemy_engine(obj):
                 sa_engines.append(obj)
             else:
@@ -202,7 +204,7 @@ def app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
                     ImportPathError(
                         "txscope_engines",
                         path,
-                        f"is a {type(obj).__name__}, not a pytest_txscope.Engine nor a SQLAlchemy Engine",
+                        f"is a {type(obj).__name__}, not an engine of pytest_txscope or SQLAlchemy (sync or async)",
                         "point it at the application's engine object",
                     ),
                     "the application's engines",

@@ -13,6 +13,7 @@ from .core import Engine
 from .errors import EngineMismatchError, SandboxEscapeError
 from .intercept import Interception
 from .options import SETTINGS
+from .plugin_asyncio import check_async_backend
 from .plugin_database import (
     STATE,
     app_engines,
@@ -114,6 +115,7 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
             "db_session in it (use db_engine)",
             pytrace=False,
         )
+    check_async_backend(request)
     settings = request.config.stash[SETTINGS]
     sandbox = PluginSandbox(
         db_engine,

@@ -336,8 +336,8 @@ def test_other_plugins_keys_are_left_to_pytest(project: pytest.Pytester) -> None
         ),
         pytest.param(
             "engine = 'sqlite:///app_test.db'\n",
-            "pytest_txscope.errors.ImportPathError: txscope_engines entry 'app:engine' is a str, not a "
-            "pytest_txscope.Engine nor a SQLAlchemy Engine; point it at the application's engine object",
+            "pytest_txscope.errors.ImportPathError: txscope_engines entry 'app:engine' is a str, not an engine "
+            "of pytest_txscope or SQLAlchemy (sync or async); point it at the application's engine object",
             id="not-an-engine",
         ),
     ],
