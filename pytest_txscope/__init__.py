@@ -18,6 +18,7 @@ from .core import (
 )
 from .dbapi import SandboxConnection
 from .errors import (
+    AsyncContextError,
     BackendUnavailableError,
     ConfigurationError,
     ConnectedBeforeSandboxWarning,
@@ -46,11 +47,13 @@ from .errors import (
     UnpinnedEngineError,
     UnsafeDatabaseError,
     UnsupportedConnectionError,
+    WrongEventLoopError,
 )
 from .sandbox import Sandbox
 from .url import DatabaseURL
 
 __all__ = [
+    "AsyncContextError",
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectedBeforeSandboxWarning",
@@ -88,6 +91,7 @@ __all__ = [
     "UnpinnedEngineError",
     "UnsafeDatabaseError",
     "UnsupportedConnectionError",
+    "WrongEventLoopError",
     "current_session",
     "ensure_transaction",
     "transaction",

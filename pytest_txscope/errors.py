@@ -8,6 +8,7 @@ transaction), so callers can catch either. Messages are built from fields and al
 from __future__ import annotations
 
 __all__ = [
+    "AsyncContextError",
     "BackendUnavailableError",
     "ConfigurationError",
     "ConnectedBeforeSandboxWarning",
@@ -36,6 +37,7 @@ __all__ = [
     "UnpinnedEngineError",
     "UnsafeDatabaseError",
     "UnsupportedConnectionError",
+    "WrongEventLoopError",
 ]
 
 
@@ -248,6 +250,34 @@ class MissingEngineError(TxScopeError, RuntimeError):
         super().__init__(
             f"{function}() found no current session in this context (thread or asyncio task) and no engine "
             f"was given; call it inside 'with engine:' / 'with engine.session():', or pass {function}(engine)"
+        )
+
+
+class AsyncContextError(TxScopeError, RuntimeError):
+    """Sync code reached an asyncio driver's connection outside the async API that runs it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "an asyncio driver's connection was used from synchronous code, outside the async API that runs it "
+            "(an AsyncEngine used from a sync test, fixture or thread, or a driver callback calling back); use it "
+            "from async code ('async with engine as tx:', 'async with engine.session():'), or give sync code a "
+            "sync driver's URL (postgresql:// for psycopg, sqlite:///, mysql:// for PyMySQL)"
+        )
+
+
+class WrongEventLoopError(TxScopeError, RuntimeError):
+    """An asyncio connection was used from an event loop other than the one that opened it."""
+
+    def __init__(self, what: str, home: object, running: object) -> None:
+        self.what = what
+        where = (
+            "outside any running event loop" if running is None else f"from another event loop ({running!r})"
+        )
+        super().__init__(
+            f"the {what} was opened on event loop {home!r} and is used {where}; asyncio connections belong to "
+            "the loop that opened them: open the engine's sessions on the loop that uses them (with "
+            "pytest-asyncio, give the test and the fixtures that use the engine the same loop_scope), or "
+            "dispose of the engine between loops (await engine.dispose())"
         )
 
 

@@ -17,6 +17,7 @@ connection later.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import threading
@@ -24,9 +25,11 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from .bridge import await_, in_bridge
 from .core import Channel, Transaction
 from .core.machine import TxStack
 from .core.states import Frame, Lane, TransactionKind
+from .core.workers import TaskWorker, Worker, current_worker, find_worker, thread_of, worker_label
 from .errors import ConnectionBusyError, TransactionStateError
 from .places import Place, caller_place, describe_place
 
@@ -35,9 +38,9 @@ __all__ = ["Holding", "Lease", "wait_until_idle"]
 
 @dataclass(frozen=True)
 class Holding:
-    """A thread that holds a shared connection, as messages name it."""
+    """A worker (thread or asyncio task) that holds a shared connection, as messages name it."""
 
-    thread: threading.Thread
+    thread: Worker
     since: str
     """Where it took the connection (the start of the statement it runs)."""
     now: str | None
@@ -50,10 +53,10 @@ class Holding:
         """``thread 'x' holds since <place>, now at <place>``, or what a thread that ended left behind."""
         if not self.alive:
             return (
-                f"thread {self.thread.name!r} took at {self.since} and never gave back: that thread has ended "
-                "without ending its transaction"
+                f"{worker_label(self.thread)} took at {self.since} and never gave back: that "
+                f"{worker_label(self.thread).partition(' ')[0]} has ended without ending its transaction"
             )
-        return f"thread {self.thread.name!r} holds since {self.since}" + (
+        return f"{worker_label(self.thread)} holds since {self.since}" + (
             f", now at {self.now}" if self.now else ""
         )
 
@@ -76,19 +79,19 @@ class Lease:
         self.stack = stack
         self.timeout = timeout
         self._cond = threading.Condition()
-        self.owner: threading.Thread | None = None
+        self.owner: Worker | None = None
         self._since: Place | None = None
         self._entered: tuple[FrameType, int] | None = None
         self._depth = 0
         self.closed = False
         """True once `close` ran: the lease is refused to every thread but its holder."""
-        self._sender: threading.Thread | None = None
+        self._sender: Worker | None = None
         self._sending = 0
         self._began: dict[int, Place | None] = {}
         """Where each transaction opened under the lease began (by its number), for messages."""
-        self.waiting: set[threading.Thread] = set()
+        self.waiting: set[Worker] = set()
         """The threads waiting for their turn now (for diagnostics, and for tests that force an order)."""
-        self.timeouts: list[tuple[threading.Thread, ConnectionBusyError]] = []
+        self.timeouts: list[tuple[Worker, ConnectionBusyError]] = []
         """The thread waited for and the error of each wait that timed out, so that the end of the sandbox can
         tell what the test was told already."""
 
@@ -99,8 +102,8 @@ class Lease:
         (see `TxStack.blocker`); None for a step that opens a transaction on top. The outermost acquire waits,
         up to the timeout, while another thread holds the lease or has a transaction open above that place.
         """
-        me = threading.current_thread()
-        if self.owner is me:  # only this thread makes itself the owner: no lock needed to see it
+        me = current_worker()
+        if self.owner is me:  # only this worker makes itself the owner: no lock needed to see it
             self._depth += 1
             return
         with self._cond:
@@ -123,7 +126,7 @@ class Lease:
                     raise self._timed_out(me, blocker, at)
                 self.waiting.add(me)
                 try:
-                    self._cond.wait(remaining)
+                    self._wait(me, remaining, blocker)
                 finally:
                     self.waiting.discard(me)
             self.owner = me
@@ -139,7 +142,7 @@ class Lease:
     def sending(self, active: bool) -> None:
         """The calling thread starts (True) or stops (False) waiting on the server for a statement (nested:
         control statements go out while a statement is being sent)."""
-        me = threading.current_thread()
+        me = current_worker()
         if active:
             self._sending = self._sending + 1 if self._sender is me else 1
             self._sender = me
@@ -148,7 +151,7 @@ class Lease:
             if self._sending <= 0:
                 self._sender = None
 
-    def is_sending(self, thread: threading.Thread) -> bool:
+    def is_sending(self, thread: Worker) -> bool:
         """Whether ``thread`` is sending a statement on the connection now (or waiting for the answer)."""
         return self._sender is thread
 
@@ -156,7 +159,7 @@ class Lease:
         """Give the lease back (once per acquire). A thread that no longer holds it (displaced by `seize`, or
         forgotten by `reset`) changes nothing."""
         with self._cond:
-            if self.owner is not threading.current_thread():
+            if self.owner is not current_worker():
                 return
             self._depth -= 1
             if self._depth <= 0:
@@ -179,7 +182,7 @@ class Lease:
         A holder still there then, or a thread that ended while holding it, is displaced: the calling thread
         takes the lease over, and the displaced holder is returned (None when nobody was displaced).
         """
-        me = threading.current_thread()
+        me = current_worker()
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         with self._cond:
@@ -212,18 +215,39 @@ class Lease:
         now = _now(owner)
         return Holding(owner, since, None if now == since else now, alive, alive and self.is_sending(owner))
 
-    def _timed_out(self, me: threading.Thread, blocker: Frame | None, at: Frame | Lane | None) -> Exception:
+    def _wait(self, me: Worker, remaining: float, blocker: Frame | None) -> None:
+        """Wait (holding ``_cond``) until the holder releases, or at most ``remaining`` seconds.
+
+        A task must not block its thread: that thread's event loop runs the tasks it waits for. Inside the
+        bridge it lets its loop run meanwhile; elsewhere, waiting for a task of its own loop would never end,
+        so it is told at once instead of after the timeout.
+        """
+        if isinstance(me, TaskWorker):
+            if in_bridge():
+                self._cond.release()
+                try:
+                    await_(asyncio.sleep(min(remaining, 0.001)))
+                finally:
+                    self._cond.acquire()
+                return
+            other = self.owner if blocker is None else find_worker(blocker.thread)
+            if other is not None and other.is_alive() and thread_of(other) is me.thread:
+                raise _would_block_loop(me, other, blocker)
+        self._cond.wait(remaining)
+
+    def _timed_out(self, me: Worker, blocker: Frame | None, at: Frame | Lane | None) -> Exception:
         here = describe_place(caller_place(inspect.currentframe()))
         if blocker is None:  # another thread was running a statement all along
             holding = self._holding()
             error = ConnectionBusyError(
-                f"thread {me.name!r} waited {self.timeout:g}s for the sandbox's connection, which "
+                f"{worker_label(me)} waited {self.timeout:g}s for the sandbox's connection, which "
                 f"{holding.describe()}; {holding.fix()}"
             )
             self.timeouts.append((holding.thread, error))
             return error
-        other = _thread(blocker.thread)
+        other = find_worker(blocker.thread)
         name = other.name if other is not None else f"#{blocker.thread}"
+        label = worker_label(other) if other is not None else f"thread {name!r}"
         began = self._began.get(blocker.number)
         where = f"began at {describe_place(began)}" if began is not None else "began before threads shared it"
         now = _now(other) if other is not None and other.is_alive() else None
@@ -235,7 +259,7 @@ class Lease:
             else ""
         )
         error = ConnectionBusyError(
-            f"thread {me.name!r} waited {self.timeout:g}s at {here}{own} for thread {name!r}'s "
+            f"{worker_label(me)} waited {self.timeout:g}s at {here}{own} for {label}'s "
             f"{blocker.describe()} to end: it {where}{state}, and it is open above the transaction "
             f"{me.name!r} works in, so {me.name!r}'s statement would land inside it (and be undone by its "
             "rollback); threads sharing the sandbox's connection stack their transactions, and one ends (or "
@@ -257,21 +281,31 @@ def _entered_at(entered: tuple[FrameType, int] | None) -> Place | None:
     return (frame.f_code, offset) if place is not None and place[0] is frame.f_code else place
 
 
-def _ended(me: threading.Thread) -> TransactionStateError:
+def _ended(me: Worker) -> TransactionStateError:
     return TransactionStateError(
-        f"thread {me.name!r} used a sandbox that has ended: the test that shared its connection "
+        f"{worker_label(me)} used a sandbox that has ended: the test that shared its connection "
         "is over, and everything done in it was rolled back; a thread must not outlive the test "
         "whose sandbox it uses: join threads, shut executors down and stop servers before the test "
         "ends"
     )
 
 
-def _thread(ident: int | None) -> threading.Thread | None:
-    return next((t for t in threading.enumerate() if t.ident == ident), None)
+def _would_block_loop(me: TaskWorker, other: Worker, blocker: Frame | None) -> ConnectionBusyError:
+    what = (
+        "the connection"
+        if blocker is None
+        else f"its {blocker.describe()} to end (open above the transaction {me.name!r} works in)"
+    )
+    return ConnectionBusyError(
+        f"{worker_label(me)} must wait for {worker_label(other)}, on the same event loop, for {what}; it "
+        "calls the database synchronously here, so waiting would block the loop that runs the other task, "
+        "which could then never end its work: make the call from async code (an AsyncSession of a pinned "
+        "AsyncEngine, or pytest-txscope's AsyncEngine), or await the other task first"
+    )
 
 
-def _now(thread: threading.Thread) -> str | None:
-    """Where a running thread is now, for a message; None when that cannot be read."""
+def _now(thread: Worker) -> str | None:
+    """Where a running thread is now, for a message; None when that cannot be read (and for a task)."""
     frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
     try:
         return describe_place(caller_place(frame)) if frame is not None else None
@@ -289,5 +323,8 @@ def wait_until_idle(channel: Channel, timeout: float) -> bool:
     while not channel.idle():
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.0005)  # only while the owner finishes what it began: once per sandbox at most
+        if in_bridge():  # the owner may be a task of this loop, suspended in its step: let it run
+            await_(asyncio.sleep(0.0005))
+        else:
+            time.sleep(0.0005)  # only while the owner finishes what it began: once per sandbox at most
     return True

@@ -6,6 +6,7 @@ themselves with `add_library`) say less than the user's line that called them, s
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import CodeType, FrameType
 
@@ -33,7 +34,23 @@ def add_library(*packages: str) -> None:
 
 def caller_place(frame: FrameType | None) -> Place | None:
     """The innermost frame from ``frame`` outwards in the user's code (outside the libraries, the standard
-    library and generated code), with where it is now; None when there is none."""
+    library and generated code), with where it is now; None when there is none. Code run in a greenlet
+    (SQLAlchemy's asyncio layer runs its sync code in one) continues in the frames of the greenlet that
+    switched to it: the user's coroutine that awaited SQLAlchemy."""
+    place = _caller_place(frame)
+    if place is None:
+        try:  # optional (SQLAlchemy's asyncio layer needs it): looked for only when no place was found
+            greenlet = importlib.import_module("greenlet")
+        except ImportError:
+            return None
+        parent = greenlet.getcurrent().parent
+        while place is None and parent is not None:
+            place = _caller_place(parent.gr_frame)
+            parent = parent.parent
+    return place
+
+
+def _caller_place(frame: FrameType | None) -> Place | None:
     while frame is not None:
         code = frame.f_code
         library = _library_code.get(code)

@@ -20,10 +20,9 @@ from typing import Any, NoReturn
 import pytest
 
 from .core import Engine
-from .errors import EngineMismatchError, ImportPathError, TxScopeError
+from .errors import ImportPathError, TxScopeError
 from .import_paths import import_object
 from .options import SETTINGS, SchemaEntry
-from .sqlalchemy_checks import ASYNC_FIX, describe_engine, is_async_engine
 from .url import DatabaseURL
 
 __all__ = [
@@ -195,10 +194,6 @@ def app_engines(request: pytest.FixtureRequest) -> tuple[Engine, ...]:
                 setup_failed(request, exc, "the application's engines")
             if isinstance(obj, Engine):
                 engines.append(obj)
-            elif "sqlalchemy" in sys.modules and is_async_engine(obj):  # its first connect: MissingGreenlet
-                shown = f"{describe_engine(obj)} (entry {path!r})"
-                error = EngineMismatchError(shown, "is an asyncio engine", ASYNC_FIX)
-                setup_failed(request, error, "the application's engines")
             elif "sqlalchemy" in sys.modules and sqlalchemy_module().is_sqlalchemy_engine(obj):
                 sa_engines.append(obj)
             else:
@@ -232,8 +227,10 @@ def dispose_app_engines(config: pytest.Config) -> None:
         obj: Any = sys.modules.get(module_name)
         for part in attribute.split("."):
             obj = getattr(obj, part, None)
-        if isinstance(obj, Engine) or is_sqlalchemy_engine(obj):
+        if isinstance(obj, Engine):
             obj.dispose()
+        elif is_sqlalchemy_engine(obj):
+            sqlalchemy_module().dispose_engine(obj)
     if "pytest_txscope.sqlalchemy" in sys.modules:
         sqlalchemy_module().dispose_test_engines()
 

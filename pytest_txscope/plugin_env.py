@@ -21,13 +21,14 @@ from typing import NoReturn
 
 import pytest
 
+from .errors import ConfigurationError
 from .options import resolve_url
 from .plugin_database import EMBEDDED, run_database
 from .url import DatabaseURL, mask_password
 
 __all__ = ["ENV", "FIELDS", "EnvLine", "EnvPlan", "header_lines", "parse_line", "set_environment"]
 
-FIELDS = ("url", "sqlalchemy_url", "database", "host", "port", "user", "password")
+FIELDS = ("url", "sqlalchemy_url", "sqlalchemy_async_url", "database", "host", "port", "user", "password")
 """What a template may name, in the order error messages list them."""
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -118,6 +119,10 @@ def field_values(url: DatabaseURL, fields: frozenset[str], *, masked: bool) -> d
         from .sqlalchemy import sqlalchemy_url  # imports SQLAlchemy: only when a line asks for its spelling
 
         values["sqlalchemy_url"] = sqlalchemy_url(url).render_as_string(hide_password=masked)
+    if "sqlalchemy_async_url" in fields:
+        from .sqlalchemy import sqlalchemy_async_url
+
+        values["sqlalchemy_async_url"] = sqlalchemy_async_url(url).render_as_string(hide_password=masked)
     return values
 
 
@@ -141,13 +146,14 @@ def set_environment(config: pytest.Config) -> None:
     if not lines:
         return
     fields = frozenset().union(*(line.fields for line in lines))
-    if "sqlalchemy_url" in fields and importlib.util.find_spec("sqlalchemy") is None:
-        line = next(line for line in lines if "sqlalchemy_url" in line.fields)
-        _bad(
-            f"{line.name}={line.template}",
-            line.source,
-            "{sqlalchemy_url} needs SQLAlchemy, which is not installed (pip install sqlalchemy); or use {url}",
-        )
+    for field in ("sqlalchemy_url", "sqlalchemy_async_url"):
+        if field in fields and importlib.util.find_spec("sqlalchemy") is None:
+            line = next(line for line in lines if field in line.fields)
+            _bad(
+                f"{line.name}={line.template}",
+                line.source,
+                f"{{{field}}} needs SQLAlchemy, which is not installed (pip install sqlalchemy); or use {{url}}",
+            )
     url, _ = resolve_url(config, getattr(config.known_args_namespace, "txscope_url", None))
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     saved: dict[str, str | None] = {}
@@ -156,7 +162,11 @@ def set_environment(config: pytest.Config) -> None:
         url = _embedded(config, worker, saved)
     schema = bool(config.getini("txscope_schema"))
     target = run_database(url, schema, worker)
-    values = field_values(target, fields, masked=False)
+    try:
+        values = field_values(target, fields, masked=False)
+    except ConfigurationError as exc:  # {sqlalchemy_async_url} for a driver with no asyncio twin
+        line = next(line for line in lines if "sqlalchemy_async_url" in line.fields)
+        _bad(f"{line.name}={line.template}", line.source, str(exc))
     for line in lines:
         saved.setdefault(line.name, os.environ.get(line.name))
         os.environ[line.name] = line.render(values)

@@ -39,7 +39,10 @@ def blocked(request: pytest.FixtureRequest) -> Iterator[None]:
     blocker = _Blocker(request.node.nodeid)
     pins = [(engine, engine.pin(blocker)) for engine in engines]
     for sa_engine in state.sa_engines:
-        sqlalchemy_module().attach(sa_engine, lambda e=sa_engine: blocker.refuse(repr(e)), initialize=False)
+        # An Engine's repr is Engine(url), the password masked; an AsyncEngine's shows neither: AsyncEngine(url).
+        is_async = type(sa_engine).__name__ == "AsyncEngine"
+        shown = sqlalchemy_module().describe_engine(sa_engine) if is_async else repr(sa_engine)
+        sqlalchemy_module().attach(sa_engine, lambda shown=shown: blocker.refuse(shown), initialize=False)
     try:
         yield
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -27,6 +26,7 @@ import pytest
 
 from .core import Engine, Session, Transaction, TransactionState
 from .core.context import Scope, current_scope, restore_scope
+from .core.workers import Worker
 from .dbapi import SandboxConnection
 from .errors import SandboxStillHeldError, TransactionLeftOpenWarning
 from .lease import Holding, Lease
@@ -152,7 +152,7 @@ def end_sandbox(sandbox: PluginSandbox, reported: Callable[[BaseException], bool
         warnings.warn(TransactionLeftOpenWarning(left_open), stacklevel=1)
 
 
-def _interrupt(sandbox: PluginSandbox, thread: threading.Thread) -> bool:
+def _interrupt(sandbox: PluginSandbox, thread: Worker) -> bool:
     """End the statement ``thread`` is running on the sandbox's connection, and wait (a little) until it has
     let go of the connection: rolling back meanwhile would mix two threads' traffic on one connection."""
     lease = sandbox.lease

@@ -21,6 +21,7 @@ from typing import Any
 
 from .core import Channel, Engine, Policy, Session, SessionProvider, Transaction, TransactionState
 from .core.engine import is_seconds
+from .core.workers import Worker, current_worker, thread_of
 from .dbapi import SandboxConnection
 from .engine_kinds import pin_foreign
 from .errors import (
@@ -100,7 +101,7 @@ class Sandbox:
         self._host: Session | None = None
         self._base: Transaction | None = None
         self._state_mark = 0
-        self._owner = threading.current_thread()
+        self._owner: Worker = current_worker()
         self._pins: list[tuple[Engine, SessionProvider | None]] = []
         self._guests: list[Session] = []
         self._test_session: Session | None = None
@@ -182,7 +183,7 @@ class Sandbox:
         """Take a connection (or nest in the active sandbox of ``engine``) and pin the engines."""
         if self.active:
             raise TransactionStateError("this sandbox is already active; start a new Sandbox instead")
-        self._owner = threading.current_thread()
+        self._owner = current_worker()
         # A sandbox may be started again after stop(): nothing of its last run (an outer sandbox it nested in,
         # that one's engines) carries over.
         self.parent, self.engines = None, self._given
@@ -386,11 +387,14 @@ class Sandbox:
             raise TransactionStateError(
                 f"{engine!r} is pinned to a sandbox that has ended; this is a bug in pinning, please report it"
             )
-        current = threading.current_thread()
+        current = current_worker()
         if current is self._owner:
             return
-        if self.threads == "strict" and not self._lets_in(current):
-            raise SandboxThreadError(current.name, self._owner.name, repr(engine))
+        # Tasks of the owner's own thread need no leave even in strict mode: strict is about threads. They
+        # still take turns with the lease, as threads do.
+        thread = threading.current_thread()
+        if self.threads == "strict" and thread is not thread_of(self._owner) and not self._lets_in(thread):
+            raise SandboxThreadError(thread.name, thread_of(self._owner).name, repr(engine))
         if self.lease is None:
             self._start_lease()
 

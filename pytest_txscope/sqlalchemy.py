@@ -26,6 +26,14 @@ from .engine_kinds import register_engine_kind
 from .errors import TxScopeError, UnpinnedEngineError
 from .places import add_library, caller_place, describe_place
 from .sandbox import Sandbox
+from .sqlalchemy_async import (
+    adapter_maker,
+    async_drivername,
+    initialize_apart,
+    is_async_engine_object,
+    sandbox_connection_of,
+    sync_engine_of,
+)
 from .sqlalchemy_checks import check_pinnable, describe_engine, engine_url, same_database, unpinned_error
 from .url import DatabaseURL
 
@@ -41,8 +49,10 @@ __all__ = [
     "current_session",
     "describe_engine",
     "detach",
+    "dispose_engine",
     "is_sqlalchemy_engine",
     "refused",
+    "sqlalchemy_async_url",
     "sqlalchemy_url",
     "watch_unpinned",
 ]
@@ -55,8 +65,10 @@ class _Pin:
     """What a pinned engine's pool gets instead of a new connection, and what this pinning handed out (the
     connections pooled from an earlier pinning are stale)."""
 
-    def __init__(self, provider: Callable[[], Any]) -> None:
+    def __init__(self, provider: Callable[[], Any], wrap: Callable[[Any], Any] | None = None) -> None:
         self.provider = provider
+        self.wrap = wrap
+        """What the pool gets instead of the provider's connection: an async engine's adapter around it."""
         self.served: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -81,7 +93,9 @@ class NoSandboxError(TxScopeError, RuntimeError):
 
 
 def is_sqlalchemy_engine(obj: object) -> bool:
-    """Whether ``obj`` is a SQLAlchemy ``Engine`` (checked without importing SQLAlchemy)."""
+    """Whether ``obj`` is a SQLAlchemy ``Engine`` or ``AsyncEngine`` (checked without importing SQLAlchemy)."""
+    if is_async_engine_object(obj):
+        return True
     return any(
         c.__module__.startswith("sqlalchemy.") and c.__name__ == "Engine" for c in type(obj).__mro__
     ) and hasattr(obj, "dispose")
@@ -111,6 +125,15 @@ def sqlalchemy_url(url: DatabaseURL) -> URL:
     )
 
 
+def sqlalchemy_async_url(url: DatabaseURL) -> URL:
+    """The SQLAlchemy URL for ``create_async_engine()`` on the database of ``url``, through the asyncio twin of
+    its driver, which pytest-txscope can pin to a sandbox on ``url``: ``sqlite+aiosqlite://`` for SQLite,
+    ``postgresql+psycopg://`` (psycopg's async side) for psycopg 3, ``mysql+aiomysql://`` for PyMySQL.
+
+    Raises `ConfigurationError` for a driver with no such twin (psycopg2, mysqlclient)."""
+    return sqlalchemy_url(url).set(drivername=async_drivername(url))
+
+
 def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:
     engine = engine_ref()
     pin = _pins.get(engine) if engine is not None else None
@@ -118,7 +141,7 @@ def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, 
         return None
     connection = pin.provider()
     pin.served.add(connection)
-    return connection
+    return connection if pin.wrap is None else pin.wrap(connection)
 
 
 def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: Any) -> None:
@@ -130,29 +153,37 @@ def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: An
 
     engine = engine_ref()
     pin = _pins.get(engine) if engine is not None else None
-    if isinstance(dbapi_connection, SandboxConnection):
-        if pin is not None and dbapi_connection in pin.served and not dbapi_connection.session.closed:
+    connection = sandbox_connection_of(dbapi_connection)  # an async engine's: under SQLAlchemy's adapter
+    if connection is not None:
+        if pin is not None and connection in pin.served and not connection.session.closed:
             return
     elif pin is None:
         return
     raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox state")
 
 
-def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool = True) -> None:
+def attach(sa_engine: Any, provider: Callable[[], Any], *, initialize: bool = True) -> None:
     """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`.
 
     Connections pooled before are not used meanwhile: the pool replaces them when they are checked out.
-    ``initialize=False`` skips the real first connection (for a provider that only refuses).
+    ``initialize=False`` skips the real first connection (for a provider that only refuses). An
+    ``AsyncEngine`` (or its ``sync_engine``) gets SQLAlchemy's asyncio adapter around an async face of each
+    connection (see `pytest_txscope.sqlalchemy_async`).
     """
     from sqlalchemy import event
 
+    sa_engine = sync_engine_of(sa_engine)
+    is_async = bool(sa_engine.dialect.is_async)
     if initialize and sa_engine.dialect.server_version_info is None:
         # SQLAlchemy reads server facts once, on the engine's first connection; psycopg's type lookups then
         # insist on a real psycopg connection. Let that first, read-only connection be a real one.
         _connecting_for_real.add(sa_engine)
         try:
-            with sa_engine.connect():
-                pass
+            if is_async:
+                initialize_apart(sa_engine)
+            else:
+                with sa_engine.connect():
+                    pass
         finally:
             _connecting_for_real.discard(sa_engine)
     if sa_engine.dialect.driver == "psycopg2":
@@ -162,7 +193,7 @@ def attach(sa_engine: SAEngine, provider: Callable[[], Any], *, initialize: bool
         event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
         event.listen(sa_engine, "checkout", lambda *a: _check_out(*a, engine_ref=ref))
         _listening.add(sa_engine)
-    _pins[sa_engine] = _Pin(provider)
+    _pins[sa_engine] = _Pin(provider, adapter_maker(sa_engine) if is_async else None)
 
 
 def _let_psycopg2_register_on_sandbox_connections() -> None:
@@ -194,21 +225,22 @@ def _real(value: Any) -> Any:
     return value.session.connection if isinstance(value, SandboxConnection) else value
 
 
-def detach(sa_engine: SAEngine) -> None:
+def detach(sa_engine: Any) -> None:
     """Undo `attach()`: new connections are real again (pooled sandbox ones are replaced at checkout)."""
-    _pins.pop(sa_engine, None)
+    _pins.pop(sync_engine_of(sa_engine), None)
 
 
-def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[SAEngine, ...]) -> None:
-    """Pin the application's SQLAlchemy engines to ``sandbox`` until it stops.
+def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[Any, ...]) -> None:
+    """Pin the application's SQLAlchemy engines (``Engine`` or ``AsyncEngine``) to ``sandbox`` until it stops.
 
     Raises `EngineMismatchError` for an engine that cannot be pinned there (see `check_pinnable`), before
     anything connects."""
     url = sandbox.engine.url
-    for sa_engine in sa_engines:
+    for given in sa_engines:
+        sa_engine = sync_engine_of(given)
         if url is not None and _checked.get(sa_engine) != url:  # checked once per engine and database
             check_pinnable(
-                sa_engine, url, sandbox.engine.dialect.url_driver, os.environ.get("PYTEST_XDIST_WORKER")
+                given, url, sandbox.engine.dialect.url_driver, os.environ.get("PYTEST_XDIST_WORKER")
             )
             _checked[sa_engine] = url
         outer = _pins.get(sa_engine)
@@ -248,7 +280,7 @@ def refused(sandbox: Sandbox) -> list[UnpinnedEngineError]:
 
 
 def _on_engine_connect(connection: Any) -> None:
-    if not _watched or isinstance(connection.connection.dbapi_connection, SandboxConnection):
+    if not _watched or sandbox_connection_of(connection.connection.dbapi_connection) is not None:
         return
     engine = connection.engine
     if engine in _connecting_for_real:
@@ -342,6 +374,15 @@ def current_session() -> ORMSession:
     if sandbox is None:
         raise NoSandboxError
     return session_for(sandbox)
+
+
+def dispose_engine(sa_engine: Any) -> None:
+    """Close an application engine's pooled connections at the end of the run. An ``AsyncEngine``'s pool is
+    only let go of: its connections belong to event loops that have ended, where they cannot be closed."""
+    if is_async_engine_object(sa_engine) or sa_engine.dialect.is_async:
+        sync_engine_of(sa_engine).dispose(close=False)
+    else:
+        sa_engine.dispose()
 
 
 def dispose_test_engines() -> None:

@@ -1,9 +1,9 @@
 """Which SQLAlchemy engines can be pinned to a sandbox, and what to tell the user about those that cannot.
 
-Pinning hands an engine's pool the sandbox's connection: the engine must be synchronous (an asyncio
-dialect awaits a driver the sandbox does not run), speak the test database's backend through the driver the
-sandbox's connection is made with, and be aimed at the test database itself, or its work would land there
-silently. An engine that is not pinned but connects to the test database during a sandboxed test commits for
+Pinning hands an engine's pool the sandbox's connection: the engine must speak the test database's backend
+through the driver the sandbox's connection is made with (for an asyncio engine: through the async twin of that
+driver, see `ASYNC_TWINS`), and be aimed at the test database itself, or its work would land there silently.
+An engine that is not pinned but connects to the test database during a sandboxed test commits for
 real: `unpinned_error` says which engine, where, and the ``txscope_engines`` line that pins it.
 
 SQLAlchemy is never imported here: engines are read through their public attributes.
@@ -21,7 +21,8 @@ from .errors import EngineMismatchError, UnpinnedEngineError
 from .url import DRIVERS, SCHEMES, DatabaseURL
 
 __all__ = [
-    "ASYNC_FIX",
+    "ASYNCPG_FIX",
+    "ASYNC_TWINS",
     "check_pinnable",
     "describe_engine",
     "engine_url",
@@ -34,11 +35,20 @@ __all__ = [
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
-ASYNC_FIX = (
-    "pytest-txscope cannot pin asyncio engines yet (a later version will); until then mark the tests that use "
-    "it @pytest.mark.txscope(commit=True) (real commits, the changed tables are cleaned after each test), or "
-    "give the tests a synchronous engine made with create_engine() on the same URL and list that one"
+ASYNC_TWINS: dict[str, tuple[str, str]] = {
+    "aiosqlite": ("sqlite", "pysqlite"),
+    "psycopg": ("postgresql", "psycopg"),
+    "aiomysql": ("mysql", "pymysql"),
+}
+"""An asyncio dialect's driver (as SQLAlchemy names it) -> the backend and the sync driver (as URLs spell it)
+the sandbox's connection must be made with to serve it: aiosqlite runs on sqlite3, psycopg's async side is
+psycopg 3's, aiomysql is a port of PyMySQL (same conversions)."""
+ASYNCPG_PROBLEM = "uses the asyncpg driver, which a sandbox on a DB-API connection cannot serve"
+ASYNCPG_FIX = (
+    "set txscope_url = postgresql+asyncpg://... for the test database (sandboxes on asyncpg itself come with "
+    "pytest-txscope's asyncpg support), or create the engine with postgresql+psycopg:// (psycopg's async side)"
 )
+"""What to do about an asyncpg engine (kept in one place: it changes when the asyncpg sandbox lands)."""
 
 
 def engine_url(sa_engine: Any) -> DatabaseURL:
@@ -124,8 +134,6 @@ def check_pinnable(sa_engine: Any, test: DatabaseURL, test_driver: str, worker: 
     """Raise `EngineMismatchError` unless ``sa_engine`` can be pinned to a sandbox on ``test``, whose connection
     is made with the driver spelt ``test_driver`` in URLs (``psycopg2``); ``worker`` is the pytest-xdist worker."""
     shown, app = describe_engine(sa_engine), engine_url(sa_engine)
-    if is_async_engine(sa_engine):
-        raise EngineMismatchError(shown, "is an asyncio engine", ASYNC_FIX)
     if app.backend != test.backend:
         raise EngineMismatchError(
             shown,
@@ -134,6 +142,16 @@ def check_pinnable(sa_engine: Any, test: DatabaseURL, test_driver: str, worker: 
             "variable)",
         )
     driver = sa_engine.dialect.driver
+    if is_async_engine(sa_engine):
+        _check_async_driver(shown, driver, test, test_driver)
+    else:
+        _check_driver(shown, driver, test, test_driver)
+    if not same_database(app, test):
+        raise EngineMismatchError(shown, *_other_database(app, test, worker))
+
+
+def _check_driver(shown: str, driver: str, test: DatabaseURL, test_driver: str) -> None:
+    """Refuse a sync engine on a driver the sandbox does not drive, or on another driver than the sandbox's."""
     if driver not in DRIVERS[test.backend]:
         known = ", ".join(f"{test.backend}+{d}://" for d in DRIVERS[test.backend])
         raise EngineMismatchError(
@@ -149,8 +167,27 @@ def check_pinnable(sa_engine: Any, test: DatabaseURL, test_driver: str, worker: 
             f"uses the {driver} driver but the test database is reached through {test_driver} ({test})",
             f"name the same driver in both URLs, e.g. {test.backend}+{driver}:// for the test database",
         )
-    if not same_database(app, test):
-        raise EngineMismatchError(shown, *_other_database(app, test, worker))
+
+
+def _check_async_driver(shown: str, driver: str, test: DatabaseURL, test_driver: str) -> None:
+    """Refuse an asyncio engine whose driver has no sync twin here, or whose twin is not the sandbox's driver."""
+    if driver == "asyncpg":
+        raise EngineMismatchError(shown, ASYNCPG_PROBLEM, ASYNCPG_FIX)
+    twin = ASYNC_TWINS.get(driver)
+    if twin is None or twin[0] != test.backend:
+        known = ", ".join(f"{b}+{d}://" for d, (b, _) in ASYNC_TWINS.items() if b == test.backend)
+        raise EngineMismatchError(
+            shown,
+            f"uses the asyncio driver {driver}, which pytest-txscope cannot pin (it pins {known})",
+            f"create the engine with {known}",
+        )
+    if twin[1] != test_driver:
+        raise EngineMismatchError(
+            shown,
+            f"uses the {driver} driver, which pytest-txscope serves from a sandbox on {twin[1]}, but the test "
+            f"database is reached through {test_driver} ({test})",
+            f"make the test database's URL {test.backend}+{twin[1]}://",
+        )
 
 
 def _other_database(app: DatabaseURL, test: DatabaseURL, worker: str | None) -> tuple[str, str]:
@@ -196,12 +233,12 @@ def import_path_of(sa_engine: Any) -> str | None:
 def unpinned_error(sa_engine: Any, test: DatabaseURL, place: str) -> UnpinnedEngineError:
     """The error for ``sa_engine``, not pinned, connecting to the test database at ``place`` in a sandbox."""
     path = import_path_of(sa_engine)
-    if is_async_engine(sa_engine):
-        shown = f"AsyncEngine({engine_url(sa_engine)})" + (f" ({path})" if path else "")
-        return UnpinnedEngineError(shown, str(test), place, ASYNC_FIX)
     line = f"add the line '{path}'" if path else "add its import path (package.module:attribute)"
     fix = (
         f"{line} to txscope_engines so that the sandbox pins it, or mark the test "
         "@pytest.mark.txscope(commit=True) if it must commit for real"
     )
-    return UnpinnedEngineError(describe_engine(sa_engine), str(test), place, fix)
+    shown = (
+        f"AsyncEngine({engine_url(sa_engine)})" if is_async_engine(sa_engine) else describe_engine(sa_engine)
+    )
+    return UnpinnedEngineError(shown, str(test), place, fix)

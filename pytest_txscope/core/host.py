@@ -3,7 +3,6 @@ and leaving their ``with`` blocks, through the gate of a connection shared betwe
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ from .context import Scope, current_scope, push_scope, reset_scope
 from .machine import TxStack
 from .states import ACTIVE, Lane, Step, TransactionKind, TransactionState
 from .transaction import Transaction
+from .workers import worker_ident
 
 __all__ = ["SessionHost"]
 
@@ -189,8 +189,8 @@ class SessionHost:
             or top is None
             or top.lane is self.lane
             or tx.kind is TransactionKind.VIRTUAL
-            # another thread's transaction above: end() waits until it has ended
-            or (self._channel.gate is not None and top.thread not in (None, threading.get_ident()))
+            # another worker's transaction above: end() waits until it has ended
+            or (self._channel.gate is not None and top.thread not in (None, worker_ident()))
         ):
             self.end(tx, commit=exc is None)
             return None

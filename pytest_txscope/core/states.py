@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TransactionStateError
+from .workers import worker_ident
 
 __all__ = [
     "ACTIVE",
@@ -46,7 +46,6 @@ class TransactionState(enum.Enum):
 
 
 ACTIVE = TransactionState.ACTIVE
-_get_ident = threading.get_ident
 VIRTUAL = TransactionKind.VIRTUAL
 
 
@@ -149,10 +148,10 @@ class Frame:
         self.callbacks: list[Callable[[], object]] = []
         self.owns_session = False
         """Its session was opened for it (``engine.begin()``): the session closes when it ends."""
-        self.thread: int | None = _get_ident()
-        """The thread that opened it (``threading.get_ident()``); None for a transaction every thread works in
-        (a sandbox's outer one). On a connection shared between threads, a statement waits while another
-        thread's transaction is open above the place where it belongs."""
+        self.thread: int | None = worker_ident()
+        """The worker that opened it (a thread, or an asyncio task: see `core.workers`), by ident; None for a
+        transaction every worker works in (a sandbox's outer one). On a connection shared between workers, a
+        statement waits while another worker's transaction is open above the place where it belongs."""
 
     @property
     def is_active(self) -> bool:

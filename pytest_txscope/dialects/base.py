@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from ..errors import MissingDriverError
+from ..errors import ConfigurationError, MissingDriverError
 from ..url import DatabaseURL
 
 __all__ = ["CONSTRAINTS", "SCHEMA", "STATE", "DBAPIConnection", "DBAPICursor", "Dialect"]
@@ -70,6 +70,21 @@ class Dialect(ABC):
     @abstractmethod
     def connect_from_url(self, url: DatabaseURL, kwargs: dict[str, Any]) -> Callable[[], DBAPIConnection]:
         """Return a zero-argument function that opens a new connection, already in autocommit mode."""
+
+    def connect_async(
+        self, url: DatabaseURL, kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[DBAPIConnection]]:
+        """Return an async function that opens a new connection on the running event loop, for the asyncio API.
+
+        The connection is the backend's asyncio driver (aiosqlite, psycopg's ``AsyncConnection``, asyncpg,
+        aiomysql) behind a sync adapter with the DB-API surface this dialect drives; each of its calls hands the
+        driver's coroutine to a `pytest_txscope.bridge.LoopRunner` of that loop. Dialects without an asyncio
+        driver raise `ConfigurationError`.
+        """
+        raise ConfigurationError(
+            f"{self.display} through {self.driver_display} has no asyncio driver in pytest-txscope; use the "
+            "synchronous Engine for it, or an asyncio driver's URL"
+        )
 
     @staticmethod
     def server_params(url: DatabaseURL, database_key: str) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 
 from ..dbapi import SandboxConnection
+from .aio_base import AsyncFace
 
-__all__ = ["facade_for"]
+__all__ = ["async_face_for", "facade_for"]
 
 # Driver import name -> "module:class" of its face; a driver not listed gets the shared SandboxConnection.
 _FACES: dict[str, str] = {
@@ -23,6 +24,14 @@ _FACES: dict[str, str] = {
     "MySQLdb": ".mysql:MySQLdbConnection",
 }
 
+# Driver import name of the sandbox's connection -> "module:class" of the async face of its asyncio twin
+# (aiosqlite over sqlite3, psycopg's AsyncConnection over psycopg, aiomysql over PyMySQL).
+_ASYNC_FACES: dict[str, str] = {
+    "sqlite3": ".aio_sqlite:AioSQLiteConnection",
+    "psycopg": ".aio_psycopg:AioPsycopgConnection",
+    "pymysql": ".aio_mysql:AioMySQLConnection",
+}
+
 
 def facade_for(driver: str) -> type[SandboxConnection]:
     """The `SandboxConnection` class for the driver whose import name is ``driver`` (``sqlite3``, ``psycopg``)."""
@@ -31,4 +40,15 @@ def facade_for(driver: str) -> type[SandboxConnection]:
         return SandboxConnection
     module_name, _, class_name = where.partition(":")
     face: type[SandboxConnection] = getattr(importlib.import_module(module_name, __name__), class_name)
+    return face
+
+
+def async_face_for(driver: str) -> type[AsyncFace] | None:
+    """The `AsyncFace` class that gives a sandbox connection of the driver ``driver`` (import name: ``sqlite3``,
+    ``psycopg``, ``pymysql``) the API of that driver's asyncio twin; None for a driver that has none here."""
+    where = _ASYNC_FACES.get(driver)
+    if where is None:
+        return None
+    module_name, _, class_name = where.partition(":")
+    face: type[AsyncFace] = getattr(importlib.import_module(module_name, __name__), class_name)
     return face

@@ -4,7 +4,7 @@ survives a sandboxed test.
 - an application engine aimed at another database than the test database (only the backend was compared);
 - an engine that is not in ``txscope_engines`` but connects to the test database during a sandboxed test (its
   writes were committed for real, without a word);
-- asyncio engines, listed or reached through their ``sync_engine`` (a raw ``MissingGreenlet`` at every set-up);
+- asyncio engines that were not pinned (their commits were real);
 - drivers pytest-txscope does not drive.
 
 The projects are those of `tests/integrations/test_sqlalchemy.py`: an application module ``models`` with an
@@ -253,27 +253,37 @@ def test_elsewhere(db_session):
 
 
 # ------------------------------------------------------------------------------------ asyncio engines
+@pytest.mark.backends(
+    "sqlite-file", "postgresql", "mysql", exact=True
+)  # psycopg2, mysqlclient: no async twin
 @pytest.mark.parametrize("entry", ["models:aengine", "models:aengine.sync_engine"])
-def test_an_async_engine_in_txscope_engines_is_refused(
+def test_an_async_engine_in_txscope_engines_is_pinned(
     pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch, entry: str
 ) -> None:
-    # Before: the AsyncEngine was "not a SQLAlchemy Engine"; its sync_engine failed every set-up with a raw
-    # MissingGreenlet from SQLAlchemy.
+    # Before: refused with EngineMismatchError ("pytest-txscope cannot pin asyncio engines yet"); earlier, its
+    # sync_engine failed every set-up with a raw MissingGreenlet from SQLAlchemy.
     code = f"""
 from sqlalchemy.ext.asyncio import create_async_engine
 models.aengine = create_async_engine({async_url(backend)})
 """
     project = sa_project(pytester, backend, monkeypatch, conftest=rebind(backend, code))
-    project.makepyfile(test_app=SANDBOXED)
-    kind = "AsyncEngine" if entry == "models:aengine" else "Engine"
-    stopped_at_setup(
-        project.runpytest("-o", f"txscope_engines={entry}"),
-        f"pytest_txscope.errors.EngineMismatchError: txscope_engines: {kind}(*+*) (entry '{entry}') is an asyncio "
-        "engine; pytest-txscope cannot pin asyncio engines yet (a later version will); until then mark the "
-        "tests that use it @pytest.mark.txscope(commit=True) (real commits, the changed tables are cleaned after "
-        "each test), or give the tests a synchronous engine made with create_engine() on the same URL and list "
-        "that one",
+    project.makepyfile(
+        test_app=HEAD
+        + """
+import asyncio
+
+
+def test_async_write(db_session):
+    async def write():
+        async with models.aengine.begin() as conn:
+            await conn.execute(insert(Author.__table__).values(name="pinned"))
+
+    asyncio.run(write())
+    assert sql_names(db_session) == ["pinned", "seed"]
+"""
+        + OUTSIDE_CHECK
     )
+    project.runpytest("-o", f"txscope_engines={entry}").assert_outcomes(passed=2)
 
 
 def test_an_unpinned_async_engine_is_refused(
@@ -309,9 +319,10 @@ def test_async_write(db_session):
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*pytest_txscope.errors.UnpinnedEngineError: AsyncEngine(*+*) (models:aengine) connected to the test "
-            "database (*) at *, but it is not pinned to the test's sandbox: what it writes would be committed for "
-            "real and outlive the test; pytest-txscope cannot pin asyncio engines yet*"
+            "*pytest_txscope.errors.UnpinnedEngineError: AsyncEngine(*+*) connected to the test database (*) at "
+            "*test_app.py:* in write, but it is not pinned to the test's sandbox: what it writes would be "
+            "committed for real and outlive the test; add the line 'models:aengine' to txscope_engines so that "
+            "the sandbox pins it, or mark the test @pytest.mark.txscope(commit=True) if it must commit for real"
         ]
     )
 

@@ -198,7 +198,7 @@ def test_the_password_reaches_the_app_and_never_the_output(
     assert TXSCOPE_TEST_PASSWORD not in result.stdout.str() + result.stderr.str()
 
 
-FIELDS = "{url}, {sqlalchemy_url}, {database}, {host}, {port}, {user}, {password}"
+FIELDS = "{url}, {sqlalchemy_url}, {sqlalchemy_async_url}, {database}, {host}, {port}, {user}, {password}"
 FORM = f"each entry is NAME=text with {{field}} parts, e.g. DATABASE_URL={{url}}; the fields are {FIELDS}"
 
 
@@ -314,3 +314,52 @@ def test_a_fixture_that_connects_before_the_database_is_built_is_told_why(
     make_project(pytester, url, "txscope_env =", "    APP_URL={url}")
     monkeypatch.delenv("APP_URL")
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+ASYNC_TESTS = """
+import os
+
+from pytest_txscope.sqlalchemy import sqlalchemy_async_url
+
+
+def test_the_async_url_names_the_twin(db_engine):
+    assert os.environ["ASYNC_URL"] == sqlalchemy_async_url(db_engine.url).render_as_string(hide_password=False)
+"""
+
+
+def test_the_sqlalchemy_async_url_names_the_async_twin_of_the_driver(
+    pytester: pytest.Pytester, backend: Backend
+) -> None:
+    url = project_url(backend, "envaio")
+    make_project(pytester, url, "txscope_env =", "    ASYNC_URL={sqlalchemy_async_url}")
+    pytester.makepyfile(test_app=ASYNC_TESTS)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    twin = {
+        "sqlite": "sqlite+aiosqlite:///",
+        "postgresql": "postgresql+psycopg://",
+        "mysql": "mysql+aiomysql://",
+    }
+    result.stdout.fnmatch_lines([f"txscope env: ASYNC_URL={twin[backend.family]}*"])
+
+
+@pytest.mark.backends("postgresql-psycopg2", "mysql-mysqldb", exact=True)
+def test_the_sqlalchemy_async_url_of_a_driver_with_no_async_twin_is_refused(
+    pytester: pytest.Pytester, backend: Backend
+) -> None:
+    url = project_url(backend, "envaio")
+    assert url is not None
+    make_project(pytester, url, "txscope_env =", "    ASYNC_URL={sqlalchemy_async_url}")
+    pytester.makepyfile(test_app="def test_never_runs():\n    pass\n")
+    result = pytester.runpytest()
+    shown = DatabaseURL.parse(url)
+    driver, twin = ("psycopg2", "psycopg") if backend.family == "postgresql" else ("mysqldb", "pymysql")
+    spelled = {"psycopg": "postgresql+psycopg", "pymysql": "mysql+aiomysql"}[twin]
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: txscope_env line 'ASYNC_URL={sqlalchemy_async_url}': the test database "
+            f"{shown} is reached through {driver}, which has no asyncio twin that pytest-txscope pins; make "
+            f"the test database's URL {shown.backend}+{twin}:// to serve {spelled}:// engines; each entry is "
+            "NAME=text with {field} parts, e.g. DATABASE_URL={url}; the fields are " + FIELDS
+        ]
+    )
