@@ -13,11 +13,21 @@ Each driver's module (`aio_sqlite`, `aio_psycopg`, `aio_mysql`) adds the names i
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+from ..bridge import run_sync
 from ..dbapi import SandboxConnection, SandboxCursor
 
-__all__ = ["AsyncCursorFace", "AsyncFace"]
+__all__ = ["AsyncCursorFace", "AsyncFace", "in_turn"]
+
+_T = TypeVar("_T")
+
+
+async def in_turn(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run ``call`` (a sandbox connection's method that sends SQL) for the awaiting task, inside the bridge: when
+    another task's transaction holds the shared connection, the sandbox's lease lets this task's loop run
+    until its turn comes, instead of blocking the loop that runs the other task."""
+    return await run_sync(call, *args, **kwargs)
 
 
 class AsyncCursorFace:
@@ -41,12 +51,12 @@ class AsyncCursorFace:
 
     async def execute(self, operation: Any, parameters: Any = None, **kwargs: Any) -> Any:
         """Run one statement inside the sandbox (the sync face's ``execute``)."""
-        self._sync.execute(operation, parameters, **kwargs)
+        await in_turn(self._sync.execute, operation, parameters, **kwargs)
         return self.execute_result()
 
     async def executemany(self, operation: Any, seq_of_parameters: Any, **kwargs: Any) -> Any:
         """Run one statement per parameter set."""
-        self._sync.executemany(operation, seq_of_parameters, **kwargs)
+        await in_turn(self._sync.executemany, operation, seq_of_parameters, **kwargs)
         return self.execute_result()
 
     async def fetchone(self) -> Any:
@@ -67,7 +77,7 @@ class AsyncCursorFace:
 
     async def nextset(self) -> Any:
         """The drivers' ``nextset()``."""
-        return self._sync.nextset()
+        return await in_turn(self._sync.nextset)
 
     async def setinputsizes(self, *sizes: Any) -> None:
         """Nothing to do (as the drivers)."""
@@ -172,15 +182,15 @@ class AsyncFace:
 
     async def commit(self) -> None:
         """The app's commit: a savepoint release in the sandbox."""
-        self._sync.commit()
+        await in_turn(self._sync.commit)
 
     async def rollback(self) -> None:
         """The app's rollback: back to its savepoint."""
-        self._sync.rollback()
+        await in_turn(self._sync.rollback)
 
     async def close(self) -> None:
         """Discard what is uncommitted; the sandbox's connection stays open."""
-        self._sync.close()
+        await in_turn(self._sync.close)
 
     @property
     def closed(self) -> bool:
@@ -192,10 +202,7 @@ class AsyncFace:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         # As psycopg's: commit on a clean exit, roll back on an exception (aiosqlite closes: see its face).
-        if exc_type is None:
-            self._sync.commit()
-        else:
-            self._sync.rollback()
+        await in_turn(self._sync.commit if exc_type is None else self._sync.rollback)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sync, name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aio_base import AsyncCursorFace, AsyncFace
+from .aio_base import AsyncCursorFace, AsyncFace, in_turn
 from .mysql import PyMySQLConnection
 
 __all__ = ["AioMySQLConnection", "AioMySQLCursor"]
@@ -67,7 +67,7 @@ class AioMySQLConnection(AsyncFace):
 
     async def autocommit(self, value: bool) -> None:
         """Enter or leave autocommit mode (each statement straight into the sandbox's transaction)."""
-        self._mysql.switch_autocommit(bool(value))
+        await in_turn(self._mysql.switch_autocommit, bool(value))
 
     def get_autocommit(self) -> bool:
         """Whether autocommit mode is on."""
@@ -75,19 +75,19 @@ class AioMySQLConnection(AsyncFace):
 
     async def begin(self) -> None:
         """Open the transaction ``commit()`` ends (a savepoint in the sandbox)."""
-        self._mysql.begin()
+        await in_turn(self._mysql.begin)
 
     async def ping(self, reconnect: bool = False) -> None:
         """Check that the server answers; never reconnects (see the sync face)."""
-        self._mysql.ping(False)
+        await in_turn(self._mysql.ping, False)
 
     async def select_db(self, db: Any) -> None:
         """Refused for another database (see the sync face)."""
-        self._mysql.select_db(db)
+        await in_turn(self._mysql.select_db, db)
 
     async def ensure_closed(self) -> None:
         """aiomysql's graceful close: what is uncommitted is discarded, the sandbox's connection stays open."""
-        self._mysql.close()
+        await in_turn(self._mysql.close)
 
     def close(self) -> None:  # type: ignore[override]  # aiomysql's close() is not a coroutine
         """aiomysql's immediate close: the same as `ensure_closed` here."""

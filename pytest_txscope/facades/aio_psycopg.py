@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .aio_base import AsyncCursorFace, AsyncFace
+from .aio_base import AsyncCursorFace, AsyncFace, in_turn
 from .psycopg import PsycopgConnection
 
 __all__ = ["AioPsycopgConnection", "AioPsycopgCursor"]
@@ -40,7 +40,7 @@ class AioPsycopgConnection(AsyncFace):
 
     async def set_autocommit(self, value: bool) -> None:
         """Autocommit mode of the sandbox connection (each statement straight into the sandbox's transaction)."""
-        self._psycopg.autocommit = value
+        await in_turn(self._psycopg.switch_autocommit, value)
 
     @property
     def autocommit(self) -> bool:
@@ -98,4 +98,4 @@ class AioPsycopgConnection(AsyncFace):
         for callback in handlers:
             with contextlib.suppress(ValueError):
                 self._psycopg.session.connection.remove_notice_handler(callback)
-        self._psycopg.close()
+        await in_turn(self._psycopg.close)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aio_base import AsyncCursorFace, AsyncFace
+from .aio_base import AsyncCursorFace, AsyncFace, in_turn
 from .sqlite import SQLiteConnection
 
 __all__ = ["AioSQLiteConnection"]
@@ -75,7 +75,7 @@ class AioSQLiteConnection(AsyncFace):
 
     async def executescript(self, script: str) -> AsyncCursorFace:
         """The statements one by one, in the app's transaction (sqlite3's commits first; not here)."""
-        return self.cursor_class(self._sqlite.executescript(script))
+        return self.cursor_class(await in_turn(self._sqlite.executescript, script))
 
     async def create_function(self, name: str, num_params: int, func: Any, **kwargs: Any) -> None:
         """Registered on the sandbox's connection until this face closes (or its test ends)."""
@@ -87,7 +87,7 @@ class AioSQLiteConnection(AsyncFace):
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         # aiosqlite's `async with connect(...)` closes the connection (what is uncommitted is discarded).
-        self._sqlite.close()
+        await in_turn(self._sqlite.close)
 
     def stop(self) -> None:
         """aiosqlite's forced close (SQLAlchemy's terminate): the same as ``close()`` here."""

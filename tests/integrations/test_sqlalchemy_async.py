@@ -181,6 +181,29 @@ def test_autocommit_mode_never_commits_for_real(engine: Engine, app: Any, peer: 
     assert_nothing_survived(peer)
 
 
+def test_tasks_take_turns_on_the_sandbox_connection(engine: Engine, app: Any, peer: Peer) -> None:
+    # Two tasks, each in a transaction of its own across an await: the second waits for the first's to end by
+    # letting the loop run (before: ConnectionBusyError, "waiting would block the loop that runs the other task").
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async def worker(n: int) -> None:
+        async with AsyncSession(app) as session:
+            await session.execute(text(INSERT), {"id": n, "name": f"first-{n}"})
+            await asyncio.sleep(0.01)  # the other task runs meanwhile
+            await session.execute(text(INSERT), {"id": n + 10, "name": f"second-{n}"})
+            await session.commit()
+
+    async def main() -> None:
+        await asyncio.gather(worker(1), worker(2))
+
+    with Sandbox(engine) as sandbox:
+        pin_to_sandbox(sandbox, (app,))
+        run(main)
+        assert sorted(names_inside(sandbox)) == ["first-1", "first-2", "second-1", "second-2"]
+    assert_nothing_survived(peer)
+
+
 def test_sandbox_engines_take_an_async_engine(engine: Engine, app: Any, peer: Peer) -> None:
     from sqlalchemy import text
 
