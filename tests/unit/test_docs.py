@@ -52,6 +52,7 @@ def test_no_ini_or_toml_example_has_a_comment_after_a_value(page: Path) -> None:
 # tests/conftest.py whole, so that what a reader copies is what CI runs.
 HOW_TOS = [
     ("fastapi.md", "fastapi_app"),
+    ("fastapi-async.md", "fastapi_async"),
     ("flask.md", "flask_app"),
     ("flask-sqlalchemy.md", "flask_sqlalchemy_app"),
     ("raw-dbapi.md", "raw_dbapi_app"),
@@ -120,7 +121,12 @@ def test_the_live_servers_page_shows_the_examples_fixture_as_it_is() -> None:
 
 
 # Pages whose every Python block is code of the example, as it is (the others also show sketches).
-VERBATIM_PAGES = [("fastapi.md", "fastapi_app"), ("flask.md", "flask_app"), ("live-servers.md", "flask_app")]
+VERBATIM_PAGES = [
+    ("fastapi.md", "fastapi_app"),
+    ("fastapi-async.md", "fastapi_async"),
+    ("flask.md", "flask_app"),
+    ("live-servers.md", "flask_app"),
+]
 
 
 @pytest.mark.parametrize(("page", "example"), VERBATIM_PAGES, ids=[page for page, _ in VERBATIM_PAGES])

@@ -1,0 +1,1 @@
+"""A small async FastAPI + SQLAlchemy asyncio ORM app: users who log in and own items."""
