@@ -50,10 +50,25 @@ def is_outer(name: str, value: str) -> bool:
     return name.startswith(SET_BY_PYTEST) or OUTER_RUN.get(name) == value
 
 
+ASYNCIO_DEFAULTS = "-o asyncio_default_fixture_loop_scope=function"
+"""Given to every generated run (in ``PYTEST_ADDOPTS``, after the test's own): pytest-asyncio, installed for the
+suite, warns in every run whose ini leaves this unset, and under pytest 8 that warning, raised inside a run in
+this process, is an error there. A generated ini that sets it is overridden with the same value; without
+pytest-asyncio the option is ignored."""
+
+
+def with_asyncio_defaults(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with `ASYNCIO_DEFAULTS` added to ``PYTEST_ADDOPTS``."""
+    own = environ.get("PYTEST_ADDOPTS", "")
+    return {**environ, "PYTEST_ADDOPTS": f"{own} {ASYNCIO_DEFAULTS}".strip()}
+
+
 def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (by default ``os.environ``) without the outer run's variables: for ``subprocess.run(env=)``."""
-    environ = os.environ if environ is None else environ
-    return {name: value for name, value in environ.items() if not is_outer(name, value)}
+    """``environ`` (by default ``os.environ``, then with `ASYNCIO_DEFAULTS`) without the outer run's variables:
+    for ``subprocess.run(env=)``."""
+    source = os.environ if environ is None else environ
+    cleaned = {name: value for name, value in source.items() if not is_outer(name, value)}
+    return with_asyncio_defaults(cleaned) if environ is None else cleaned
 
 
 @contextlib.contextmanager
@@ -63,9 +78,15 @@ def clean_environment() -> Iterator[None]:
     removed = {name: value for name, value in os.environ.items() if is_outer(name, value)}
     for name in removed:
         del os.environ[name]
+    own_addopts = os.environ.get("PYTEST_ADDOPTS")
+    os.environ["PYTEST_ADDOPTS"] = with_asyncio_defaults(dict(os.environ))["PYTEST_ADDOPTS"]
     try:
         yield
     finally:
+        if own_addopts is None:
+            del os.environ["PYTEST_ADDOPTS"]
+        else:
+            os.environ["PYTEST_ADDOPTS"] = own_addopts
         os.environ.update(removed)
 
 
