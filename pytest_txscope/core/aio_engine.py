@@ -38,7 +38,10 @@ class AsyncEngine:
     Args:
         connect: an async function returning a new connection of psycopg (``AsyncConnection``), aiosqlite or
             aiomysql; it is put in autocommit mode, as the library sends BEGIN itself.
-        nested, pool_size, max_connections, acquire_timeout: as for `Engine`.
+        nested: ``"savepoint"`` (default) or ``"virtual"``, as for `Engine`.
+        pool_size: how many idle connections to keep for reuse.
+        max_connections: how many connections may be open at once; None for no limit.
+        acquire_timeout: seconds to wait for a connection when ``max_connections`` are all in use.
     """
 
     def __init__(
