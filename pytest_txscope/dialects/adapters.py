@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
@@ -231,7 +232,15 @@ class AiosqliteAdapter(AdaptedConnection):
         self.run(self.raw._execute(setattr, self.raw._conn, "isolation_level", value))
 
     def abandon(self) -> None:
-        # aiosqlite's stop() closes the sqlite3 connection in its own thread and ends it: no loop needed.
+        # aiosqlite's stop() closes the sqlite3 connection in its own thread and ends it: no loop needed. It is
+        # called from a thread of its own, which has no event loop: stop() then asks for no future, which its
+        # thread would otherwise complete on whatever loop the caller runs, maybe closed by then (a
+        # "RuntimeError: Event loop is closed" raised in aiosqlite's thread, during a later test).
+        stopper = threading.Thread(target=self._stop_quietly, name="txscope-aiosqlite-stop", daemon=True)
+        stopper.start()
+        stopper.join()
+
+    def _stop_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self.raw.stop()
 
