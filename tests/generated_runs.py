@@ -51,14 +51,18 @@ def is_outer(name: str, value: str) -> bool:
 
 
 ASYNCIO_DEFAULTS = "-o asyncio_default_fixture_loop_scope=function"
-"""Given to every generated run (in ``PYTEST_ADDOPTS``, after the test's own): pytest-asyncio, installed for the
-suite, warns in every run whose ini leaves this unset, and under pytest 8 that warning, raised inside a run in
-this process, is an error there. A generated ini that sets it is overridden with the same value; without
-pytest-asyncio the option is ignored."""
+"""Given to every generated run that loads plugins from their entry points (in ``PYTEST_ADDOPTS``, after the
+test's own): pytest-asyncio, installed for the suite, warns in every run whose ini leaves this unset, and under
+pytest 8 that warning, raised inside a run in this process, is an error there. A generated ini that sets it is
+overridden with the same value."""
 
 
 def with_asyncio_defaults(environ: dict[str, str]) -> dict[str, str]:
-    """``environ`` with `ASYNCIO_DEFAULTS` added to ``PYTEST_ADDOPTS``."""
+    """``environ`` with `ASYNCIO_DEFAULTS` added to ``PYTEST_ADDOPTS``, unless the run loads no plugin from its
+    entry point: there pytest-asyncio is absent and pytest warns of an unknown option in every run, a line the
+    test that set ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` does not expect."""
+    if environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return environ
     own = environ.get("PYTEST_ADDOPTS", "")
     return {**environ, "PYTEST_ADDOPTS": f"{own} {ASYNCIO_DEFAULTS}".strip()}
 
@@ -79,12 +83,14 @@ def clean_environment() -> Iterator[None]:
     for name in removed:
         del os.environ[name]
     own_addopts = os.environ.get("PYTEST_ADDOPTS")
-    os.environ["PYTEST_ADDOPTS"] = with_asyncio_defaults(dict(os.environ))["PYTEST_ADDOPTS"]
+    run_addopts = with_asyncio_defaults(dict(os.environ)).get("PYTEST_ADDOPTS")
+    if run_addopts is not None:
+        os.environ["PYTEST_ADDOPTS"] = run_addopts
     try:
         yield
     finally:
         if own_addopts is None:
-            del os.environ["PYTEST_ADDOPTS"]
+            os.environ.pop("PYTEST_ADDOPTS", None)
         else:
             os.environ["PYTEST_ADDOPTS"] = own_addopts
         os.environ.update(removed)

@@ -88,3 +88,17 @@ def test_a_plain_subprocess_with_clean_environ(
     assert done.returncode == 0, done.stdout + done.stderr
     done = run_pytest(None)  # ... which it would not pass with this run's environment
     assert done.returncode == 1, done.stdout + done.stderr
+
+
+def test_the_asyncio_defaults_go_only_to_runs_that_load_plugins_from_entry_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-q")
+    assert clean_environ()["PYTEST_ADDOPTS"] == f"-q {generated_runs.ASYNCIO_DEFAULTS}"
+    # Without autoload pytest-asyncio is absent, and pytest would warn of an unknown option in every run.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert clean_environ()["PYTEST_ADDOPTS"] == "-q"
+    monkeypatch.delenv("PYTEST_ADDOPTS")
+    with generated_runs.clean_environment():
+        assert "PYTEST_ADDOPTS" not in os.environ
+    assert "PYTEST_ADDOPTS" not in os.environ
