@@ -1,5 +1,6 @@
-"""Test databases: the name rule that guards destructive actions, per-worker names, and building a database
-once per schema (PostgreSQL through a template database, MySQL/MariaDB and SQLite directly).
+"""Test databases: building a database once per schema (PostgreSQL through a template database, MySQL/MariaDB
+and SQLite directly), locks while building, and dropping them. Their names, and the rule that guards every
+destructive action, are in `pytest_txscope.database_names` (re-exported here).
 
 Nothing here imports pytest: the plugin decides when to call these functions.
 """
@@ -7,16 +8,27 @@ Nothing here imports pytest: the plugin decides when to call these functions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core import Engine
+from .database_names import (
+    base_name,
+    check_safe,
+    digest,
+    is_memory,
+    looks_like_test_database,
+    schema_key,
+    sqlite_path,
+    template_name,
+    template_prefix,
+    worker_url,
+)
 from .dialects import DBAPIConnection, dialect_for_url
 from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
 from .url import DatabaseURL
@@ -35,107 +47,7 @@ __all__ = [
 ]
 
 _MARK = "txscope:"  # prefix of the key recorded on each database we build
-_PG_MAX = 63  # bytes in a PostgreSQL identifier (longer names are silently truncated by the server)
-_MYSQL_MAX = 64  # characters in a MySQL/MariaDB database name
-_KEY_FIELD = 16  # bytes of a template name reserved for the schema key
 _PG_OBJECT_IN_USE = "55006"
-
-
-# ------------------------------------------------------------------------------------------ naming rules
-def looks_like_test_database(name: str) -> bool:
-    """Whether a word part of ``name`` starts with "test" (``app_test``, ``tests``, ``Test01``, ``testdb``).
-
-    Word parts are split on non-alphanumeric characters and where letters and digits meet, so ``contest``
-    and ``latest`` do not count.
-    """
-    return any(token.lower().startswith("test") for token in re.findall(r"[^\W\d_]+|\d+", name))
-
-
-def _is_memory(url: DatabaseURL) -> bool:
-    return url.database == ":memory:" or url.database.startswith("file::memory:")
-
-
-def _sqlite_path(url: DatabaseURL) -> Path:
-    database = url.database
-    return Path(database[len("file:") :] if database.startswith("file:") else database)
-
-
-def check_safe(url: DatabaseURL, action: str, allow: Collection[str]) -> None:
-    """Raise `UnsafeDatabaseError` unless the database's name looks like a test database or is allowed.
-
-    For SQLite the name is the file's base name without extension (``tests/app.db`` is ``app``)."""
-    if url.backend == "sqlite" and url.database in (":memory:", "file::memory:"):
-        return  # a private in-memory database cannot be anyone's real data
-    name, example = url.database, f"{url.database}_test"
-    if url.backend == "sqlite":
-        path = _sqlite_path(url)
-        name, example = path.stem, f"{path.stem}_test{path.suffix}"
-    # Allowing "myapp" also allows the databases xdist workers derive from it ("myapp_gw0").
-    if looks_like_test_database(name) or {name, _base_name(name), url.database} & set(allow):
-        return
-    raise UnsafeDatabaseError(name, action, str(url), example)
-
-
-def _digest(text: str, size: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
-
-
-def _cut(name: str, size: int) -> str:
-    """``name`` shortened to at most ``size`` UTF-8 bytes, without splitting a character."""
-    return name.encode()[:size].decode(errors="ignore")
-
-
-def _fit(name: str, backend: str) -> str:
-    """``name`` as is when the server keeps it whole, else shortened and made unique by a hash of it."""
-    if backend == "postgresql" and len(name.encode()) > _PG_MAX:
-        return f"{_cut(name, _PG_MAX - 9)}_{_digest(name, 8)}"
-    if backend == "mysql" and len(name) > _MYSQL_MAX:
-        return f"{name[: _MYSQL_MAX - 9]}_{_digest(name, 8)}"
-    return name
-
-
-def worker_url(url: DatabaseURL, worker: str | None) -> DatabaseURL:
-    """The database a pytest-xdist worker uses: ``<name>_<worker>`` (``app_test_gw0``); for an SQLite file,
-    ``<stem>_<worker><suffix>`` next to it. The controller (``None`` or ``"master"``) and ``:memory:`` keep
-    ``url``. Names too long for the server are shortened and end in a hash, so they stay distinct."""
-    if worker is None or worker == "master" or (url.backend == "sqlite" and _is_memory(url)):
-        return url
-    if url.backend == "sqlite":
-        prefix = "file:" if url.database.startswith("file:") else ""
-        path = _sqlite_path(url)
-        return url.with_database(prefix + str(path.with_name(f"{path.stem}_{worker}{path.suffix}")))
-    return url.with_database(_fit(f"{url.database}_{worker}", url.backend))
-
-
-def _base_name(database: str) -> str:
-    """The database name before `worker_url` added an xdist worker id (``app_test_gw3`` -> ``app_test``)."""
-    match = re.fullmatch(r"(.+)_gw\d+", database)
-    return match.group(1) if match else database
-
-
-def template_prefix(base: str) -> str:
-    """How the names of the PostgreSQL templates built for database ``base`` begin (shortened, with a digest,
-    where the name would pass PostgreSQL's 63-byte limit)."""
-    prefix = f"{base}_tpl_"
-    if len(prefix.encode()) > _PG_MAX - _KEY_FIELD:
-        prefix = f"{_cut(base, _PG_MAX - _KEY_FIELD - 14)}_{_digest(base, 8)}_tpl_"
-    return prefix
-
-
-def _template_name(base: str, key: str) -> str:
-    # A key that fits the _KEY_FIELD bytes reserved for it is kept readable; others are hashed.
-    part = key if re.fullmatch(r"[0-9a-z_]{1,16}", key) else _digest(key, 12)
-    return template_prefix(base) + part
-
-
-def schema_key(parts: Iterable[bytes | str]) -> str:
-    """A short key (12 hex digits of SHA-256) identifying a schema built from ``parts`` (scripts, files...)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        digest.update(len(data).to_bytes(8, "big"))  # framed, so that ("ab", "c") != ("a", "bc")
-        digest.update(data)
-    return digest.hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------------------------- locks
@@ -145,7 +57,7 @@ def _file_lock(lock_dir: Path, label: str) -> Iterator[None]:
     lock_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
     if len(safe) > 120 or safe != label:
-        safe = f"{safe[:100]}_{_digest(label, 8)}"
+        safe = f"{safe[:100]}_{digest(label, 8)}"
     with open(lock_dir / f"{safe}.lock", "a+b") as handle:
         fd = handle.fileno()
         if sys.platform == "win32":
@@ -190,7 +102,7 @@ class _SQLiteFile:
 
     def __init__(self, url: DatabaseURL) -> None:
         self.url = url
-        self.path = _sqlite_path(url)
+        self.path = sqlite_path(url)
         self.key_file = Path(f"{self.path}.txscope-key")
 
     def close(self) -> None:
@@ -340,7 +252,7 @@ class _Server:
             self.create(name)
             self.build_into(name, build)
         elif self.backend == "postgresql":
-            template = _template_name(_base_name(name), key)
+            template = template_name(base_name(name), key)
             comments = self.comments()
             if comments.get(template) != _MARK + key:
                 self._drop_stale_templates(template, comments)
@@ -365,7 +277,7 @@ class _Server:
 
     def _drop_stale_templates(self, template: str, comments: Collection[str]) -> None:
         """Drop the templates of this base built for other keys (and any a killed run left half-built)."""
-        prefix = template_prefix(_base_name(self.url.database))
+        prefix = template_prefix(base_name(self.url.database))
         for other in comments:
             if other != template and other.startswith(prefix):
                 try:
@@ -394,14 +306,14 @@ def provision(
     base are dropped. With ``via_template=False`` (one process builds one database) it builds in place.
     ``sqlite:///:memory:`` is returned as is: it only exists inside its own engine.
     """
-    if url.backend == "sqlite" and _is_memory(url):
+    if url.backend == "sqlite" and is_memory(url):
         return Provisioned(url, created=False, reused=False)
     if url.backend == "postgresql":
-        label = _template_name(_base_name(url.database), key)
+        label = template_name(base_name(url.database), key)
     elif url.backend == "mysql":
         label = f"mysql_{url.host}_{url.port}_{url.database}"
     else:
-        label = f"sqlite_{_sqlite_path(url).resolve()}"
+        label = f"sqlite_{sqlite_path(url).resolve()}"
     with _file_lock(lock_dir, label):
         target = _SQLiteFile(url) if url.backend == "sqlite" else _Server(url, lock_dir)
         with contextlib.closing(target):
@@ -418,7 +330,7 @@ def provision(
 def drop(url: DatabaseURL, *, allow: Collection[str]) -> None:
     """Drop ``url``'s database (guarded by `check_safe`). PostgreSQL disconnects other sessions on it first;
     SQLite removes the file and its -wal, -shm, -journal and key files."""
-    if url.backend == "sqlite" and _is_memory(url):
+    if url.backend == "sqlite" and is_memory(url):
         return
     check_safe(url, "drop", allow)
     with contextlib.closing(_SQLiteFile(url) if url.backend == "sqlite" else _Server(url)) as target:
@@ -430,7 +342,7 @@ def drop_templates(url: DatabaseURL, *, allow: Collection[str]) -> None:
     the other backends."""
     if url.backend != "postgresql":
         return
-    base = _base_name(url.database)
+    base = base_name(url.database)
     check_safe(url.with_database(base), "drop", allow)
     prefix = template_prefix(base)
     with contextlib.closing(_Server(url)) as server:
