@@ -116,6 +116,36 @@ def test_an_engine_on_another_database_is_refused(
     )
 
 
+# ------------------------------------------------------------------------------------ another driver
+# The engine's driver when the test database is reached through the other one. (SQLAlchemy's plain postgresql://
+# is psycopg2 before 2.1 and psycopg from 2.1 on, its plain mysql:// mysqlclient: the drivers are spelt out.)
+OTHER_DRIVER = {
+    "postgresql": ("postgresql+psycopg2", "psycopg2", "psycopg"),
+    "postgresql-psycopg2": ("postgresql+psycopg", "psycopg", "psycopg2"),
+    "mysql": ("mysql+mysqldb", "mysqldb", "pymysql"),
+    "mysql-mysqldb": ("mysql+pymysql", "pymysql", "mysqldb"),
+}
+
+
+@pytest.mark.backends("postgresql", "mysql")
+def test_an_engine_on_another_driver_than_the_test_databases_is_refused_naming_both(
+    pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 12, first row. Before: SQLAlchemy's psycopg2 dialect (its default for postgresql:// before 2.1) was
+    # handed the sandbox's psycopg connection: "TypeError: argument 2 must be a connection, cursor or None".
+    drivername, driver, test_driver = OTHER_DRIVER[backend.name]
+    code = f"models.engine = create_engine(sqlalchemy_url(db_engine.url).set(drivername={drivername!r}))"
+    project = sa_project(pytester, backend, monkeypatch, conftest=rebind(backend, code))
+    project.makepyfile(test_app=SANDBOXED)
+    result = project.runpytest()
+    stopped_at_setup(
+        result,
+        f"pytest_txscope.errors.EngineMismatchError: txscope_engines: Engine(*) uses the {driver} driver but "
+        f"the test database is reached through {test_driver} (*); name the same driver in both URLs, e.g. "
+        f"{backend.family}+{driver}:// for the test database",
+    )
+
+
 def test_another_spelling_of_the_test_database_is_accepted(
     pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
