@@ -364,3 +364,27 @@ def test_psycopg2_reset_rolls_back_the_apps_work_only(engine: Engine, peer: Peer
         conn.reset()
         assert session.fetchall("SELECT name FROM items") == [("the test's",)]
     assert committed(peer) == []
+
+
+@pytest.mark.backends("mysql")
+def test_mysql_server_side_cursors_run_inside_the_sandbox(
+    backend: Backend, engine: Engine, peer: Peer
+) -> None:
+    # Issue 12, "server-side cursors": PyMySQL's and mysqlclient's SSCursor (unbuffered: rows stream from the
+    # server as they are fetched), as a cursor class from connect() and as cursor()'s argument.
+    cursors = driver_module(backend).cursors
+    peer.execute("INSERT INTO items (id, name) VALUES (1, 'a'), (2, 'b')")
+    with Sandbox(engine) as sandbox:
+        conn = sandbox.connection({"cursorclass": cursors.SSCursor})
+        cur = conn.cursor()
+        cur.execute("SELECT id FROM items ORDER BY id")
+        assert [cur.fetchone(), cur.fetchone(), cur.fetchone()] == [(1,), (2,), None]
+        cur.close()
+        cur = conn.cursor(cursors.SSDictCursor)
+        cur.execute(INSERT["mysql"], (3, "c"))
+        cur.execute("SELECT id FROM items ORDER BY id")
+        assert [row["id"] for row in cur.fetchall()] == [1, 2, 3]
+        cur.close()
+        conn.commit()
+        assert sandbox.session().fetchscalar("SELECT count(*) FROM items") == 3
+    assert committed(peer) == ["a", "b"]
