@@ -105,6 +105,20 @@ def test_connection_errors_do_not_chain_the_drivers_frames(
     assert PASSWORD not in rendered(info)
 
 
+def test_connection_errors_mask_a_password_in_the_query(backend: Backend) -> None:
+    # Issue 12: a password in the URL's query string was printed unmasked in BackendUnavailableError. (passwd=
+    # and pwd= are masked the same way, tests/unit/test_urls_and_errors.py; not every driver takes them.)
+    parsed = DatabaseURL.parse(password_url(backend))
+    url = f"{parsed.scheme}://{parsed.user}@127.0.0.1:1/app_test?password={PASSWORD}"
+    engine = Engine.from_url(url)
+    with pytest.raises(BackendUnavailableError) as info, engine.session():
+        pass
+    assert fnmatch.fnmatch(str(info.value), "cannot connect to *@127.0.0.1:1/app_test?password=***: *")
+    assert PASSWORD not in str(info.value)
+    assert PASSWORD not in rendered(info)
+    assert PASSWORD not in repr(engine) + engine.target
+
+
 def test_options_the_driver_refuses_are_a_configuration_error(secret: str) -> None:
     engine = Engine.from_url(secret + "?no_such_option=1")
     # psycopg checks the option itself (ProgrammingError), or leaves it to libpq, whose refusal is an
