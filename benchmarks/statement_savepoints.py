@@ -34,7 +34,7 @@ INSERT = "INSERT INTO bench_stmt (id, name) VALUES (:id, :name)"
 
 def _inserts(engine: Engine, protect: bool, combine: bool = True) -> float:
     dialect = engine.dialect
-    saved = dialect.combines_control
+    saved = getattr(dialect, "combines_control", False)  # absent before control rode with the statement
     dialect.combines_control = saved and combine  # the instance's flag, for this measurement only
     try:
         with Sandbox(engine, protect_statements=protect) as sandbox:
