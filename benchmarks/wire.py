@@ -34,6 +34,7 @@ class _Pair:
         self.client = client
         self.server = server
         self.pending = b""
+        self.closed = False
         self.started = False
         """Past the startup message: messages have a type byte from then on."""
 
@@ -105,11 +106,14 @@ class RoundTripCounter:
         self._selector.register(server, selectors.EVENT_READ, (pair, False))
 
     def _forward(self, sock: socket.socket, pair: _Pair, from_client: bool) -> None:
+        if pair.closed:  # both ends were ready in one select(), and the other one's end closed the pair
+            return
         try:
             data = sock.recv(1 << 16)
         except OSError:
             data = b""
         if not data:
+            pair.closed = True
             for end in (pair.client, pair.server):
                 self._selector.unregister(end)
                 end.close()
