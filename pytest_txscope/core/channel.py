@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..dialects import CONSTRAINTS, SCHEMA, DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
+from .gate import Gate
 from .machine import TxStack
 from .states import Frame, Lane, Step
 from .transaction import Transaction
@@ -25,28 +26,6 @@ __all__ = ["Channel", "Gate", "short_sql"]
 
 _T = TypeVar("_T")
 _OUR_SAVEPOINT = re.compile(r"txscope_[a-z]+[0-9]+")
-
-
-class Gate(Protocol):
-    """A connection shared between threads (a sandbox that other threads use): which thread may use it now.
-
-    It is held for one statement (with the control statements queued before it) or one transition of the
-    stack, never for a whole transaction; the sandbox's thread lease implements it.
-    """
-
-    def acquire(self, at: Frame | Lane | None = None) -> None:
-        """Wait for (or re-enter) the calling thread's turn. ``at`` is where the step belongs: the transaction
-        it ends, or the session whose statement it is (see `TxStack.blocker`); None when it opens a new
-        transaction on top."""
-
-    def release(self) -> None:
-        """End one `acquire` of the calling thread."""
-
-    def opened(self, tx: Frame) -> None:
-        """The calling thread opened ``tx`` (for messages naming where it began)."""
-
-    def sending(self, active: bool) -> None:
-        """The calling thread starts (True) or stops (False) waiting on the server for a statement."""
 
 
 class Channel:
@@ -81,7 +60,8 @@ class Channel:
         first (see `restore_state`)."""
         self.undo_lost = False
         """True once the code changed session state that no statement can undo: drop the connection."""
-        self._constraints_touched = False
+        self.constraints_touched = False
+        """True once the code ran ``SET CONSTRAINTS`` or made a constraint ``DEFERRABLE`` (see `commit_checks`)."""
 
     @property
     def connection(self) -> DBAPIConnection:
@@ -113,13 +93,16 @@ class Channel:
                         seen = self._watch(sql)
                         if seen:
                             self.watched(sql, seen)
-                    if self.stack.outbox:
-                        self.flush()
-                    try:
-                        cursor = self._send(sql, params)
-                    except Exception as exc:
-                        self.after_failure(sql, exc)
-                        raise
+                    if self.stack.outbox and self.dialect.combines_control:
+                        cursor = self.send_after_control(sql, params)
+                    else:
+                        if self.stack.outbox:
+                            self.flush()
+                        try:
+                            cursor = self._send(sql, params)
+                        except Exception as exc:
+                            self.after_failure(sql, exc)
+                            raise
                     if self.stack.server_open and not self.open_now():
                         self.after_success(sql)
                     return cursor
@@ -213,7 +196,7 @@ class Channel:
         if seen & SCHEMA:
             self.schema_touched = True
         if seen & CONSTRAINTS:
-            self._constraints_touched = True
+            self.constraints_touched = True
         if seen & ~(SCHEMA | CONSTRAINTS):  # STATE: work out how to undo it before it happens
             undo = self.dialect.undo_state(self.connection, sql)
             if undo is None:
@@ -234,37 +217,6 @@ class Channel:
             except Exception:  # the connection is failing or gone: it is not reused, which undoes it all
                 return False
         return not self.undo_lost
-
-    # ------------------------------------------------------------------------------ checks at commit
-    def arm_checks(self, tx: Transaction) -> None:
-        """Before ``tx``, a guest's root (the application's top-level commit), commits: have the machine check
-        what production checks at COMMIT where the database has any of it (deferrable constraints, asked once
-        per engine) or the code touched it (``SET CONSTRAINTS``, a new ``DEFERRABLE`` constraint)."""
-        checks = self.dialect.deferred_checks()
-        if checks is None or self.stack.commit_checks or not self.stack.sent(tx):
-            return
-        query, statements = checks
-        present = self.facts.get("deferrable")
-        if present is None:
-            present = self.facts["deferrable"] = bool(self.execute(query, None).fetchone()[0])
-        if present or self._constraints_touched:
-            self.stack.commit_checks = statements
-
-    def send_checks(self, tx: Transaction) -> None:
-        """Send the checks and the release queued by ``tx``'s commit now. When a check fails, ``tx`` is rolled
-        back, as production rolls back a transaction whose COMMIT fails, and the driver's error raised."""
-        statements = self.stack.statement()
-        try:
-            self.control(statements)
-        except Exception as exc:
-            # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
-            if not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__) or not self.open_now():
-                self.control_failed(statements, exc)
-                raise
-            self.stack.checks_failed(tx)
-            with contextlib.suppress(Exception):  # if this fails too, the next statement says so
-                self.flush()
-            raise
 
     # ------------------------------------------------------------------------------- control statements
     def flush(self) -> None:
@@ -287,6 +239,52 @@ class Channel:
             self._resend_on_new_connection(statements, exc)
         if begins:
             self.stack.opened()
+
+    def send_after_control(self, sql: str, params: Any) -> DBAPICursor:
+        """Send the queued control statements and ``sql`` in one round trip where the dialect can (else apart),
+        and return the cursor. A failure is told apart as `flush` and `execute` tell theirs: the control's
+        (`control_failed`, or a new connection for a dead one found by BEGIN) or the statement's."""
+        statements = self.stack.outbox
+        try:
+            cursor = self.dialect.execute_after(
+                self.connection, statements, sql, params, not self.schema_touched
+            )
+        except Exception as exc:
+            return self._combined_failed(sql, params, exc)
+        if cursor is None:  # not in one round trip now: apart, as before
+            self.flush()
+            try:
+                return self._send(sql, params)
+            except Exception as exc:
+                self.after_failure(sql, exc)
+                raise
+        if self.stack.statement()[0] is self.stack.begin_sql:
+            self.stack.opened()
+        return cursor
+
+    def _combined_failed(self, sql: str, params: Any, exc: Exception) -> DBAPICursor:
+        """`send_after_control` failed with ``exc``: raise the error `flush` or `execute` would have; or, when
+        BEGIN found the connection dead, send everything again on a new one (as `flush`) and return the cursor."""
+        if not self.dialect.failed_in_control(exc, self.connection):
+            if self.stack.statement()[0] is self.stack.begin_sql:
+                self.stack.opened()  # the statement failed inside the transaction BEGIN opened
+            self.after_failure(sql, exc)
+            raise exc
+        statements = self.stack.statement()
+        if not (
+            statements[0] is self.stack.begin_sql
+            and self.reconnect is not None
+            and self.dialect.is_disconnect(exc, self.connection)
+        ):
+            self.control_failed(statements, exc)
+            raise exc
+        self._resend_on_new_connection(statements, exc)  # BEGIN found the connection dead: nothing is lost
+        self.stack.opened()
+        try:
+            return self._send(sql, params)
+        except Exception as again:
+            self.after_failure(sql, again)
+            raise
 
     def _resend_on_new_connection(self, statements: list[str], exc: BaseException) -> None:
         assert self.reconnect is not None

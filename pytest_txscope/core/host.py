@@ -10,6 +10,7 @@ from typing import Any
 from ..bridge import await_
 from ..errors import TransactionStateError
 from .channel import Channel
+from .commit_checks import arm_checks, send_checks
 from .context import Scope, current_scope, push_scope, reset_scope
 from .machine import TxStack
 from .states import ACTIVE, Lane, Step, TransactionKind, TransactionState
@@ -100,14 +101,14 @@ class SessionHost:
                 "block (with tx.begin_nested(): ...) to keep the rest of the work"
             )
         if tx.parent is None and self.lane.policy.guest:
-            self._channel.arm_checks(tx)
+            arm_checks(self._channel, tx)
         step = self._stack.commit(tx)
         callbacks = step.callbacks
         if step.end is not None:
             callbacks = self._commit_root(tx, step)
         elif step.checks:
             try:
-                self._channel.send_checks(tx)
+                send_checks(self._channel, tx)
             except Exception:
                 if tx.owns_session:
                     self.close()

@@ -50,6 +50,13 @@ class BufferedCursor:
         self._read(raw)
         return self
 
+    def execute_after(self, statements: Sequence[str], sql: str, params: Any) -> BufferedCursor:
+        """Run control ``statements`` then ``sql`` in one round trip, and read the rows of ``sql``."""
+        raw = self._raw_cursor()
+        self._adapter.run(self._adapter.send_after(raw, statements, sql, params))
+        self._read(raw)
+        return self
+
     def executemany(self, sql: str, seq: Sequence[Any]) -> BufferedCursor:
         """Run one statement once per parameter set."""
         raw = self._raw_cursor()
@@ -125,6 +132,10 @@ class AdaptedConnection:
         """The loop that opened the connection is closed: nothing can run on it any more."""
         return self.runner.loop.is_closed()
 
+    async def send_after(self, raw_cursor: Any, statements: Sequence[str], sql: str, params: Any) -> None:
+        """Send control ``statements`` then ``sql`` on ``raw_cursor`` in one round trip (a driver that can)."""
+        raise NotImplementedError(f"{type(self).__name__} sends control statements apart")
+
     def raw_cursor(self) -> Any:
         """A new cursor of the driver (async in aiosqlite, plain in the others)."""
         return self.raw.cursor()
@@ -198,6 +209,22 @@ class PsycopgAsyncAdapter(AdaptedConnection):
     def rollback(self) -> None:
         """The driver's own rollback (`PostgreSQLBackend.reset`, when autocommit was switched off)."""
         self.run(self.raw.rollback())
+
+    def execute_after(self, statements: Sequence[str], sql: str, params: Any) -> BufferedCursor:
+        """`PostgreSQLDialect.execute_after` on the asyncio driver: one coroutine, one round trip."""
+        return self.cursor().execute_after(statements, sql, params)
+
+    async def send_after(self, raw_cursor: Any, statements: Sequence[str], sql: str, params: Any) -> None:
+        # As the sync dialect sends them: one simple-query text without parameters, else one pipeline.
+        if params is None:
+            await raw_cursor.execute("; ".join([*statements, sql]))
+            for _ in statements:
+                raw_cursor.nextset()
+            return
+        async with self.raw.pipeline():
+            for statement in statements:
+                await self.raw.execute(statement, prepare=False)
+            await raw_cursor.execute(sql, params)
 
     def abandon(self) -> None:
         # libpq's PQfinish is synchronous: the socket is closed, and psycopg sees the connection closed.

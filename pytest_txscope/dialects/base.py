@@ -51,6 +51,9 @@ class Dialect(ABC):
     """What else installing the driver takes, for the error that says it is missing."""
     batches_control: bool = False
     """True when ``BEGIN`` and savepoints can be sent as one text in one round trip."""
+    combines_control: bool = False
+    """True when queued control statements can ride in the round trip of the next statement
+    (`execute_after`)."""
     ddl_commits: bool = False
     """True when DDL silently commits the open transaction (MySQL, MariaDB)."""
     aborts_on_error: bool = False
@@ -187,6 +190,20 @@ class Dialect(ABC):
             return
         for statement in statements:
             self.execute(connection, statement, None).close()
+
+    def execute_after(
+        self, connection: DBAPIConnection, statements: Sequence[str], sql: str, params: Any, keep_cache: bool
+    ) -> DBAPICursor | None:
+        """Send control ``statements``, then ``sql`` (the driver's style), in one round trip; return the cursor
+        of ``sql``. None, with nothing sent, where the driver cannot do it now: the caller sends them apart.
+        ``keep_cache`` as for `run_control_keeping_cache`. A failure raises the driver's error, whichever part
+        failed: `failed_in_control` tells which. Only dialects with `combines_control` are asked."""
+        return None
+
+    def failed_in_control(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        """Whether ``error``, raised by `execute_after`, came from the control statements rather than from the
+        statement after them (a lost connection counts as the control's: it is what failed first)."""
+        return True
 
     def run_control_keeping_cache(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
         """Like `run_control`, when no statement since the transaction began may have changed the schema.

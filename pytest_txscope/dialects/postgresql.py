@@ -29,6 +29,10 @@ _SHUTDOWN = ("57P01", "57P02", "57P03")  # admin_shutdown, crash_shutdown, canno
 _COMMAND_OK = 1  # psycopg.pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
 _SQLSTATE = ord("C")  # psycopg.pq.DiagnosticField.SQLSTATE
+# What only the control statements sent ahead of a statement fail with (see `failed_in_control`): the
+# transaction ended behind the library's back (25P01), or was aborted before the send (25P02: the first control
+# statement meets it before the statement can).
+_CONTROL_SQLSTATES = ("25P01", "25P02")
 
 # Statements that cannot change what a prepared statement refers to. Anything else (DDL, DO, CALL, a leading
 # comment...) counts as a possible schema change, which makes the next rollback drop psycopg's cache as usual.
@@ -75,6 +79,7 @@ class PostgreSQLBackend(Dialect):
     name = "postgresql"
     display = "PostgreSQL"
     batches_control = True
+    combines_control = True
     aborts_on_error = True
 
     def __init__(self) -> None:
@@ -134,6 +139,14 @@ class PostgreSQLBackend(Dialect):
         # (pg_terminate_backend, a fast shutdown, a crash): the connection is closed right after.
         sqlstate = self.sqlstate(error)
         return bool(connection.closed) or sqlstate.startswith("08") or sqlstate in _SHUTDOWN
+
+    def failed_in_control(self, error: BaseException, connection: DBAPIConnection) -> bool:
+        # A savepoint error (class 3B) is the control's when it names one of the library's savepoints: a
+        # statement names them only if the code sends savepoint SQL with the library's names.
+        if self.is_disconnect(error, connection):
+            return True
+        sqlstate = self.sqlstate(error)
+        return sqlstate in _CONTROL_SQLSTATES or (sqlstate.startswith("3B") and "txscope_" in str(error))
 
     def session_id(self, connection: DBAPIConnection) -> int | None:
         return int(connection.info.backend_pid)  # read from libpq: no lock, no round trip
@@ -220,6 +233,30 @@ class PostgreSQLDialect(PostgreSQLBackend):
             return connection.execute(sql)
         return connection.execute(sql, params)
 
+    def execute_after(
+        self, connection: DBAPIConnection, statements: Sequence[str], sql: str, params: Any, keep_cache: bool
+    ) -> DBAPICursor | None:
+        # psycopg drops its prepared statements on seeing a ROLLBACK (TO SAVEPOINT) go through its own execute:
+        # after a failed statement, the control goes apart through libpq (`run_control_keeping_cache`), as the
+        # app's own pipeline does (its results are psycopg's to read).
+        if connection.pgconn.pipeline_status or (keep_cache and _rolls_back(statements)):
+            return None
+        if isinstance(connection, PsycopgAsyncAdapter):
+            return connection.execute_after(statements, sql, params)
+        if params is None:
+            # The simple query protocol takes several statements in one text (the code's may be several too):
+            # the cursor starts at the first result, so the control statements' are skipped.
+            cursor = connection.execute("; ".join([*statements, sql]))
+            for _ in statements:
+                cursor.nextset()
+            return cursor
+        # With parameters psycopg sends one statement per message: a pipeline sends them all before one Sync.
+        # The control is not prepared (prepare=False): it would take room in the code's prepared statements.
+        with connection.pipeline():
+            for statement in statements:
+                connection.execute(statement, prepare=False)
+            return connection.execute(sql, params)
+
     def run_control_keeping_cache(self, connection: DBAPIConnection, statements: Sequence[str]) -> None:
         # Sent through libpq (psycopg's public `pgconn`) rather than `execute`: psycopg deallocates all its
         # prepared statements whenever it sees a ROLLBACK, so every test would parse and plan its statements
@@ -234,3 +271,7 @@ class PostgreSQLDialect(PostgreSQLBackend):
                 raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
             message = pgconn.error_message.decode(errors="replace").strip()
             raise psycopg.OperationalError(message or "the connection to the server was lost")
+
+
+def _rolls_back(statements: Sequence[str]) -> bool:
+    return any(statement.startswith("ROLLBACK") for statement in statements)

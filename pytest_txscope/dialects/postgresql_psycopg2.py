@@ -7,11 +7,14 @@ an error's SQLSTATE is ``pgcode``, and ``closed`` turns 2 when the driver sees t
 
 psycopg2 keeps no prepared statements, so the statement cache that `PostgreSQLDialect` preserves across
 rollbacks has no counterpart here: `run_control_keeping_cache` is plain `run_control`.
+
+psycopg2 interpolates parameters on the client and sends one text: control statements queued before a statement
+go in front of it, in its round trip (`execute_after`), and the cursor shows the last statement's result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..url import DatabaseURL
@@ -75,3 +78,13 @@ class Psycopg2Dialect(PostgreSQLBackend):
     def transaction_probe(self, connection: DBAPIConnection) -> Callable[[], bool]:
         status = connection.get_transaction_status
         return lambda: status() != _IDLE
+
+    def execute_after(
+        self, connection: DBAPIConnection, statements: Sequence[str], sql: str, params: Any, keep_cache: bool
+    ) -> DBAPICursor | None:
+        # psycopg2 %-formats the whole text when there are parameters: the control has no "%" to escape. A
+        # multi-statement text runs in the simple query protocol, and the cursor holds the last result: the
+        # statement's (or its last one's, as when the code sends several alone).
+        cursor = connection.cursor()
+        cursor.execute("; ".join([*statements, sql]), params)
+        return cursor
