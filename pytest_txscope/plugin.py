@@ -223,6 +223,8 @@ def _plan_fixtures(item: pytest.Item, settings: Settings, everywhere: bool) -> N
 
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
     # A firstresult hook: returning None leaves the set-up to pytest.
+    if fixturedef.argname in _OWN_FIXTURES:
+        _PENDING[fixturedef.argname] = request
     if "hypothesis" in sys.modules:
         from .hypothesis import note_fixture
 
@@ -253,10 +255,23 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------- fixtures
+# The fixtures below that need the test's request do not take ``request`` as an argument: pytest builds a new
+# pseudo fixture definition (its signature inspected) each time a fixture that takes it is looked up, several
+# times per test even for a cached session fixture, which on SQLite cost more than the sandbox itself. The
+# public pytest_fixture_setup hook hands over the same request object, just before pytest calls the fixture.
+_OWN_FIXTURES = frozenset(
+    {"db_engine", "db_sandbox", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
+)
+_PENDING: dict[str, pytest.FixtureRequest] = {}
+
+
+def _request_of(name: str) -> pytest.FixtureRequest:
+    """The request of fixture ``name``, which pytest_fixture_setup stored just before pytest called it."""
+    return _PENDING.pop(name)
+
+
 @pytest.fixture(scope="session")
-def db_engine(
-    request: pytest.FixtureRequest, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
+def db_engine() -> Iterator[Engine]:
     """The configured `pytest_txscope.Engine` (session scope), its database ready with ``txscope_schema``.
 
     The database comes from ``--txscope-url``, ini ``txscope_url`` or ``$TXSCOPE_URL``, else an embedded
@@ -264,22 +279,23 @@ def db_engine(
     sandbox is active (``db_sandbox``, ``db_session``, ``@pytest.mark.txscope``) the engine is pinned to it.
     Databases the run created are dropped at the end unless ``--txscope-reuse-db``.
     """
-    yield from run_engine(request, pytestconfig, tmp_path_factory)
+    request = _request_of("db_engine")
+    yield from run_engine(request, request.config, request.getfixturevalue("tmp_path_factory"))
 
 
 @pytest.fixture
-def db_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
+def db_sandbox(db_engine: Engine) -> Iterator[Sandbox]:
     """The test's rollback scope (function scope): a `Sandbox` on ``db_engine``.
 
     While it is active, ``db_engine`` and the application's engines from ``txscope_engines`` are pinned to its
     connection: the code under test commits and rolls back as usual (savepoints), and everything is rolled
     back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
     """
-    yield from sandbox_scope(request, db_engine)
+    yield from sandbox_scope(_request_of("db_sandbox"), db_engine)
 
 
 @pytest.fixture
-def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Session]:
+def db_session(db_engine: Engine) -> Iterator[Session]:
     """A `pytest_txscope.Session` inside the test's sandbox (function scope).
 
     ``db_session.execute(...)`` runs in the sandbox's transaction; ``with db_session as tx:`` behaves as the
@@ -293,7 +309,7 @@ def db_session(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Se
     # Not built on the db_sandbox fixture: each function-scoped fixture costs pytest tens of microseconds per
     # test, a sizeable share of the isolation's whole cost on SQLite. Whichever of the two a test asks for
     # first (see _plan_fixtures) starts the sandbox; the other one joins it.
-    for sandbox in sandbox_scope(request, db_engine):
+    for sandbox in sandbox_scope(_request_of("db_session"), db_engine):
         yield sandbox.session()
 
 
@@ -333,14 +349,15 @@ def sa_session(db_sandbox: Sandbox) -> Any:
 
 
 @pytest.fixture
-def _txscope_blocked(request: pytest.FixtureRequest) -> Iterator[None]:
+def _txscope_blocked() -> Iterator[None]:
     """Refuses database access in a test that asked for no sandbox (``txscope_block``; private)."""
-    yield from blocked(request)
+    yield from blocked(_request_of("_txscope_blocked"))
 
 
 @pytest.fixture
-def _txscope_commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+def _txscope_commit_mode() -> Iterator[None]:
     """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
+    request = _request_of("_txscope_commit_mode")
     marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
     yield from commit_mode(request)
 

@@ -315,25 +315,42 @@ def _detacher(sa_engine: SAEngine, outer: _Pin | None) -> Callable[[], None]:
 
 def _test_engine(url: DatabaseURL) -> SAEngine:
     """The SQLAlchemy engine behind every test's ORM session on ``url``: its connections are the sandbox's."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import QueuePool
 
     key = str(url)
     engine = _test_engines.get(key)
     if engine is None:
+        owners: weakref.WeakKeyDictionary[Any, Sandbox] = weakref.WeakKeyDictionary()
 
         def provide() -> SandboxConnection:
             sandbox = Sandbox.current()
             if sandbox is None:
                 raise NoSandboxError
-            return sandbox.connection()
+            owners[connection := sandbox.connection()] = sandbox
+            return connection
 
-        # NullPool: every checkout is a fresh connection of the current sandbox, closed (rolled back) at
-        # check-in, so nothing is ever pooled across tests or nested sandboxes.
-        engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+        # Pooled, not a NullPool: a new connection reruns the dialect's on-connect set-up, at every checkout
+        # (twice per test for a commit and a query), which on SQLite cost more than the ORM's own work. A
+        # pooled connection serves only the sandbox that made it (checked at checkout, so never another test's
+        # or a nested sandbox's); unlimited overflow, as with NullPool, so that a test's threads never wait.
+        engine = create_engine(sqlalchemy_url(url), poolclass=QueuePool, pool_size=5, max_overflow=-1)
+        event.listen(engine, "checkout", lambda dbapi_connection, *_: _check_owner(owners, dbapi_connection))
         attach(engine, provide)
         _test_engines[key] = engine
     return engine
+
+
+def _check_owner(owners: weakref.WeakKeyDictionary[Any, Sandbox], dbapi_connection: Any) -> None:
+    """Refuse a pooled connection of a sandbox other than the current one: the pool then connects anew."""
+    from sqlalchemy.exc import DisconnectionError
+
+    # The engine's first, real connection (see `attach`) is refused by the pin's own check.
+    if (
+        isinstance(dbapi_connection, SandboxConnection)
+        and owners.get(dbapi_connection) is not Sandbox.current()
+    ):
+        raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox")
 
 
 def session_for(sandbox: Sandbox) -> ORMSession:

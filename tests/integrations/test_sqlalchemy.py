@@ -729,6 +729,37 @@ def test_pool_replaces_connections_of_another_sandbox_state(backend: Backend) ->
         engine.dispose()
 
 
+@pytest.mark.backends("sqlite-file", "postgresql", "mysql")
+def test_orm_session_engine_pools_only_within_its_sandbox(backend: Backend) -> None:
+    """sa_session's engine keeps its sandbox connection between a test's checkouts (no on-connect set-up per
+    commit), and never hands it to a nested sandbox or to a later one."""
+    from pytest_txscope import Sandbox, SandboxConnection
+    from pytest_txscope.sqlalchemy import session_for
+
+    engine = backend.engine()
+
+    def checked_out(sandbox: Sandbox) -> object:
+        session = session_for(sandbox)
+        connection = session.connection().connection.dbapi_connection
+        session.commit()
+        return connection
+
+    try:
+        with Sandbox(engine) as outer:
+            first = checked_out(outer)
+            assert isinstance(first, SandboxConnection)
+            assert checked_out(outer) is first
+            with Sandbox(engine) as inner:
+                nested = checked_out(inner)
+                assert isinstance(nested, SandboxConnection)
+                assert nested is not first
+            assert checked_out(outer) is not nested
+        with Sandbox(engine) as later:
+            assert checked_out(later) not in (first, nested)
+    finally:
+        engine.dispose()
+
+
 def test_wider_scope_sandbox_pins_the_applications_sqlalchemy_engine(project: pytest.Pytester) -> None:
     """The wider-scope recipe with the application's SQLAlchemy engine: ``Sandbox(db_engine, engines=[engine])``
     (it raised ``AttributeError: 'Engine' object has no attribute '_pin'``)."""
