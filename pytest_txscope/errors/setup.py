@@ -1,0 +1,71 @@
+"""Errors while building a test database: scripts, safety, restores, import paths, parameters."""
+
+from __future__ import annotations
+
+from pytest_txscope.errors.base import ConfigurationError, TxScopeError
+
+__all__ = ["ImportPathError", "ParameterError", "RestoreError", "ScriptError", "UnsafeDatabaseError"]
+
+
+class ScriptError(TxScopeError, RuntimeError):
+    """A statement of an SQL script failed; says which one, where, and what was kept."""
+
+    def __init__(
+        self,
+        *,
+        number: int,
+        total: int,
+        statement: str,
+        line: int,
+        source: str,
+        cause: BaseException,
+        kept: str,
+    ) -> None:
+        self.number = number
+        self.total = total
+        self.statement = statement
+        self.line = line
+        self.source = source
+        self.cause = cause
+        short = " ".join(statement.split())
+        if len(short) > 120:
+            short = short[:117] + "..."
+        super().__init__(
+            f"{source}, line {line}: statement {number} of {total} failed: {short!r}: "
+            f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}; {kept}"
+        )
+
+
+class UnsafeDatabaseError(ConfigurationError):
+    """A destructive action was refused because the database's name does not look like a test database."""
+
+    def __init__(self, name: str, action: str, url: str, example: str) -> None:
+        self.name = name
+        self.action = action
+        self.url = url
+        self.fix = f"rename it (e.g. {example}) or allow it with txscope_allow_databases = {name}"
+        super().__init__(
+            f"refusing to {action} database {name!r} ({url}): its name does not look like a test database "
+            f"(no 'test' word part); {self.fix}"
+        )
+
+
+class RestoreError(TxScopeError, RuntimeError):
+    """A table cannot be put back as the snapshot had it."""
+
+    def __init__(self, table: str, problem: str) -> None:
+        self.table = table
+        super().__init__(f"cannot restore table {table!r}: {problem}")
+
+
+class ImportPathError(ConfigurationError):
+    """An import path from the configuration does not import, or names the wrong kind of object."""
+
+    def __init__(
+        self, key: str, path: str, problem: str, fix: str = "write it as package.module:attribute"
+    ) -> None:
+        super().__init__(f"{key} entry {path!r} {problem}; {fix}")
+
+
+class ParameterError(TxScopeError, TypeError):
+    """SQL parameters do not match the placeholders in the statement."""
