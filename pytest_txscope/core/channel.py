@@ -93,11 +93,9 @@ class Channel:
                         seen = self._watch(sql)
                         if seen:
                             self.watched(sql, seen)
-                    if self.stack.outbox and self.dialect.combines_control:
+                    if self.stack.outbox:
                         cursor = self.send_after_control(sql, params)
-                    else:
-                        if self.stack.outbox:
-                            self.flush()
+                    else:  # inline rather than `_send_alone`: one call fewer on every statement
                         try:
                             cursor = self._send(sql, params)
                         except Exception as exc:
@@ -244,20 +242,18 @@ class Channel:
         """Send the queued control statements and ``sql`` in one round trip where the dialect can (else apart),
         and return the cursor. A failure is told apart as `flush` and `execute` tell theirs: the control's
         (`control_failed`, or a new connection for a dead one found by BEGIN) or the statement's."""
-        statements = self.stack.outbox
+        if not self.dialect.combines_control:
+            self.flush()
+            return self._send_alone(sql, params)
         try:
             cursor = self.dialect.execute_after(
-                self.connection, statements, sql, params, not self.schema_touched
+                self.connection, self.stack.outbox, sql, params, not self.schema_touched
             )
         except Exception as exc:
             return self._combined_failed(sql, params, exc)
         if cursor is None:  # not in one round trip now: apart, as before
             self.flush()
-            try:
-                return self._send(sql, params)
-            except Exception as exc:
-                self.after_failure(sql, exc)
-                raise
+            return self._send_alone(sql, params)
         if self.stack.statement()[0] is self.stack.begin_sql:
             self.stack.opened()
         return cursor
@@ -280,10 +276,14 @@ class Channel:
             raise exc
         self._resend_on_new_connection(statements, exc)  # BEGIN found the connection dead: nothing is lost
         self.stack.opened()
+        return self._send_alone(sql, params)
+
+    def _send_alone(self, sql: str, params: Any) -> DBAPICursor:
+        """Send ``sql`` with no control statements before it; a failure is the statement's (`after_failure`)."""
         try:
             return self._send(sql, params)
-        except Exception as again:
-            self.after_failure(sql, again)
+        except Exception as exc:
+            self.after_failure(sql, exc)
             raise
 
     def _resend_on_new_connection(self, statements: list[str], exc: BaseException) -> None:
