@@ -351,6 +351,8 @@ def machine(dbs: Databases, backends: list[str]) -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "Drivers": f"psycopg {version('psycopg')}{libpq}, PyMySQL {version('PyMySQL')}, "
         f"sqlite3 (SQLite {sqlite3.sqlite_version}), SQLAlchemy {version('SQLAlchemy')}",
+        "Async": f"aiosqlite {version('aiosqlite')}, psycopg's AsyncConnection, aiomysql {version('aiomysql')}, "
+        f"asyncpg {version('asyncpg')}, greenlet {version('greenlet')}, pytest-asyncio {version('pytest-asyncio')}",
         "pytest": f"pytest {version('pytest')}, pytest-xdist {version('pytest-xdist')}, "
         f"pytest-txscope {version('pytest-txscope')}",
     }

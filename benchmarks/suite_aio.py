@@ -43,7 +43,7 @@ __all__ = [
 
 AIO_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg", "mysql": "mysql+aiomysql"}
 """The SQLAlchemy asyncio dialect of each family (the asyncio twins pytest-txscope pins)."""
-LOOP_BOUND = {"mysql+aiomysql"}
+LOOP_BOUND = {"mysql+aiomysql", "postgresql+asyncpg"}
 """Drivers whose connections belong to the event loop that opened them: with a loop per test, the pool is
 emptied after each test (SQLAlchemy's advice), so each test connects. The others' connections are reused."""
 

@@ -331,10 +331,12 @@ def generate(
     directory.mkdir(parents=True)
     memory = url.backend == "sqlite" and url.database == ":memory:"
     settings: dict[str, Any] = {}
+    sandbox_url = url
     if strategy.aio and aio_driver and AIO_DRIVER_CHOICES[aio_driver][0] == url.backend:
         settings["aio_driver"] = AIO_DRIVER_CHOICES[aio_driver][1]
-        url = dataclasses.replace(url, driver=aio_driver)  # the sandbox on the app's own driver
-    ini = {"txscope_url": url_text(url)} if strategy.txscope else {}
+        # The sandbox on the app's own driver: the test database's URL names it.
+        sandbox_url = dataclasses.replace(url, scheme=f"{url.backend}+{aio_driver}", driver=aio_driver)
+    ini = {"txscope_url": url_text(sandbox_url)} if strategy.txscope else {}
     if strategy.txscope and (memory or strategy.provision):
         ini["txscope_schema"] = _SCHEMA
     if strategy.aio:
