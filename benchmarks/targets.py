@@ -59,19 +59,7 @@ def targets(results: Results) -> list[Target]:
                             trips <= 2,
                         )
                     )
-            wall = results.paired(key, "txscope", "wall", "ratio")
-            inproc = results.paired(key, "txscope", "per_test", "ratio")
-            if wall is not None:
-                extra = f"; in-process {inproc.median:.2f}{X}" if inproc else ""
-                out.append(
-                    Target(
-                        f"whole {key[3]}-test suite against no isolation",
-                        name,
-                        f"{wall.median:.2f}{X} wall{extra}",
-                        f"≤ 1.10{X}",
-                        wall.median <= 1.10,
-                    )
-                )
+            out += _suite_ratio(results, key, "txscope", f"whole {key[3]}-test suite against no isolation")
             ours, theirs = results.overhead(key, "txscope-orm"), results.overhead(key, "sa-recipe")
             if ours is not None and theirs is not None:
                 measured = f"{fmt_time(ours.median)} against {fmt_time(theirs.median)}"
@@ -103,6 +91,17 @@ def targets(results: Results) -> list[Target]:
     return out
 
 
+def _suite_ratio(results: Results, key: Key, strategy: str, label: str) -> list[Target]:
+    """The whole suite of ``strategy`` against its baseline's: at most 1.10 times its wall time."""
+    wall = results.paired(key, strategy, "wall", "ratio")
+    if wall is None:
+        return []
+    inproc = results.paired(key, strategy, "per_test", "ratio")
+    extra = f"; in-process {inproc.median:.2f}{X}" if inproc else ""
+    measured = f"{wall.median:.2f}{X} wall{extra}"
+    return [Target(label, BACKENDS[key[1]], measured, f"≤ 1.10{X}", wall.median <= 1.10)]
+
+
 AIO_TARGET_BACKENDS = ("postgresql",)
 """Where issue 14 sets the async targets."""
 
@@ -110,21 +109,9 @@ AIO_TARGET_BACKENDS = ("postgresql",)
 def _aio_targets(results: Results, key: Key) -> list[Target]:
     """Issue 14: the async suite (``txscope-aio``) within 1.10x of no isolation (``aio-none``), and its
     overhead below that of SQLAlchemy's async recipe (``aio-recipe``)."""
-    out = []
+    label = f"async: whole {key[3]}-test suite (txscope-aio) against aio-none"
+    out = _suite_ratio(results, key, "txscope-aio", label)
     name = BACKENDS[key[1]]
-    wall = results.paired(key, "txscope-aio", "wall", "ratio")
-    inproc = results.paired(key, "txscope-aio", "per_test", "ratio")
-    if wall is not None:
-        extra = f"; in-process {inproc.median:.2f}{X}" if inproc else ""
-        out.append(
-            Target(
-                f"async: whole {key[3]}-test suite (txscope-aio) against aio-none",
-                name,
-                f"{wall.median:.2f}{X} wall{extra}",
-                f"≤ 1.10{X}",
-                wall.median <= 1.10,
-            )
-        )
     ours, theirs = results.overhead(key, "txscope-aio"), results.overhead(key, "aio-recipe")
     if ours is not None and theirs is not None:
         out.append(
