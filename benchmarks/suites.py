@@ -2,8 +2,9 @@
 
 Each strategy is a way to isolate tests (or not). For a strategy, a backend, a schema configuration and a
 number of tests N, `generate` writes a pytest project into a directory of its own: N test functions (100 per
-file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture, a
-``pytest.ini`` with the plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
+file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture (the
+async strategies: ``async def`` tests awaiting `benchmarks.suite_aio.work_aio`), a ``pytest.ini`` with the
+plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
 it as a whole ``python -m pytest`` process and returns its wall time and its in-process time per test.
 """
 
