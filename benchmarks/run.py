@@ -160,6 +160,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("TXSCOPE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
         help="the MySQL/MariaDB server (its database part is ignored); also $TXSCOPE_BENCH_MYSQL_URL",
     )
+    parser.add_argument(
+        "--aio-driver",
+        default="",
+        choices=["", *suites.AIO_DRIVER_CHOICES],
+        help="the async strategies' driver on its backend instead of the default (psycopg on PostgreSQL)",
+    )
     parser.add_argument("--db-prefix", default="txscope_bench_test", help="database names start with this")
     parser.add_argument("--out", default="docs", help="docs directory: <out>/benchmarks.md and <out>/img/")
     parser.add_argument("--json", default="benchmarks/results.json", help="where the raw samples go")
@@ -244,7 +250,9 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     return [c for c in cells if c.strategies]
 
 
-def run_cell(cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, Any]]) -> None:
+def run_cell(
+    cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, Any]], aio_driver: str = ""
+) -> None:
     """Generate the cell's suites and run them, interleaved over the repetitions."""
     directories = {}
     for key in cell.strategies:
@@ -252,7 +260,7 @@ def run_cell(cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, 
         # With provision, the plugin creates (and drops) the database, one per xdist worker.
         url = dbs.url(cell.backend, "xdist") if strategy.provision else dbs.build(cell.backend, cell.config)
         directories[key] = suites.generate(
-            workdir / cell.name / key, strategy, url, cell.config, cell.tests(key)
+            workdir / cell.name / key, strategy, url, cell.config, cell.tests(key), aio_driver=aio_driver
         )
     for rep in range(cell.repeats):
         for key in cell.strategies:
@@ -343,6 +351,8 @@ def machine(dbs: Databases, backends: list[str]) -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "Drivers": f"psycopg {version('psycopg')}{libpq}, PyMySQL {version('PyMySQL')}, "
         f"sqlite3 (SQLite {sqlite3.sqlite_version}), SQLAlchemy {version('SQLAlchemy')}",
+        "Async": f"aiosqlite {version('aiosqlite')}, psycopg's AsyncConnection, aiomysql {version('aiomysql')}, "
+        f"asyncpg {version('asyncpg')}, greenlet {version('greenlet')}, pytest-asyncio {version('pytest-asyncio')}",
         "pytest": f"pytest {version('pytest')}, pytest-xdist {version('pytest-xdist')}, "
         f"pytest-txscope {version('pytest-txscope')}",
     }
@@ -451,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": f"python -m benchmarks.run {argv_text}".strip(),
         "quick": args.quick,
         "machine": machine(dbs, backends),
-        "settings": {k: v for k, v in vars(args).items() if k in FULL},
+        "settings": {k: v for k, v in vars(args).items() if k in FULL or k == "aio_driver"},
         "cells": [asdict(c) for c in cells],
     }
     print(
@@ -460,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         for cell in cells:
-            run_cell(cell, dbs, workdir, data["samples"])
+            run_cell(cell, dbs, workdir, data["samples"], args.aio_driver)
         if "micro" not in args.skip.split(","):
             for backend in backends:
                 data["micro"][backend] = run_micro(backend, dbs, args, workdir)

@@ -2,14 +2,16 @@
 
 Each strategy is a way to isolate tests (or not). For a strategy, a backend, a schema configuration and a
 number of tests N, `generate` writes a pytest project into a directory of its own: N test functions (100 per
-file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture, a
-``pytest.ini`` with the plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
+file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture (the
+async strategies: ``async def`` tests awaiting `benchmarks.suite_aio.work_aio`), a ``pytest.ini`` with the
+plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
 it as a whole ``python -m pytest`` process and returns its wall time and its in-process time per test.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -47,6 +49,8 @@ class Strategy:
     provision: bool = False
     """The plugin builds the database itself (``txscope_schema``): a database per xdist worker."""
     config: dict[str, Any] = field(default_factory=dict)
+    aio: bool = False
+    """``async def`` tests (pytest-asyncio, `benchmarks.suite_aio`): the fixture hands them an AsyncSession."""
 
 
 _APP = "benchmarks.suite_plugin:APP"
@@ -123,8 +127,33 @@ STRATEGIES: dict[str, Strategy] = {
             provision=True,
             xdist=2,
         ),
+        # The async strategies (issue 14): `benchmarks.suite_aio`, the ORM work through an AsyncSession.
+        Strategy(
+            "aio-none", "async ORM, no isolation (commit)", "aio_session", "work_aio", baseline=None, aio=True
+        ),
+        Strategy(
+            "txscope-aio",
+            "txscope, app's AsyncEngine",
+            "aio_app_session",
+            "work_aio",
+            baseline="aio-none",
+            txscope=True,
+            ini={"txscope_engines": "benchmarks.suite_aio:engine"},
+            aio=True,
+        ),
+        Strategy(
+            "aio-recipe",
+            "async SQLAlchemy recipe (create_savepoint)",
+            "aio_recipe_session",
+            "work_aio",
+            baseline="aio-none",
+            config={"savepoint_fix": True},
+            aio=True,
+        ),
     )
 }
+AIO = ["aio-none", "txscope-aio", "aio-recipe"]
+"""The async strategies, compared with one another in the main experiment (``--strategies`` picks them)."""
 MAIN = [
     "none",
     "txscope",
@@ -137,7 +166,15 @@ MAIN = [
     "delete",
     "truncate",
     "dropcreate",
+    *AIO,
 ]
+AIO_DRIVER_CHOICES = {"asyncpg": ("postgresql", "postgresql+asyncpg")}
+"""``--aio-driver`` values: the backend whose asyncio driver they replace, and the SQLAlchemy dialect."""
+_AIO_INI = {  # pytest-asyncio runs every async test and fixture on an event loop of the test's own
+    "asyncio_mode": "auto",
+    "asyncio_default_fixture_loop_scope": "function",
+    "asyncio_default_test_loop_scope": "function",
+}
 SCALING = ["none", "txscope", "delete", "truncate", "dropcreate"]
 
 
@@ -286,39 +323,61 @@ class Databases:
 
 
 # ------------------------------------------------------------------------------------------ suites
-def generate(directory: Path, strategy: Strategy, url: DatabaseURL, config: Config, n: int) -> Path:
-    """Write the suite of ``n`` tests for ``strategy`` into ``directory`` (emptied first)."""
+def generate(
+    directory: Path, strategy: Strategy, url: DatabaseURL, config: Config, n: int, *, aio_driver: str = ""
+) -> Path:
+    """Write the suite of ``n`` tests for ``strategy`` into ``directory`` (emptied first); ``aio_driver`` (a
+    key of `AIO_DRIVER_CHOICES`) replaces the asyncio driver of the async strategies on its backend."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     memory = url.backend == "sqlite" and url.database == ":memory:"
-    ini = {"txscope_url": url_text(url)} if strategy.txscope else {}
+    settings: dict[str, Any] = {}
+    sandbox_url = url
+    if strategy.aio and aio_driver and AIO_DRIVER_CHOICES[aio_driver][0] == url.backend:
+        settings["aio_driver"] = AIO_DRIVER_CHOICES[aio_driver][1]
+        # The sandbox on the app's own driver: the test database's URL names it.
+        sandbox_url = dataclasses.replace(url, scheme=f"{url.backend}+{aio_driver}", driver=aio_driver)
+    ini = {"txscope_url": url_text(sandbox_url)} if strategy.txscope else {}
     if strategy.txscope and (memory or strategy.provision):
         ini["txscope_schema"] = _SCHEMA
+    if strategy.aio:
+        ini.update(_AIO_INI)
     ini.update(strategy.ini)
     lines = ["[pytest]", *(f"{k} = {v}" for k, v in ini.items())]
     (directory / "pytest.ini").write_text("\n".join(lines) + "\n")
     (directory / "timing").mkdir()
-    settings = {
-        "family": url.backend,
-        "url": url_text(url),
-        "tables": config.tables,
-        "rows": config.rows,
-        "timing_dir": str(directory / "timing"),
+    settings.update(
+        family=url.backend,
+        url=url_text(url),
+        tables=config.tables,
+        rows=config.rows,
+        timing_dir=str(directory / "timing"),
+        txscope=strategy.txscope,
         **strategy.config,
-    }
+    )
     (directory / "bench.json").write_text(json.dumps(settings))
+    module = "benchmarks.suite_aio" if strategy.aio else "benchmarks.suite_plugin"
     for first in range(0, n, TESTS_PER_FILE):
-        body = [f"from benchmarks.suite_plugin import {strategy.work}", ""]
+        body = [f"from {module} import {strategy.work}", ""]
         for i in range(first, min(n, first + TESTS_PER_FILE)):
-            # work_sa_app uses the application's own session: the test only asks for the sandbox.
-            call = (
-                f"{strategy.work}({i})"
-                if strategy.work == "work_sa_app"
-                else f"{strategy.work}({strategy.fixture}, {i})"
-            )
-            body += ["", f"def test_{i}({strategy.fixture}):", f"    {call}", ""]
+            body += ["", *_test_lines(strategy, i), ""]
         (directory / f"test_bench_{first // TESTS_PER_FILE:03d}.py").write_text("\n".join(body))
     return directory
+
+
+def _test_lines(strategy: Strategy, i: int) -> list[str]:
+    if strategy.aio:
+        return [
+            f"async def test_{i}({strategy.fixture}):",
+            f"    await {strategy.work}({strategy.fixture}, {i})",
+        ]
+    # work_sa_app uses the application's own session: the test only asks for the sandbox.
+    call = (
+        f"{strategy.work}({i})"
+        if strategy.work == "work_sa_app"
+        else f"{strategy.work}({strategy.fixture}, {i})"
+    )
+    return [f"def test_{i}({strategy.fixture}):", f"    {call}"]
 
 
 def url_text(url: DatabaseURL) -> str:
@@ -356,6 +415,8 @@ def run_suite(directory: Path, strategy: Strategy, *, timeout: float = 3600) -> 
     if strategy.xdist:
         command += ["-p", "xdist", "-n", str(strategy.xdist)]
     command += ["-p", "benchmarks.suite_plugin"]
+    if strategy.aio:
+        command += ["-p", "pytest_asyncio.plugin", "-p", "benchmarks.suite_aio"]
     start = time.perf_counter()
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
