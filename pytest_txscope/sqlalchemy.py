@@ -51,7 +51,9 @@ __all__ = [
     "detach",
     "dispose_engine",
     "is_sqlalchemy_engine",
+    "pinned_connections",
     "refused",
+    "served_connections",
     "sqlalchemy_async_url",
     "sqlalchemy_url",
     "watch_unpinned",
@@ -223,6 +225,18 @@ def _let_psycopg2_register_on_sandbox_connections() -> None:
 
 def _real(value: Any) -> Any:
     return value.session.connection if isinstance(value, SandboxConnection) else value
+
+
+def pinned_connections(sa_engine: Any) -> list[SandboxConnection] | None:
+    """The sandbox connections ``sa_engine`` (``Engine`` or ``AsyncEngine``) was handed while pinned now
+    (live ones), or None when it is not pinned."""
+    pin = _pins.get(sync_engine_of(sa_engine))
+    return None if pin is None else list(pin.served)
+
+
+def served_connections() -> list[SandboxConnection]:
+    """Every live sandbox connection handed to a pinned SQLAlchemy engine."""
+    return [connection for pin in list(_pins.values()) for connection in list(pin.served)]
 
 
 def detach(sa_engine: Any) -> None:
