@@ -4,8 +4,9 @@
 engines' sessions, pinned SQLAlchemy engines, the DB-API connections it hands out) while the block runs: its
 SQL as written (placeholders, no parameter values) and the first line of the caller's code that led to it. The
 library's own traffic (``BEGIN``, ``SAVEPOINT``, ``RELEASE``, statement savepoints, its own lookups) is never
-recorded, and neither is transaction control the application asks for (``commit()``, ``rollback()``): the
-count is the same inside or outside a transaction block. `assert_num_queries` fails when the count differs.
+recorded, and neither is transaction control the application asks for (``commit()``, ``rollback()``, or
+statements such as the ``SAVEPOINT`` of SQLAlchemy's ``begin_nested()``): the count is the same inside or
+outside a transaction block. `assert_num_queries` fails when the count differs.
 
 `capture_on_commit` collects the ``on_commit`` callbacks of the top-level commits made while the block runs,
 instead of running them at the commit; with ``execute=True`` each runs once when the block ends.
@@ -38,6 +39,8 @@ __all__ = [
     "capture_queries",
 ]
 
+# Transaction control the application sends as SQL text: not counted, as the library's own is not.
+_CONTROL = re.compile(r"\s*(SAVEPOINT|RELEASE|ROLLBACK|COMMIT|BEGIN|START\s+TRANSACTION)\b", re.IGNORECASE)
 _SITE = re.compile(r"(.*):([0-9]+ in .*)")
 _ENGINE_FORMS = (
     "a pytest_txscope Engine or AsyncEngine, or a SQLAlchemy Engine or AsyncEngine pinned to the test's "
@@ -76,7 +79,12 @@ class QueryCapture(Sequence[Query]):
         self._all: list[Query] = []
 
     def _observe(self, sql: str, lane: Any) -> None:
-        self._all.append(Query(sql, caller_place(inspect.currentframe()), lane.owner))
+        session = lane.owner
+        if _CONTROL.match(sql) is not None:  # SQLAlchemy's begin_nested() sends SAVEPOINT & co. as statements
+            return
+        if _has_sqlalchemy() and _sqlalchemy().connecting(session):  # set-up of a new connection (SET NAMES)
+            return
+        self._all.append(Query(sql, caller_place(inspect.currentframe()), session))
 
     @property
     def queries(self) -> list[Query]:
