@@ -55,12 +55,22 @@ def test_counts(db_assert_num_queries, db_session, db_sandbox):
     assert [q.sql.split()[0] for q in queries] == ["SELECT", "INSERT", "UPDATE", "INSERT", "INSERT", "SELECT"]
     assert queries[1].site.startswith("views.py:")
 
+def test_other_threads_count_once(db_assert_num_queries, db_session):
+    import threading
+    with db_assert_num_queries(3) as queries:
+        db_session.execute("SELECT 1")
+        worker = threading.Thread(target=app.count_users)          # the connection is shared from now on
+        worker.start()
+        worker.join()
+        db_session.execute("SELECT 2")                              # through the shared connection's gate
+    assert [q.sql for q in queries] == ["SELECT 1", "SELECT count(*) FROM users", "SELECT 2"]
+
 def test_nothing_sent_counts_zero(db_assert_num_queries, db_session):
     with db_assert_num_queries(0):
         with app.engine as tx:
             pass                                                   # BEGIN is never sent for an empty block
 """,
-        passed=2,
+        passed=3,
     )
 
 
