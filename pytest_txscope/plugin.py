@@ -22,6 +22,7 @@ from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, resolve
 from .places import add_library
 from .plugin_asyncio import async_session_of
+from .plugin_capture import db_assert_num_queries, db_capture_on_commit, db_capture_queries
 from .plugin_database import EMBEDDED, STATE, RunState, explain_missing_database, sqlalchemy_module
 from .plugin_env import ENV, header_lines, set_environment
 from .plugin_modes import blocked, commit_mode
@@ -40,6 +41,9 @@ from .sandbox import Sandbox
 __all__ = [
     "ImportPathError",
     "async_db_session",
+    "db_assert_num_queries",
+    "db_capture_on_commit",
+    "db_capture_queries",
     "db_engine",
     "db_sandbox",
     "db_session",
