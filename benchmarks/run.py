@@ -7,7 +7,8 @@
 Experiments (each interleaves its strategies A B C A B C ... over the repetitions):
 
 - ``main``: 3 tables, N tests (``--n``), every strategy that applies to the backend;
-- ``template``: PostgreSQL, a database cloned from a template per test, against no isolation (``--template-n``);
+- ``template``: PostgreSQL, a database cloned from a template per test (the harness's own, and pytest-postgresql's
+  as its ``postgresql`` fixture does it), against no isolation (``--template-n``);
 - ``scaling``: no isolation, txscope, DELETE, TRUNCATE, drop/create with more tables (``--scale-tables``) and
   with seed rows (``--scale-rows``), plus 3 empty tables at the same N as the base of comparison;
 - ``xdist``: the txscope suite serial and under ``-n 2``, databases created by the plugin (``--xdist-n``);
@@ -215,12 +216,10 @@ def plan(args: argparse.Namespace) -> list[Cell]:
             cells += [
                 Cell("main", backend, Config(), n, pick(MAIN, backend), args.repeats) for n in _ints(args.n)
             ]
-        if "template" not in skip and "template" in wanted and backend == "postgresql":
-            cells.append(
-                Cell(
-                    "template", backend, Config(), args.template_n, pick(["template"], backend), args.repeats
-                )
-            )
+        per_test_database = ["template", "pgdatabase"]
+        if "template" not in skip and set(per_test_database) & wanted and backend == "postgresql":
+            strategies = pick(per_test_database, backend)
+            cells.append(Cell("template", backend, Config(), args.template_n, strategies, args.repeats))
         if "scaling" not in skip:
             configs = [Config(t, 0) for t in _ints(args.scale_tables)] + [
                 Config(3, r) for r in _ints(args.scale_rows)
@@ -400,7 +399,7 @@ def estimate(cells: list[Cell], data: dict[str, Any]) -> float:
         }
         if not known:
             return 0.0
-        grows = strategy in (*CLEANING, "template")
+        grows = strategy in (*CLEANING, "template", "pgdatabase")
         same_kind = [c for c in known if (c.rows > 0) == (config.rows > 0)] if grows else []
         base = (
             config if config in known else max(same_kind, key=lambda c: (c.rows, c.tables), default=Config())

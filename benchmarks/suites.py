@@ -51,9 +51,13 @@ class Strategy:
     config: dict[str, Any] = field(default_factory=dict)
     aio: bool = False
     """``async def`` tests (pytest-asyncio, `benchmarks.suite_aio`): the fixture hands them an AsyncSession."""
+    module: str = "benchmarks.suite_plugin"
+    """The module of the work function and the fixtures: a pytest plugin the suite loads (``-p``), besides
+    `benchmarks.suite_plugin` (which records the timings)."""
 
 
 _APP = "benchmarks.suite_plugin:APP"
+_DJANGO = "benchmarks.suite_django"
 _SCHEMA = "benchmarks.suite_plugin:build_schema"
 STRATEGIES: dict[str, Strategy] = {
     s.key: s
@@ -98,6 +102,22 @@ STRATEGIES: dict[str, Strategy] = {
             baseline="orm-none",
             config={"savepoint_fix": True},
         ),
+        Strategy(
+            "django-none",
+            "Django ORM, no isolation (commit)",
+            "django_plain",
+            "work_django",
+            baseline=None,
+            module=_DJANGO,
+        ),
+        Strategy(
+            "django",
+            "pytest-django's db (emulated)",
+            "db",
+            "work_django",
+            baseline="django-none",
+            module=_DJANGO,
+        ),
         Strategy("delete", "DELETE FROM every table", "raw_delete", "work_raw"),
         Strategy("truncate", "TRUNCATE every table", "raw_truncate", "work_raw", families=SERVERS),
         Strategy("dropcreate", "drop and create the schema", "raw_dropcreate", "work_raw"),
@@ -105,6 +125,13 @@ STRATEGIES: dict[str, Strategy] = {
             "template",
             "database cloned from a template",
             "raw_template",
+            "work_raw",
+            backends=("postgresql",),
+        ),
+        Strategy(
+            "pgdatabase",
+            "pytest-postgresql's database per test (emulated)",
+            "pg_database",
             "work_raw",
             backends=("postgresql",),
         ),
@@ -163,6 +190,8 @@ MAIN = [
     "txscope-orm",
     "txscope-sa-app",
     "sa-recipe",
+    "django-none",
+    "django",
     "delete",
     "truncate",
     "dropcreate",
@@ -283,7 +312,7 @@ class Databases:
         url = self.build(backend, config)
         if backend == "postgresql":
             conn = self.admin(backend)
-            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}_clone" WITH (FORCE)')
+            drop_clones(conn, url.database)
             conn.close()
         conn = schema.connect(url)
         try:
@@ -315,11 +344,21 @@ class Databases:
                     conn = self.admin(backend[0])
                     force = " WITH (FORCE)" if backend[0] == "postgresql" else ""
                     quote = '"' if backend[0] == "postgresql" else "`"
-                    clone = [f"{url.database}_clone"] if backend[0] == "postgresql" else []  # a crashed run's
-                    for name in (url.database, *clone):
-                        conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
+                    if backend[0] == "postgresql":  # a crashed run's
+                        drop_clones(conn, url.database)
+                    conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote}{url.database}{quote}{force}")
                     conn.close()
         self.built.clear()
+
+
+def drop_clones(admin: Any, database: str) -> None:
+    """Drop what the PostgreSQL per-test strategies derive from ``database`` and a crashed run left behind."""
+    for suffix in ("clone", "tmpl", "pgdb"):
+        name = f"{database}_{suffix}"
+        if suffix == "tmpl":  # pytest-postgresql's template is marked as one: a template cannot be dropped
+            with contextlib.suppress(Exception):
+                admin.execute(f'ALTER DATABASE "{name}" WITH is_template false')
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # ------------------------------------------------------------------------------------------ suites
@@ -356,7 +395,7 @@ def generate(
         **strategy.config,
     )
     (directory / "bench.json").write_text(json.dumps(settings))
-    module = "benchmarks.suite_aio" if strategy.aio else "benchmarks.suite_plugin"
+    module = "benchmarks.suite_aio" if strategy.aio else strategy.module
     for first in range(0, n, TESTS_PER_FILE):
         body = [f"from {module} import {strategy.work}", ""]
         for i in range(first, min(n, first + TESTS_PER_FILE)):
@@ -417,6 +456,8 @@ def run_suite(directory: Path, strategy: Strategy, *, timeout: float = 3600) -> 
     command += ["-p", "benchmarks.suite_plugin"]
     if strategy.aio:
         command += ["-p", "pytest_asyncio.plugin", "-p", "benchmarks.suite_aio"]
+    elif strategy.module != "benchmarks.suite_plugin":
+        command += ["-p", strategy.module]
     start = time.perf_counter()
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
