@@ -29,6 +29,7 @@ from pytest_txscope.errors.notices import (
 )
 from pytest_txscope.errors.setup import (
     ImportPathError,
+    MigrationError,
     ParameterError,
     RestoreError,
     ScriptError,
@@ -62,6 +63,7 @@ __all__ = [
     "ImplicitCommitError",
     "ImportPathError",
     "MalformedURLError",
+    "MigrationError",
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
