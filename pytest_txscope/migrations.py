@@ -72,7 +72,8 @@ def key_parts(ini: Path, shown: str) -> list[bytes | str]:
     folder and the version locations (a new revision, or a changed one, changes the key)."""
     scripts = _script_directory(ini, shown)
     parts: list[bytes | str] = [ini.read_bytes()]
-    folders = {Path(scripts.dir).resolve(), *(Path(v).resolve() for v in scripts.version_locations)}
+    # version_locations is None in older alembics when the file sets none: versions/ under dir then
+    folders = {Path(scripts.dir).resolve(), *(Path(v).resolve() for v in scripts.version_locations or ())}
     for folder in sorted(folders):
         for path in sorted(folder.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
