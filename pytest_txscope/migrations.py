@@ -47,13 +47,16 @@ def _script_directory(ini: Path, shown: str) -> Any:
             f"{shown}: {ini} has no script_location in its [alembic] section; set it to the folder of the "
             "migration scripts (script_location = %(here)s/migrations)"
         )
+    # A package resource (package:folder) is alembic's to find; a path must be a folder.
+    if not (":" in location and not Path(location).is_absolute()) and not Path(location).is_dir():
+        raise ConfigurationError(
+            f"{shown}: script_location = {location} in {ini} is not a folder; point it at the folder that "
+            "holds env.py and versions/"
+        )
     try:
         return script.ScriptDirectory.from_config(cfg)
-    except Exception as exc:  # alembic's CommandError: "Path doesn't exist: ..."
-        raise ConfigurationError(
-            f"{shown}: script_location = {location} in {ini}: {exc}; point it at the folder that holds "
-            "env.py and versions/"
-        ) from None
+    except Exception as exc:  # alembic's CommandError
+        raise ConfigurationError(f"{shown}: script_location = {location} in {ini}: {exc}") from None
 
 
 def check_alembic(ini: Path, shown: str) -> None:
