@@ -58,18 +58,19 @@ def commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     from .provision import check_safe
 
     engine: Engine = request.getfixturevalue("db_engine")
-    _refuse_inside_wider_sandbox()
+    _refuse_inside_wider_sandbox(engine)
     if engine.url is not None:  # refuse before the test commits anything, not after
         check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
     yield
     clean_changed_tables(request, engine)
 
 
-def _refuse_inside_wider_sandbox() -> None:
+def _refuse_inside_wider_sandbox(engine: Engine) -> None:
     """A sandbox of a wider scope (``db_module_sandbox``, a fixture's own ``Sandbox``) pins ``db_engine``: the
-    test's commits would be savepoint releases in it, rolled back with its data, not real commits."""
-    outer = Sandbox.current()
-    if outer is None:
+    test's commits would be savepoint releases in it, rolled back with its data, not real commits. (Asked of
+    the engine, not of the active sandboxes: one on another engine does not stand in the way.)"""
+    outer = engine.pinned_to
+    if not isinstance(outer, Sandbox) or not outer.active:
         return
     label = getattr(outer, "label", None) or f"a sandbox on {outer.engine.target} started by a wider fixture"
     pytest.fail(
