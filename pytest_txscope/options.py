@@ -21,6 +21,7 @@ from .import_paths import import_object
 from .ini_keys import INI_KEYS, check_unknown_keys
 from .intercept import DRIVERS as CONNECT_DRIVERS
 from .intercept import drivers_to_intercept
+from .migrations import ALEMBIC_PREFIX
 from .url import DatabaseURL
 
 __all__ = [
@@ -48,7 +49,8 @@ _SAVEPOINT_MODES = ("auto", "on", "off")
 _THREAD_MODES = ("shared", "strict")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SCHEMA_FORMS = (
-    "an SQL file (path/to/schema.sql, relative to the ini file) or an import path (package.module:attribute)"
+    "an SQL file (path/to/schema.sql, relative to the ini file), an import path (package.module:attribute) "
+    "or alembic migrations (alembic:path/to/alembic.ini)"
 )
 
 
@@ -65,11 +67,13 @@ def _scalar(kind: type) -> Any:
 
 @dataclass(frozen=True)
 class SchemaEntry:
-    """One ``txscope_schema`` entry: an SQL file, or an import path to a callable taking the engine."""
+    """One ``txscope_schema`` entry: an SQL file, an import path to a callable taking the engine, or an alembic
+    configuration file whose migrations are run (``alembic:path/to/alembic.ini``)."""
 
     text: str
     path: Path | None = None
     import_path: str | None = None
+    alembic: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,15 @@ def _ini_bool(config: pytest.Config, ini: str) -> bool:
 
 
 def _schema_entry(text: str, base: Path) -> SchemaEntry:
+    if text.startswith(ALEMBIC_PREFIX):
+        from .migrations import check_alembic
+
+        ini = (base / text.removeprefix(ALEMBIC_PREFIX).strip()).resolve()
+        try:
+            check_alembic(ini, f"txscope_schema entry {text!r}")
+        except ConfigurationError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return SchemaEntry(text, alembic=ini)
     if _IMPORT_PATH.match(text) and not text.endswith(".sql"):
         return SchemaEntry(text, import_path=text)
     path = (base / text).resolve()

@@ -87,7 +87,11 @@ def schema_key_of(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
     parts: list[bytes | str] = []
     for entry in entries:
         parts.append(entry.text)
-        if entry.path is not None:
+        if entry.alembic is not None:
+            from .migrations import key_parts
+
+            parts += key_parts(entry.alembic, f"txscope_schema entry {entry.text!r}")
+        elif entry.path is not None:
             parts.append(entry.path.read_bytes())
         elif entry.import_path is not None:
             import_object("txscope_schema", entry.import_path)
@@ -100,7 +104,12 @@ def schema_key_of(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
 def build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
     def build(engine: Engine) -> None:
         for entry in entries:
-            if entry.path is not None:
+            if entry.alembic is not None:
+                from .migrations import upgrade_head
+
+                assert engine.url is not None
+                upgrade_head(entry.alembic, f"txscope_schema entry {entry.text!r}", engine.url)
+            elif entry.path is not None:
                 engine.executescript(entry.path.read_text(encoding="utf-8"), source=str(entry.path))
             else:
                 assert entry.import_path is not None

@@ -13,6 +13,7 @@ from .errors import DatabaseAccessError
 from .options import SETTINGS
 from .plugin_database import STATE, app_engines, sqlalchemy_module
 from .plugin_teardown import clean_changed
+from .sandbox import Sandbox
 
 __all__ = ["blocked", "clean_changed_tables", "commit_mode"]
 
@@ -57,10 +58,27 @@ def commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     from .provision import check_safe
 
     engine: Engine = request.getfixturevalue("db_engine")
+    _refuse_inside_wider_sandbox(engine)
     if engine.url is not None:  # refuse before the test commits anything, not after
         check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
     yield
     clean_changed_tables(request, engine)
+
+
+def _refuse_inside_wider_sandbox(engine: Engine) -> None:
+    """A sandbox of a wider scope (``db_module_sandbox``, a fixture's own ``Sandbox``) pins ``db_engine``: the
+    test's commits would be savepoint releases in it, rolled back with its data, not real commits. (Asked of
+    the engine, not of the active sandboxes: one on another engine does not stand in the way.)"""
+    outer = engine.pinned_to
+    if not isinstance(outer, Sandbox) or not outer.active:
+        return
+    label = getattr(outer, "label", None) or f"a sandbox on {outer.engine.target} started by a wider fixture"
+    pytest.fail(
+        f"@pytest.mark.txscope(commit=True) cannot run while {label} is active: db_engine is pinned to it, so "
+        "nothing this test commits would be committed; move the test out of the scope whose tests use that "
+        "sandbox (another module or class)",
+        pytrace=False,
+    )
 
 
 def clean_changed_tables(request: pytest.FixtureRequest, engine: Engine) -> None:

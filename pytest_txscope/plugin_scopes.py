@@ -35,6 +35,7 @@ __all__ = [
     "reported",
     "run_engine",
     "sandbox_scope",
+    "wide_sandbox",
 ]
 
 MARKER = "txscope"
@@ -143,6 +144,51 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not reported(node, error):
             raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
+
+
+WIDE_SCOPES = {"session": "db_run_sandbox", "module": "db_module_sandbox", "class": "db_class_sandbox"}
+"""The sandboxes of wider scopes, by pytest scope: the fixture that starts each."""
+_RANK = {"session": 0, "module": 1, "class": 2}
+
+
+def wide_sandbox(request: pytest.FixtureRequest, db_engine: Engine, scope: str) -> Iterator[Sandbox]:
+    """Yield a sandbox that lasts for ``scope`` (the run, a module, a class): what fixtures of that scope write
+    into it is seen by every test that runs while it is active, each test's sandbox nested in it (a savepoint,
+    rolled back to after the test); the whole is rolled back when the scope ends."""
+    name = WIDE_SCOPES[scope]
+    narrower = [box for rank, box in _wide_active if rank > _RANK[scope]]
+    if narrower:  # it would nest in a sandbox that ends first, and end with it
+        pytest.fail(
+            f"{name} was first requested while {narrower[-1].label} was active, and would end with it; request "
+            f"{name} earlier: in the first test that needs it, or from a {scope}-scoped autouse fixture in "
+            "conftest.py",
+            pytrace=False,
+        )
+    settings = request.config.stash[SETTINGS]
+    sandbox = PluginSandbox(
+        db_engine,
+        engines=app_engines(request),
+        protect_statements=settings.protect_statements(),
+        threads=settings.threads,
+    )
+    sandbox.label = f"{name} ({scope} scope, {request.node.nodeid or 'the run'})"
+    sandbox.start()
+    sandbox.thread_timeout = settings.thread_timeout
+    _pin_sqlalchemy_engines(request, sandbox)
+    _wide_active.append((_RANK[scope], sandbox))
+    try:
+        yield sandbox
+    finally:
+        _wide_active.remove((_RANK[scope], sandbox))
+        try:
+            sandbox.stop()
+        except SandboxEscapeError:
+            clean_changed_tables(request, db_engine)  # so that the next scope starts clean
+            raise
+
+
+_wide_active: list[tuple[int, PluginSandbox]] = []
+"""The active sandboxes of wider scopes, outermost first, with their scope's rank (the run's is 0)."""
 
 
 def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:

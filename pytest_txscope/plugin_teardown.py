@@ -49,6 +49,9 @@ __all__ = [
 class PluginSandbox(Sandbox):
     """The test's sandbox: a `Sandbox` that also notes where the test's code begins its transactions."""
 
+    label: str | None = None
+    """For a sandbox of a wider scope (``db_module_sandbox`` ...): which one, for messages."""
+
     def start(self) -> PluginSandbox:
         # Keyed by session (a transaction's ``session``).
         self._began: dict[object, Place | None] = {}

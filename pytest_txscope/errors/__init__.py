@@ -29,6 +29,7 @@ from pytest_txscope.errors.notices import (
 )
 from pytest_txscope.errors.setup import (
     ImportPathError,
+    MigrationError,
     ParameterError,
     RestoreError,
     ScriptError,
@@ -63,6 +64,7 @@ __all__ = [
     "ImplicitCommitError",
     "ImportPathError",
     "MalformedURLError",
+    "MigrationError",
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",

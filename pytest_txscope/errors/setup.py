@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pytest_txscope.errors.base import ConfigurationError, TxScopeError
 
-__all__ = ["ImportPathError", "ParameterError", "RestoreError", "ScriptError", "UnsafeDatabaseError"]
+__all__ = [
+    "ImportPathError",
+    "MigrationError",
+    "ParameterError",
+    "RestoreError",
+    "ScriptError",
+    "UnsafeDatabaseError",
+]
 
 
 class ScriptError(TxScopeError, RuntimeError):
@@ -33,6 +40,20 @@ class ScriptError(TxScopeError, RuntimeError):
         super().__init__(
             f"{source}, line {line}: statement {number} of {total} failed: {short!r}: "
             f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}; {kept}"
+        )
+
+
+class MigrationError(TxScopeError, RuntimeError):
+    """A migration failed while the test database was built (``txscope_schema = alembic:...``); names the
+    revision and the database's error."""
+
+    def __init__(self, source: str, where: str, error: str) -> None:
+        self.source = source
+        self.where = where
+        self.error = error
+        super().__init__(
+            f"{source}: {where} failed: {error}; fix the migration (the database being built was dropped, "
+            "and is built again on the next run)"
         )
 
 

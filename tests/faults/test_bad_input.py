@@ -218,8 +218,8 @@ def ini(pytester: pytest.Pytester, *lines: str) -> None:
             [],
             None,
             "ERROR: txscope_schema entry 'schema.sql.txt' is neither a file (looked for */schema.sql.txt) nor an "
-            "import path; use an SQL file (path/to/schema.sql, relative to the ini file) or an import path "
-            "(package.module:attribute)",
+            "import path; use an SQL file (path/to/schema.sql, relative to the ini file), an import path "
+            "(package.module:attribute) or alembic migrations (alembic:path/to/alembic.ini)",
             id="schema-missing-file",
         ),
         pytest.param(

@@ -396,8 +396,8 @@ def test_b(catalog, db_session):
         (
             "txscope_schema = missing.sql",
             "ERROR: txscope_schema entry 'missing.sql' is neither a file (looked for */missing.sql) nor an import "
-            "path; use an SQL file (path/to/schema.sql, relative to the ini file) or an import path "
-            "(package.module:attribute)",
+            "path; use an SQL file (path/to/schema.sql, relative to the ini file), an import path "
+            "(package.module:attribute) or alembic migrations (alembic:path/to/alembic.ini)",
         ),
         (
             "txscope_engines = app.engine",
