@@ -30,6 +30,7 @@ from .plugin_scopes import (
     INTERCEPTION,
     MARKER,
     SANDBOXED,
+    SANDBOXES,
     marker_options,
     run_engine,
     sandbox_scope,
@@ -42,6 +43,7 @@ __all__ = [
     "async_db_session",
     "db_engine",
     "db_sandbox",
+    "db_sandboxes",
     "db_session",
     "import_object",
     "sa_session",
@@ -67,7 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; "
+        f"{MARKER}(commit=False, threads=None, databases=None): run the test in a database sandbox rolled "
+        "back afterwards; databases=['default', 'reports'] sandboxes the txscope_databases named too; "
         'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
         "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
         "changed",
@@ -260,7 +263,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 # times per test even for a cached session fixture, which on SQLite cost more than the sandbox itself. The
 # public pytest_fixture_setup hook hands over the same request object, just before pytest calls the fixture.
 _OWN_FIXTURES = frozenset(
-    {"db_engine", "db_sandbox", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
+    {"db_engine", "db_sandbox", "db_sandboxes", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
 )
 _PENDING: dict[str, pytest.FixtureRequest] = {}
 
@@ -292,6 +295,20 @@ def db_sandbox(db_engine: Engine) -> Iterator[Sandbox]:
     back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
     """
     yield from sandbox_scope(_request_of("db_sandbox"), db_engine)
+
+
+@pytest.fixture
+def db_sandboxes(db_sandbox: Sandbox) -> dict[str, Sandbox]:
+    """The test's sandboxes by database name (function scope): ``"default"`` (``db_sandbox``) and each
+    ``txscope_databases`` database the test opted in to with ``@pytest.mark.txscope(databases=[...])``::
+
+        @pytest.mark.txscope(databases=["default", "reports"])
+        def test_report(db_sandboxes):
+            reports = db_sandboxes["reports"].session()
+            reports.execute("INSERT INTO daily (total) VALUES (1)")
+    """
+    node = _request_of("db_sandboxes").node
+    return {"default": db_sandbox, **node.stash.get(SANDBOXES, {})}
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from .plugin_database import (
     setup_failed,
     sqlalchemy_module,
 )
+from .plugin_databases import ALL, DEFAULT, NamedDatabase, OtherSandboxes, check_names, route_engines
 from .plugin_modes import clean_changed_tables
 from .plugin_teardown import PluginSandbox, end_sandbox
 from .sandbox import THREAD_MODES, Sandbox
@@ -31,6 +32,7 @@ __all__ = [
     "INTERCEPTION",
     "MARKER",
     "SANDBOXED",
+    "SANDBOXES",
     "marker_options",
     "reported",
     "run_engine",
@@ -42,6 +44,8 @@ FAILURE = pytest.StashKey[BaseException]()
 """The test's own failure (call or setup), so that teardown does not report the same fault again."""
 SANDBOXED = pytest.StashKey[bool]()
 """Whether the test ran in a sandbox."""
+SANDBOXES = pytest.StashKey[dict[str, Sandbox]]()
+"""The test's sandboxes on the other databases it opted in to (``txscope_databases``), by name."""
 INTERCEPTION = pytest.StashKey[Interception]()
 """The run's interception of drivers' ``connect()`` (``txscope_connect``)."""
 
@@ -81,6 +85,8 @@ def run_engine(
         state.engine = None
         if engine is not None:
             engine.dispose()
+        while state.others:
+            state.others.popitem()[1].dispose()
         dispose_app_engines(config)
         if state.created:
             from .provision import drop
@@ -117,37 +123,96 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
         )
     check_async_backend(request)
     settings = request.config.stash[SETTINGS]
-    sandbox = PluginSandbox(
-        db_engine,
-        engines=app_engines(request),
-        protect_statements=settings.protect_statements(),
-        threads=options.get("threads") or settings.threads,
-    )
-    sandbox.start()
+
+    def make(engine: Engine, engines: tuple[Engine, ...]) -> PluginSandbox:
+        made = PluginSandbox(
+            engine,
+            engines=engines,
+            protect_statements=settings.protect_statements(),
+            threads=options.get("threads") or settings.threads,
+        )
+        made.thread_timeout = settings.thread_timeout
+        return made
+
+    # With txscope_databases, the other databases' sandboxes start first: the default's is Sandbox.current().
+    others = start_others(request, options.get("databases") or (), make) if settings.databases else None
+    sandbox = make(db_engine, app_engines(request) if others is None else others.default_engines)
+    try:
+        sandbox.start()
+    except BaseException:
+        if others is not None:
+            others.stop(Sandbox.stop)
+        raise
     node.stash[SANDBOXED] = True
     _report_early_connections(request.config, db_engine)
-    sandbox.thread_timeout = settings.thread_timeout
-    watched = _pin_sqlalchemy_engines(request, sandbox)
+    watched = _pin_sqlalchemy_engines(request, sandbox, others)
     node.stash[_SANDBOX] = sandbox
     try:
         yield sandbox
     finally:
         del node.stash[_SANDBOX]
     try:
-        end_sandbox(sandbox, lambda error: reported(node, error), failed=FAILURE in node.stash)
-    except SandboxEscapeError as exc:
-        clean_changed_tables(request, db_engine)  # so that the next test starts clean
-        if not reported(node, exc.reported):  # the test failed with the escape's own error already
-            raise
+        _end(request, sandbox, db_engine)
+    finally:
+        if others is not None:
+            others.stop(lambda other: _end(request, other, None))
     # An unpinned engine's refusal that the code under test caught must still fail the test.
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not reported(node, error):
             raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
+    for refusal in others.refused if others is not None else ():
+        if not reported(node, refusal):
+            raise refusal.with_traceback(None)
 
 
-def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:
+def _end(request: pytest.FixtureRequest, sandbox: Sandbox, engine: Engine | None) -> None:
+    """End one of the test's sandboxes; after an escaped commit, clean ``engine``'s tables (the run's own
+    database: the tables of the others were not snapshot)."""
+    node = request.node
+    assert isinstance(sandbox, PluginSandbox)
+    try:
+        end_sandbox(sandbox, lambda error: reported(node, error), failed=FAILURE in node.stash)
+    except SandboxEscapeError as exc:
+        if engine is not None:
+            clean_changed_tables(request, engine)  # so that the next test starts clean
+        if not reported(node, exc.reported):  # the test failed with the escape's own error already
+            raise
+
+
+def start_others(
+    request: pytest.FixtureRequest,
+    wanted: tuple[str, ...],
+    make: Callable[[Engine, tuple[Engine, ...]], Sandbox],
+) -> OtherSandboxes:
+    """The test's sandboxes on the other databases it opted in to (``txscope_databases``), started."""
+    config = request.config
+    settings, state = config.stash[SETTINGS], config.stash[STATE]
+    if state.routes is None:
+        engines = app_engines(request)
+        state.routes = route_engines(settings.databases, engines, state.sa_engines)
+
+    def engine_of(database: NamedDatabase) -> Engine:
+        if database.name not in state.others:
+            state.others[database.name] = Engine.from_url(database.url)
+        return state.others[database.name]
+
+    others = OtherSandboxes(settings.databases, state.routes, wanted)
+    try:
+        others.start(engine_of, make)
+    except BaseException as exc:
+        others.stop(Sandbox.stop)
+        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
+            setup_failed(request, exc, "the application's engines")
+        raise
+    request.node.stash[SANDBOXES] = others.sandboxes
+    return others
+
+
+def _pin_sqlalchemy_engines(
+    request: pytest.FixtureRequest, sandbox: Sandbox, others: OtherSandboxes | None
+) -> bool:
     """Pin the app's SQLAlchemy engines to ``sandbox`` and watch the others; whether they are watched."""
-    sa_engines = request.config.stash[STATE].sa_engines
+    sa_engines = request.config.stash[STATE].sa_engines if others is None else others.default_sa_engines
     watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
     try:
         if sa_engines:
@@ -156,6 +221,8 @@ def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) ->
             sqlalchemy_module().watch_unpinned(sandbox)
     except BaseException as exc:
         sandbox.stop()
+        if others is not None:
+            others.stop(Sandbox.stop)
         if isinstance(exc, EngineMismatchError):  # every test would fail the same way
             setup_failed(request, exc, "the application's engines")
         raise
@@ -163,8 +230,11 @@ def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) ->
 
 
 def _marker_signature(
-    *, commit: bool = False, shared: bool = False, threads: str | None = None
+    *, commit: bool = False, shared: bool = False, threads: str | None = None, databases: Any = None
 ) -> dict[str, Any]:
+    names = _database_names(databases)
+    if commit and names and names != (DEFAULT,):
+        raise TypeError("commit=True runs on the default database only; leave out databases=[...]")
     for name, value in (("commit", commit), ("shared", shared)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -176,7 +246,22 @@ def _marker_signature(
         raise TypeError(
             "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
         )
-    return {"commit": commit, "shared": shared, "threads": "shared" if shared else threads}
+    return {
+        "commit": commit,
+        "shared": shared,
+        "threads": "shared" if shared else threads,
+        "databases": names,
+    }
+
+
+def _database_names(databases: Any) -> tuple[str, ...]:
+    if databases is None:
+        return ()
+    if databases == ALL:
+        return (ALL,)
+    if isinstance(databases, (list, tuple)) and all(isinstance(n, str) for n in databases):
+        return tuple(databases)
+    raise TypeError(f'databases must be a list of database names or "__all__", not {databases!r}')
 
 
 def marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -185,10 +270,18 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
     if marker is None:
         return {}
     try:
-        return _marker_signature(*marker.args, **marker.kwargs)
+        options = _marker_signature(*marker.args, **marker.kwargs)
     except TypeError as exc:
         message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
+    else:
+        problem = options["databases"] and check_names(
+            options["databases"], item.config.stash[SETTINGS].databases
+        )
+        if not problem:
+            return options
+        message = problem
     pytest.fail(
-        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict'",
+        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict', "
+        "databases=['default', ...]",
         pytrace=False,
     )

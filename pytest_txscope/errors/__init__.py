@@ -37,6 +37,7 @@ from pytest_txscope.errors.setup import (
 from pytest_txscope.errors.transactions import (
     AsyncContextError,
     DatabaseAccessError,
+    DatabaseNotAllowedError,
     EngineMismatchError,
     ImplicitCommitError,
     MissingEngineError,
@@ -58,6 +59,7 @@ __all__ = [
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
+    "DatabaseNotAllowedError",
     "EngineMismatchError",
     "ImplicitCommitError",
     "ImportPathError",

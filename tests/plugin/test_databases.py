@@ -1,0 +1,191 @@
+"""Several databases in one test (``txscope_databases``): each configured database gets a sandbox in the tests
+that opt in to it, the application's engines go to the sandbox of their own database (matched by URL), and an
+engine on a database the test did not opt in to is refused before it sends anything.
+
+Each generated project has a default database (``txscope_url``) with an ``items`` table and a ``reports``
+database with a ``daily`` table, on the backends given; after its run, both are checked empty from outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_txscope import DatabaseURL
+from pytest_txscope.sqlalchemy import sqlalchemy_url
+
+from ..backends import Backend, make_backend, sibling_url
+
+APP = """
+import os
+from sqlalchemy import create_engine
+
+main = create_engine(os.environ["APP_MAIN_URL"])
+reports = create_engine(os.environ["APP_REPORTS_URL"])
+"""
+
+TESTS = """
+import pytest
+from sqlalchemy import text
+
+import app
+
+
+def count(engine, table):
+    with engine.connect() as connection:
+        return connection.scalar(text(f"SELECT count(*) FROM {table}"))
+
+
+@pytest.mark.txscope(databases=["default", "reports"])
+def test_1_both(db_sandboxes):
+    with app.main.begin() as connection:
+        connection.execute(text("INSERT INTO items (name) VALUES ('a')"))
+    with app.reports.begin() as connection:
+        connection.execute(text("INSERT INTO daily (total) VALUES (7)"))
+    assert count(app.main, "items") == 1 and count(app.reports, "daily") == 1
+    assert db_sandboxes["reports"].session().fetchscalar("SELECT total FROM daily") == 7
+    assert db_sandboxes["default"].session().fetchscalar("SELECT count(*) FROM items") == 1
+
+
+@pytest.mark.txscope(databases="__all__")
+def test_2_all(db_sandboxes):
+    with app.reports.begin() as connection:
+        connection.execute(text("INSERT INTO daily (total) VALUES (8)"))
+    assert sorted(db_sandboxes) == ["default", "reports"]
+    assert count(app.reports, "daily") == 1
+
+
+def test_3_default_only(db_session):
+    with app.main.begin() as connection:
+        connection.execute(text("INSERT INTO items (name) VALUES ('b')"))
+    with app.reports.begin() as connection:
+        connection.execute(text("INSERT INTO daily (total) VALUES (1)"))
+
+
+def test_4_caught_all_the_same(db_session):
+    try:
+        with app.reports.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        pass
+"""
+
+REFUSED = (
+    "E *pytest_txscope.errors.transactions.DatabaseNotAllowedError: Engine(*) connected to the database "
+    "'reports' (txscope_databases), which this test did not opt in to: its work there would not be rolled "
+    "back; mark the test @pytest.mark.txscope(databases=[[]'default', 'reports'])"
+)
+
+
+@contextlib.contextmanager
+def database(name: str, tmp_path: Path, stem: str, ddl: str) -> Iterator[str]:
+    """A database of this test's own on backend ``name`` holding the table ``ddl`` makes; dropped after."""
+    with contextlib.ExitStack() as stack:
+        backend: Backend = stack.enter_context(contextlib.contextmanager(make_backend)(name, tmp_path))
+        if backend.family == "sqlite":
+            url = f"sqlite:///{tmp_path / f'{stem}_test.db'}"
+        else:
+            url = sibling_url(backend, stem)
+            _server(backend, f"DROP DATABASE IF EXISTS {_name(url)}", f"CREATE DATABASE {_name(url)}")
+            stack.callback(_server, backend, f"DROP DATABASE IF EXISTS {_name(url)}")
+        _peer(Backend(backend.name, url), ddl)
+        yield url
+
+
+def _name(url: str) -> str:
+    return DatabaseURL.parse(url).database
+
+
+def _server(backend: Backend, *statements: str) -> None:
+    peer = backend.peer()
+    try:
+        for statement in statements:
+            peer.execute(statement)
+    finally:
+        peer.close()
+
+
+def _peer(backend: Backend, sql: str) -> list[tuple[object, ...]]:
+    peer = backend.peer()
+    try:
+        if sql.startswith("SELECT"):
+            return peer.fetchall(sql)
+        peer.execute(sql)
+        return []
+    finally:
+        peer.close()
+
+
+def _items(name: str) -> str:
+    serial = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": "SERIAL PRIMARY KEY"}.get(
+        name.partition("-")[0], "INTEGER PRIMARY KEY AUTO_INCREMENT"
+    )
+    return f"CREATE TABLE items (id {serial}, name VARCHAR(20))"
+
+
+def run_project(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    default: tuple[str, str],
+    reports: tuple[str, str],
+    ini: tuple[str, ...] = (),
+) -> pytest.RunResult:
+    """Run a project on the databases ``default`` and ``reports`` (each: backend name, URL), in a subprocess:
+    the interception of drivers' connect() and SQLAlchemy's pools stay out of this process."""
+    for variable, (_, url) in (("APP_MAIN_URL", default), ("APP_REPORTS_URL", reports)):
+        rendered = sqlalchemy_url(DatabaseURL.parse(url)).render_as_string(hide_password=False)
+        monkeypatch.setenv(variable, rendered)
+    pytester.makepyfile(app=APP, test_app=TESTS)
+    lines = [
+        "[pytest]",
+        f"txscope_url = {default[1]}",
+        "txscope_databases =",
+        f"    reports = {reports[1]}",
+        "txscope_engines =",
+        "    app:main",
+        "    app:reports",
+        "addopts = -p no:randomly",
+        *ini,
+    ]
+    pytester.makefile(".ini", pytest="\n".join(lines))
+    return pytester.runpytest_subprocess()
+
+
+def check_run(result: pytest.RunResult, default: tuple[str, str], reports: tuple[str, str]) -> None:
+    # The refusal caught by the code under test fails the test at its teardown all the same.
+    result.assert_outcomes(passed=3, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*_ ERROR at teardown of test_4_*", REFUSED, "*_ test_3_default_only _*", REFUSED]
+    )
+    for (name, url), table in ((default, "items"), (reports, "daily")):
+        assert _peer(Backend(name, url), f"SELECT count(*) FROM {table}") == [(0,)], (name, table)
+
+
+@pytest.mark.backends("sqlite-file", "postgresql", "mysql", exact=True)
+def test_two_databases_on_one_backend(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, backend: Backend, tmp_path: Path
+) -> None:
+    with (
+        database(backend.name, tmp_path, "main", _items(backend.name)) as main_url,
+        database(backend.name, tmp_path, "reports", "CREATE TABLE daily (total INTEGER)") as reports_url,
+    ):
+        default, reports = (backend.name, main_url), (backend.name, reports_url)
+        check_run(run_project(pytester, monkeypatch, default, reports), default, reports)
+
+
+MIXES = [("postgresql", "sqlite-file"), ("sqlite-file", "mysql"), ("mysql", "postgresql")]
+
+
+@pytest.mark.parametrize(("main", "other"), MIXES, ids=[f"{a}+{b}" for a, b in MIXES])
+def test_databases_on_different_backends(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, main: str, other: str
+) -> None:
+    with (
+        database(main, tmp_path, "main", _items(main)) as main_url,
+        database(other, tmp_path, "reports", "CREATE TABLE daily (total INTEGER)") as reports_url,
+    ):
+        default, reports = (main, main_url), (other, reports_url)
+        check_run(run_project(pytester, monkeypatch, default, reports), default, reports)
