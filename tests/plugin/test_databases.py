@@ -189,3 +189,89 @@ def test_databases_on_different_backends(
     ):
         default, reports = (main, main_url), (other, reports_url)
         check_run(run_project(pytester, monkeypatch, default, reports), default, reports)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+SECRET = (
+    "postgresql://app:Sekr1t-pw-txscope@localhost/reports_test"  # tests/password_scan.py fails on it shown
+)
+BAD_LINES = {
+    "no-equals": (
+        [f"reports {SECRET}"],
+        "ERROR: txscope_databases line 'reports postgresql://app:***@localhost/reports_test' is not NAME = URL "
+        "(a name made of letters, digits and underscores); write it as: "
+        "reports = postgresql://user@localhost/reports_test",
+    ),
+    "url-only": (
+        [f"{SECRET}?sslmode=require"],
+        "ERROR: txscope_databases line 'postgresql://app:***@localhost/reports_test?sslmode=require' is not "
+        "NAME = URL *",
+    ),
+    "default": (
+        ["default = sqlite:///other_test.db"],
+        "ERROR: txscope_databases: the name 'default' is taken by txscope_url; give the database another name",
+    ),
+    "twice": (
+        [f"reports = {SECRET}", "reports = sqlite:///other_test.db"],
+        "ERROR: txscope_databases: the name 'reports' is used twice; give the database another name",
+    ),
+    "bad-url": (
+        ["reports = nosuch://app:Sekr1t-pw-txscope@localhost/x"],
+        "ERROR: txscope_databases: reports: *nosuch://app:***@localhost/x*",
+    ),
+    "same-as-default": (
+        ["reports = sqlite:///main_test.db"],
+        "ERROR: txscope_databases: reports (sqlite:///main_test.db) is the same database as 'default'; a database "
+        "is sandboxed once per test: remove the line, or point it at another database",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LINES)
+def test_a_bad_line_is_one_clear_error(pytester: pytest.Pytester, case: str) -> None:
+    lines, expected = BAD_LINES[case]
+    pytester.chdir()
+    ini = [
+        "[pytest]",
+        "txscope_url = sqlite:///main_test.db",
+        "txscope_databases =",
+        *(f"    {x}" for x in lines),
+    ]
+    pytester.makefile(".ini", pytest="\n".join(ini))
+    pytester.makepyfile(test_x="def test_x(db_session):\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "Sekr1t" not in text, text
+    assert [e for e in result.errlines if e.startswith("ERROR:")] == [result.errlines[0]], result.errlines
+    result.stderr.fnmatch_lines([expected.replace("[", "[[]")])
+
+
+BAD_MARKERS = {
+    '["nope"]': "*test_x.py::test_x: databases=[[]...] names 'nope', which is not configured (configured: "
+    "default, reports); add the ini line 'txscope_databases = nope = <its URL>', or correct the name; valid "
+    "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]",
+    '"reports"': "*test_x.py::test_x: databases must be a list of database names or \"__all__\", not 'reports'; "
+    "valid arguments: *",
+    '["reports"], commit=True': "*test_x.py::test_x: commit=True runs on the default database only; leave out "
+    "databases=[[]...]; valid arguments: *",
+}
+
+
+@pytest.mark.parametrize("arguments", BAD_MARKERS)
+def test_a_bad_databases_argument_is_one_clear_error(pytester: pytest.Pytester, arguments: str) -> None:
+    pytester.chdir()
+    ini = [
+        "[pytest]",
+        "txscope_url = sqlite:///main_test.db",
+        "txscope_databases =",
+        f"    reports = {SECRET}",
+    ]
+    pytester.makefile(".ini", pytest="\n".join(ini))
+    pytester.makepyfile(
+        test_x=f"import pytest\n\n@pytest.mark.txscope(databases={arguments})\ndef test_x():\n    pass\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    assert "Traceback" not in result.stdout.str() and "_ _ _ _" not in result.stdout.str()
+    result.stdout.fnmatch_lines([BAD_MARKERS[arguments]])
