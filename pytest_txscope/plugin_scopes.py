@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from .core import Engine
 from .errors import EngineMismatchError, SandboxEscapeError
 from .intercept import Interception
-from .options import SETTINGS
+from .options import SETTINGS, Settings
 from .plugin_asyncio import check_async_backend
 from .plugin_database import (
     STATE,
@@ -123,26 +123,15 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
         )
     check_async_backend(request)
     settings = request.config.stash[SETTINGS]
-
-    def make(engine: Engine, engines: tuple[Engine, ...]) -> PluginSandbox:
-        made = PluginSandbox(
-            engine,
-            engines=engines,
-            protect_statements=settings.protect_statements(),
-            threads=options.get("threads") or settings.threads,
-        )
-        made.thread_timeout = settings.thread_timeout
-        return made
-
+    threads = options.get("threads") or settings.threads
     # With txscope_databases, the other databases' sandboxes start first: the default's is Sandbox.current().
-    others = start_others(request, options.get("databases") or (), make) if settings.databases else None
-    sandbox = make(db_engine, app_engines(request) if others is None else others.default_engines)
-    try:
+    others = start_others(request, options.get("databases") or (), threads) if settings.databases else None
+    engines = app_engines(request) if others is None else others.default_engines
+    sandbox = _new_sandbox(settings, threads, db_engine, engines)
+    if others is None:
         sandbox.start()
-    except BaseException:
-        if others is not None:
-            others.stop(Sandbox.stop)
-        raise
+    else:
+        _start_last(sandbox, others)
     node.stash[SANDBOXED] = True
     _report_early_connections(request.config, db_engine)
     watched = _pin_sqlalchemy_engines(request, sandbox, others)
@@ -151,17 +140,44 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
         yield sandbox
     finally:
         del node.stash[_SANDBOX]
-    try:
+    if others is None:
         _end(request, sandbox, db_engine)
-    finally:
-        if others is not None:
-            others.stop(lambda other: _end(request, other, None))
+    else:
+        _end_all(request, sandbox, others)
     # An unpinned engine's refusal that the code under test caught must still fail the test.
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not reported(node, error):
             raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
-    for refusal in others.refused if others is not None else ():
-        if not reported(node, refusal):
+
+
+def _new_sandbox(
+    settings: Settings, threads: str, engine: Engine, engines: tuple[Engine, ...]
+) -> PluginSandbox:
+    sandbox = PluginSandbox(
+        engine, engines=engines, protect_statements=settings.protect_statements(), threads=threads
+    )
+    sandbox.thread_timeout = settings.thread_timeout
+    return sandbox
+
+
+def _start_last(sandbox: Sandbox, others: OtherSandboxes) -> None:
+    """Start the default database's sandbox after the others' (stopped again if it cannot start)."""
+    try:
+        sandbox.start()
+    except BaseException:
+        others.stop(Sandbox.stop)
+        raise
+
+
+def _end_all(request: pytest.FixtureRequest, sandbox: Sandbox, others: OtherSandboxes) -> None:
+    """End the test's sandboxes on every database; a refusal of a database it did not opt in to that the code
+    under test caught fails the test all the same."""
+    try:
+        _end(request, sandbox, sandbox.engine)
+    finally:
+        others.stop(lambda other: _end(request, other, None))
+    for refusal in others.refused:
+        if not reported(request.node, refusal):
             raise refusal.with_traceback(None)
 
 
@@ -179,11 +195,7 @@ def _end(request: pytest.FixtureRequest, sandbox: Sandbox, engine: Engine | None
             raise
 
 
-def start_others(
-    request: pytest.FixtureRequest,
-    wanted: tuple[str, ...],
-    make: Callable[[Engine, tuple[Engine, ...]], Sandbox],
-) -> OtherSandboxes:
+def start_others(request: pytest.FixtureRequest, wanted: tuple[str, ...], threads: str) -> OtherSandboxes:
     """The test's sandboxes on the other databases it opted in to (``txscope_databases``), started."""
     config = request.config
     settings, state = config.stash[SETTINGS], config.stash[STATE]
@@ -198,7 +210,7 @@ def start_others(
 
     others = OtherSandboxes(settings.databases, state.routes, wanted)
     try:
-        others.start(engine_of, make)
+        others.start(engine_of, lambda engine, engines: _new_sandbox(settings, threads, engine, engines))
     except BaseException as exc:
         others.stop(Sandbox.stop)
         if isinstance(exc, EngineMismatchError):  # every test would fail the same way

@@ -277,3 +277,67 @@ def test_a_bad_databases_argument_is_one_clear_error(pytester: pytest.Pytester, 
     assert "Traceback" not in result.stdout.str()
     assert "_ _ _ _" not in result.stdout.str()
     result.stdout.fnmatch_lines([BAD_MARKERS[arguments]])
+
+
+# ------------------------------------------------------------- pytest-txscope engines and drivers' connect()
+RAW_APP = """
+import os
+import sqlite3
+
+from pytest_txscope import Engine
+
+engine = Engine.from_url(os.environ["APP_REPORTS_URL"])
+
+
+def add_raw(total):
+    connection = sqlite3.connect(os.environ["APP_REPORTS_FILE"])
+    connection.execute("INSERT INTO daily (total) VALUES (?)", (total,))
+    connection.commit()
+    connection.close()
+
+
+def add(total):
+    with engine as tx:
+        tx.execute("INSERT INTO daily (total) VALUES (:t)", {"t": total})
+"""
+
+RAW_TESTS = """
+import pytest
+
+import app
+
+
+@pytest.mark.txscope(databases=["default", "reports"])
+def test_1_both(db_sandboxes):
+    app.add_raw(1)
+    app.add(2)
+    assert db_sandboxes["reports"].session().fetchscalar("SELECT count(*) FROM daily") == 2
+
+
+def test_2_default_only(db_session):
+    app.add(3)
+"""
+
+
+def test_engines_and_connects_go_to_their_own_database(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports_test.db"
+    _peer(Backend("sqlite-file", f"sqlite:///{reports}"), "CREATE TABLE daily (total INTEGER)")
+    monkeypatch.setenv("APP_REPORTS_URL", f"sqlite:///{reports}")
+    monkeypatch.setenv("APP_REPORTS_FILE", str(reports))
+    pytester.makepyfile(app=RAW_APP, test_app=RAW_TESTS)
+    ini = [
+        "[pytest]",
+        f"txscope_url = sqlite:///{tmp_path / 'main_test.db'}",
+        "txscope_databases =",
+        f"    reports = sqlite:///{reports}",
+        "txscope_engines = app:engine",
+        "txscope_connect = auto",
+        "addopts = -p no:randomly",
+    ]
+    pytester.makefile(".ini", pytest="\n".join(ini))
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([REFUSED.replace("Engine(*)", f"Engine(sqlite:///{reports})")])
+    assert _peer(Backend("sqlite-file", f"sqlite:///{reports}"), "SELECT count(*) FROM daily") == [(0,)]
