@@ -104,9 +104,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     tail = f", {', '.join(extras)}" if extras else ""
     embedded = config.stash.get(EMBEDDED, None)
     target = f"embedded SQLite in {embedded.database}" if embedded else settings.describe_target()
+    others = ", ".join(f"{d.name} = {d.url}" for d in settings.databases)
     return [
         f"txscope: {target} [{backend}, from {settings.url_source}]; rollback per test, "
         f"statement savepoints {savepoints}{tail}",
+        *([f"txscope_databases: {others}"] if others else []),  # passwords masked, as in the line above
         *header_lines(config),
     ]
 

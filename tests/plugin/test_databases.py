@@ -276,7 +276,9 @@ def test_a_bad_databases_argument_is_one_clear_error(pytester: pytest.Pytester, 
     result.assert_outcomes(errors=1)
     assert "Traceback" not in result.stdout.str()
     assert "_ _ _ _" not in result.stdout.str()
-    result.stdout.fnmatch_lines([BAD_MARKERS[arguments]])
+    result.stdout.fnmatch_lines(
+        ["txscope_databases: reports = postgresql://app:***@localhost/reports_test", BAD_MARKERS[arguments]]
+    )
 
 
 # ------------------------------------------------------------- pytest-txscope engines and drivers' connect()
@@ -338,6 +340,9 @@ def test_engines_and_connects_go_to_their_own_database(
     ]
     pytester.makefile(".ini", pytest="\n".join(ini))
     result = pytester.runpytest_subprocess()
+    result.stdout.fnmatch_lines(
+        ["txscope: sqlite:///*main_test.db *", f"txscope_databases: reports = sqlite:///{reports}"]
+    )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([REFUSED.replace("Engine(*)", f"Engine(sqlite:///{reports})")])
     assert _peer(Backend("sqlite-file", f"sqlite:///{reports}"), "SELECT count(*) FROM daily") == [(0,)]
