@@ -87,6 +87,7 @@ def run_engine(
             engine.dispose()
         while state.others:
             state.others.popitem()[1].dispose()
+        state.other_baselines.clear()
         dispose_app_engines(config)
         if state.created:
             from .provision import drop
@@ -205,7 +206,11 @@ def start_others(request: pytest.FixtureRequest, wanted: tuple[str, ...], thread
 
     def engine_of(database: NamedDatabase) -> Engine:
         if database.name not in state.others:
-            state.others[database.name] = Engine.from_url(database.url)
+            engine = state.others[database.name] = Engine.from_url(database.url)
+            if settings.check_leaks:  # what the database holds before the first test on it
+                from .tables import row_counts
+
+                state.other_baselines[database.name] = row_counts(engine)
         return state.others[database.name]
 
     others = OtherSandboxes(settings.databases, state.routes, wanted)

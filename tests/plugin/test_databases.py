@@ -346,3 +346,54 @@ def test_engines_and_connects_go_to_their_own_database(
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([REFUSED.replace("Engine(*)", f"Engine(sqlite:///{reports})")])
     assert _peer(Backend("sqlite-file", f"sqlite:///{reports}"), "SELECT count(*) FROM daily") == [(0,)]
+
+
+LEAKY_TESTS = """
+import sqlite3
+import os
+
+import pytest
+
+
+@pytest.mark.txscope(databases=["default", "reports"])
+def test_1_opts_in(db_sandboxes):
+    db_sandboxes["reports"].session().execute("INSERT INTO daily (total) VALUES (1)")
+
+
+def test_2_commits_behind_the_sandbox(db_session):
+    connection = sqlite3.connect(os.environ["APP_REPORTS_FILE"])
+    connection.execute("INSERT INTO daily (total) VALUES (2)")
+    connection.commit()
+    connection.close()
+
+
+def test_3_clean(db_session):
+    pass
+"""
+
+
+def test_the_leak_check_counts_each_database(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports_test.db"
+    _peer(Backend("sqlite-file", f"sqlite:///{reports}"), "CREATE TABLE daily (total INTEGER)")
+    monkeypatch.setenv("APP_REPORTS_FILE", str(reports))
+    pytester.makepyfile(test_app=LEAKY_TESTS)
+    ini = [
+        "[pytest]",
+        f"txscope_url = sqlite:///{tmp_path / 'main_test.db'}",
+        "txscope_databases =",
+        f"    reports = sqlite:///{reports}",
+        "txscope_check_leaks = true",
+        "addopts = -p no:randomly",
+    ]
+    pytester.makefile(".ini", pytest="\n".join(ini))
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "test_app.py::test_2_commits_behind_the_sandbox left rows behind in the database 'reports': daily "
+            "(+1 rows) (compared with the start of the run); write through db_session / the sandboxed engines, "
+            "or mark the test @pytest.mark.txscope"
+        ]
+    )
