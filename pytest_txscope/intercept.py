@@ -88,9 +88,11 @@ class Interception:
             sandbox = Sandbox.current()
             target = target_of(driver, args, kwargs)
             if sandbox is not None and target is not None:
-                url = sandbox.engine.url
-                if url is not None and sandbox.engine.dialect.driver == driver and target.matches(url):
-                    return self._face(sandbox, target)
+                # The innermost sandbox on the database the call names (several with txscope_databases).
+                for candidate in reversed(Sandbox.all_active()):
+                    url = candidate.engine.url
+                    if url is not None and candidate.engine.dialect.driver == driver and target.matches(url):
+                        return self._face(candidate, target)
             connection = original(*args, **kwargs)
             if sandbox is None and target is not None:
                 self._note_early(driver, target, connection)
@@ -128,13 +130,16 @@ class Interception:
                 )
 
 
-def drivers_to_intercept(words: list[str], url: DatabaseURL | None, source: str) -> tuple[str, ...]:
+def drivers_to_intercept(
+    words: list[str], url: DatabaseURL | None, source: str, others: Iterable[DatabaseURL] = ()
+) -> tuple[str, ...]:
     """The drivers ``txscope_connect`` names, each checked: known, and the driver the sandbox's connection is
-    opened with (a face of one driver cannot stand on another's connection); ``auto`` is that driver. Raises
-    `ConfigurationError` naming the fix."""
+    opened with (a face of one driver cannot stand on another's connection); ``auto`` is that driver, and the
+    drivers of the ``others`` databases (``txscope_databases``). Raises `ConfigurationError` naming the fix."""
     serving = dialect_for_url(url).driver if url is not None else "sqlite3"
+    also = [d for d in dict.fromkeys(dialect_for_url(o).driver for o in others) if d != serving]
     if [w.lower() for w in words] == ["auto"]:
-        return (serving,)
+        return (serving, *also)
     by_lower = {name.lower(): name for name in DRIVERS}
     drivers: list[str] = []
     for word in words:
@@ -144,7 +149,7 @@ def drivers_to_intercept(words: list[str], url: DatabaseURL | None, source: str)
                 f"{source}: {word!r} is not a driver whose connect() can be intercepted; use one of "
                 f"{', '.join(DRIVERS)} (import names), or auto (the test database's driver)"
             )
-        if name != serving:
+        if name != serving and name not in also:
             raise ConfigurationError(
                 f"{source}: the sandbox's connection to the test database is a {serving} one, so a {name} "
                 f"connect() cannot be given it; {_serving_fix(name, url)}"

@@ -22,6 +22,7 @@ from .ini_keys import INI_KEYS, check_unknown_keys
 from .intercept import DRIVERS as CONNECT_DRIVERS
 from .intercept import drivers_to_intercept
 from .migrations import ALEMBIC_PREFIX
+from .plugin_databases import NamedDatabase, parse_databases
 from .url import DatabaseURL
 
 __all__ = [
@@ -98,6 +99,8 @@ class Settings:
     are refused unless the test lets them in)."""
     connect: tuple[str, ...] = ()
     """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
+    databases: tuple[NamedDatabase, ...] = ()
+    """The run's other databases (``txscope_databases``), which tests opt in to by name."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -200,6 +203,13 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
     ),
     ("txscope_threads", "shared or strict (see --txscope-threads)", None, ""),
     ("txscope_connect", "drivers whose connect() is intercepted in sandboxed tests, or auto", "args", None),
+    (
+        "txscope_databases",
+        "NAME = URL lines: more databases sandboxed in tests that opt in with "
+        "@pytest.mark.txscope(databases=[...])",
+        "linelist",
+        None,
+    ),
 )
 
 
@@ -229,6 +239,7 @@ def resolve(config: pytest.Config) -> Settings:
     check_unknown_keys(config)
     url, source = resolve_url(config, config.getoption("--txscope-url"))
     base = config.inipath.parent if config.inipath else config.rootpath
+    databases = parse_databases(config.getini("txscope_databases"), url, _check_driver)
     return Settings(
         url=url,
         url_source=source,
@@ -241,7 +252,8 @@ def resolve(config: pytest.Config) -> Settings:
         statement_savepoints=_resolve_savepoint_mode(config),
         thread_timeout=_resolve_thread_timeout(config),
         threads=_resolve_threads(config),
-        connect=_resolve_connect(config, url),
+        connect=_resolve_connect(config, url, databases),
+        databases=databases,
     )
 
 
@@ -313,12 +325,14 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
     return thread_timeout
 
 
-def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:
+def _resolve_connect(
+    config: pytest.Config, url: DatabaseURL | None, databases: tuple[NamedDatabase, ...]
+) -> tuple[str, ...]:
     option = config.getoption("--txscope-connect")
     source = "--txscope-connect" if option is not None else "txscope_connect"
     words = str(option).replace(",", " ").split() if option is not None else config.getini("txscope_connect")
     try:
-        return drivers_to_intercept([str(w) for w in words], url, source)
+        return drivers_to_intercept([str(w) for w in words], url, source, (d.url for d in databases))
     except ConfigurationError as exc:
         raise pytest.UsageError(str(exc)) from None
 

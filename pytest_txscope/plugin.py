@@ -31,6 +31,7 @@ from .plugin_scopes import (
     INTERCEPTION,
     MARKER,
     SANDBOXED,
+    SANDBOXES,
     marker_options,
     run_engine,
     sandbox_scope,
@@ -50,6 +51,7 @@ __all__ = [
     "db_module_sandbox",
     "db_run_sandbox",
     "db_sandbox",
+    "db_sandboxes",
     "db_session",
     "import_object",
     "sa_session",
@@ -75,7 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; "
+        f"{MARKER}(commit=False, threads=None, databases=None): run the test in a database sandbox rolled "
+        "back afterwards; databases=['default', 'reports'] sandboxes the txscope_databases named too; "
         'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
         "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
         "changed",
@@ -109,9 +112,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     tail = f", {', '.join(extras)}" if extras else ""
     embedded = config.stash.get(EMBEDDED, None)
     target = f"embedded SQLite in {embedded.database}" if embedded else settings.describe_target()
+    others = ", ".join(f"{d.name} = {d.url}" for d in settings.databases)
     return [
         f"txscope: {target} [{backend}, from {settings.url_source}]; rollback per test, "
         f"statement savepoints {savepoints}{tail}",
+        *([f"txscope_databases: {others}"] if others else []),  # passwords masked, as in the line above
         *header_lines(config),
     ]
 
@@ -271,7 +276,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 # times per test even for a cached session fixture, which on SQLite cost more than the sandbox itself. The
 # public pytest_fixture_setup hook hands over the same request object, just before pytest calls the fixture.
 _OWN_FIXTURES = frozenset(
-    {"db_engine", "db_sandbox", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
+    {"db_engine", "db_sandbox", "db_sandboxes", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
 )
 _PENDING: dict[str, pytest.FixtureRequest] = {}
 
@@ -303,6 +308,20 @@ def db_sandbox(db_engine: Engine) -> Iterator[Sandbox]:
     back after the test. ``db_sandbox.connection()`` gives a DB-API connection for code that wants one.
     """
     yield from sandbox_scope(_request_of("db_sandbox"), db_engine)
+
+
+@pytest.fixture
+def db_sandboxes(db_sandbox: Sandbox) -> dict[str, Sandbox]:
+    """The test's sandboxes by database name (function scope): ``"default"`` (``db_sandbox``) and each
+    ``txscope_databases`` database the test opted in to with ``@pytest.mark.txscope(databases=[...])``::
+
+        @pytest.mark.txscope(databases=["default", "reports"])
+        def test_report(db_sandboxes):
+            reports = db_sandboxes["reports"].session()
+            reports.execute("INSERT INTO daily (total) VALUES (1)")
+    """
+    node = _request_of("db_sandboxes").node
+    return {"default": db_sandbox, **node.stash.get(SANDBOXES, {})}
 
 
 @pytest.fixture

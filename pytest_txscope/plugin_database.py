@@ -52,6 +52,12 @@ class RunState:
     baseline: dict[str, int] | None = None
     snapshot: Any = None
     created: list[DatabaseURL] = field(default_factory=list)
+    others: dict[str, Engine] = field(default_factory=dict)
+    """The engines of the other databases (``txscope_databases``), opened when a test first opts in."""
+    other_baselines: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Their row counts when each was opened, for the leak check (``txscope_check_leaks``)."""
+    routes: Any = None
+    """The application's engines by database (`pytest_txscope.plugin_databases.Routes`), with several."""
     may_have_templates: bool = False
     """Whether this run (or its xdist workers) may have built PostgreSQL templates, which its end drops."""
 

@@ -12,7 +12,7 @@ import pytest
 from .core import Engine
 from .errors import EngineMismatchError, SandboxEscapeError
 from .intercept import Interception
-from .options import SETTINGS
+from .options import SETTINGS, Settings
 from .plugin_asyncio import check_async_backend
 from .plugin_database import (
     STATE,
@@ -22,6 +22,7 @@ from .plugin_database import (
     setup_failed,
     sqlalchemy_module,
 )
+from .plugin_databases import ALL, DEFAULT, NamedDatabase, OtherSandboxes, check_names, route_engines
 from .plugin_modes import clean_changed_tables
 from .plugin_teardown import PluginSandbox, end_sandbox
 from .sandbox import THREAD_MODES, Sandbox
@@ -31,6 +32,7 @@ __all__ = [
     "INTERCEPTION",
     "MARKER",
     "SANDBOXED",
+    "SANDBOXES",
     "marker_options",
     "reported",
     "run_engine",
@@ -43,6 +45,8 @@ FAILURE = pytest.StashKey[BaseException]()
 """The test's own failure (call or setup), so that teardown does not report the same fault again."""
 SANDBOXED = pytest.StashKey[bool]()
 """Whether the test ran in a sandbox."""
+SANDBOXES = pytest.StashKey[dict[str, Sandbox]]()
+"""The test's sandboxes on the other databases it opted in to (``txscope_databases``), by name."""
 INTERCEPTION = pytest.StashKey[Interception]()
 """The run's interception of drivers' ``connect()`` (``txscope_connect``)."""
 
@@ -82,6 +86,9 @@ def run_engine(
         state.engine = None
         if engine is not None:
             engine.dispose()
+        while state.others:
+            state.others.popitem()[1].dispose()
+        state.other_baselines.clear()
         dispose_app_engines(config)
         if state.created:
             from .provision import drop
@@ -118,28 +125,27 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
         )
     check_async_backend(request)
     settings = request.config.stash[SETTINGS]
-    sandbox = PluginSandbox(
-        db_engine,
-        engines=app_engines(request),
-        protect_statements=settings.protect_statements(),
-        threads=options.get("threads") or settings.threads,
-    )
-    sandbox.start()
+    threads = options.get("threads") or settings.threads
+    # With txscope_databases, the other databases' sandboxes start first: the default's is Sandbox.current().
+    others = start_others(request, options.get("databases") or (), threads) if settings.databases else None
+    engines = app_engines(request) if others is None else others.default_engines
+    sandbox = _new_sandbox(settings, threads, db_engine, engines)
+    if others is None:
+        sandbox.start()
+    else:
+        _start_last(sandbox, others)
     node.stash[SANDBOXED] = True
     _report_early_connections(request.config, db_engine)
-    sandbox.thread_timeout = settings.thread_timeout
-    watched = _pin_sqlalchemy_engines(request, sandbox)
+    watched = _pin_sqlalchemy_engines(request, sandbox, others)
     node.stash[_SANDBOX] = sandbox
     try:
         yield sandbox
     finally:
         del node.stash[_SANDBOX]
-    try:
-        end_sandbox(sandbox, lambda error: reported(node, error), failed=FAILURE in node.stash)
-    except SandboxEscapeError as exc:
-        clean_changed_tables(request, db_engine)  # so that the next test starts clean
-        if not reported(node, exc.reported):  # the test failed with the escape's own error already
-            raise
+    if others is None:
+        _end(request, sandbox, db_engine)
+    else:
+        _end_all(request, sandbox, others)
     # An unpinned engine's refusal that the code under test caught must still fail the test.
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not reported(node, error):
@@ -174,7 +180,7 @@ def wide_sandbox(request: pytest.FixtureRequest, db_engine: Engine, scope: str) 
     sandbox.label = f"{name} ({scope} scope, {request.node.nodeid or 'the run'})"
     sandbox.start()
     sandbox.thread_timeout = settings.thread_timeout
-    _pin_sqlalchemy_engines(request, sandbox)
+    _pin_sqlalchemy_engines(request, sandbox, None)
     _wide_active.append((_RANK[scope], sandbox))
     try:
         yield sandbox
@@ -191,9 +197,85 @@ _wide_active: list[tuple[int, PluginSandbox]] = []
 """The active sandboxes of wider scopes, outermost first, with their scope's rank (the run's is 0)."""
 
 
-def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) -> bool:
+def _new_sandbox(
+    settings: Settings, threads: str, engine: Engine, engines: tuple[Engine, ...]
+) -> PluginSandbox:
+    sandbox = PluginSandbox(
+        engine, engines=engines, protect_statements=settings.protect_statements(), threads=threads
+    )
+    sandbox.thread_timeout = settings.thread_timeout
+    return sandbox
+
+
+def _start_last(sandbox: Sandbox, others: OtherSandboxes) -> None:
+    """Start the default database's sandbox after the others' (stopped again if it cannot start)."""
+    try:
+        sandbox.start()
+    except BaseException:
+        others.stop(Sandbox.stop)
+        raise
+
+
+def _end_all(request: pytest.FixtureRequest, sandbox: Sandbox, others: OtherSandboxes) -> None:
+    """End the test's sandboxes on every database; a refusal of a database it did not opt in to that the code
+    under test caught fails the test all the same."""
+    try:
+        _end(request, sandbox, sandbox.engine)
+    finally:
+        others.stop(lambda other: _end(request, other, None))
+    for refusal in others.refused:
+        if not reported(request.node, refusal):
+            raise refusal.with_traceback(None)
+
+
+def _end(request: pytest.FixtureRequest, sandbox: Sandbox, engine: Engine | None) -> None:
+    """End one of the test's sandboxes; after an escaped commit, clean ``engine``'s tables (the run's own
+    database: the tables of the others were not snapshot)."""
+    node = request.node
+    assert isinstance(sandbox, PluginSandbox)
+    try:
+        end_sandbox(sandbox, lambda error: reported(node, error), failed=FAILURE in node.stash)
+    except SandboxEscapeError as exc:
+        if engine is not None:
+            clean_changed_tables(request, engine)  # so that the next test starts clean
+        if not reported(node, exc.reported):  # the test failed with the escape's own error already
+            raise
+
+
+def start_others(request: pytest.FixtureRequest, wanted: tuple[str, ...], threads: str) -> OtherSandboxes:
+    """The test's sandboxes on the other databases it opted in to (``txscope_databases``), started."""
+    config = request.config
+    settings, state = config.stash[SETTINGS], config.stash[STATE]
+    if state.routes is None:
+        engines = app_engines(request)
+        state.routes = route_engines(settings.databases, engines, state.sa_engines)
+
+    def engine_of(database: NamedDatabase) -> Engine:
+        if database.name not in state.others:
+            engine = state.others[database.name] = Engine.from_url(database.url)
+            if settings.check_leaks:  # what the database holds before the first test on it
+                from .tables import row_counts
+
+                state.other_baselines[database.name] = row_counts(engine)
+        return state.others[database.name]
+
+    others = OtherSandboxes(settings.databases, state.routes, wanted)
+    try:
+        others.start(engine_of, lambda engine, engines: _new_sandbox(settings, threads, engine, engines))
+    except BaseException as exc:
+        others.stop(Sandbox.stop)
+        if isinstance(exc, EngineMismatchError):  # every test would fail the same way
+            setup_failed(request, exc, "the application's engines")
+        raise
+    request.node.stash[SANDBOXES] = others.sandboxes
+    return others
+
+
+def _pin_sqlalchemy_engines(
+    request: pytest.FixtureRequest, sandbox: Sandbox, others: OtherSandboxes | None
+) -> bool:
     """Pin the app's SQLAlchemy engines to ``sandbox`` and watch the others; whether they are watched."""
-    sa_engines = request.config.stash[STATE].sa_engines
+    sa_engines = request.config.stash[STATE].sa_engines if others is None else others.default_sa_engines
     watched = "sqlalchemy" in sys.modules  # engines made before it was imported: none
     try:
         if sa_engines:
@@ -202,6 +284,8 @@ def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) ->
             sqlalchemy_module().watch_unpinned(sandbox)
     except BaseException as exc:
         sandbox.stop()
+        if others is not None:
+            others.stop(Sandbox.stop)
         if isinstance(exc, EngineMismatchError):  # every test would fail the same way
             setup_failed(request, exc, "the application's engines")
         raise
@@ -209,8 +293,11 @@ def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) ->
 
 
 def _marker_signature(
-    *, commit: bool = False, shared: bool = False, threads: str | None = None
+    *, commit: bool = False, shared: bool = False, threads: str | None = None, databases: Any = None
 ) -> dict[str, Any]:
+    names = _database_names(databases)
+    if commit and names and names != (DEFAULT,):
+        raise TypeError("commit=True runs on the default database only; leave out databases=[...]")
     for name, value in (("commit", commit), ("shared", shared)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -222,7 +309,22 @@ def _marker_signature(
         raise TypeError(
             "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
         )
-    return {"commit": commit, "shared": shared, "threads": "shared" if shared else threads}
+    return {
+        "commit": commit,
+        "shared": shared,
+        "threads": "shared" if shared else threads,
+        "databases": names,
+    }
+
+
+def _database_names(databases: Any) -> tuple[str, ...]:
+    if databases is None:
+        return ()
+    if databases == ALL:
+        return (ALL,)
+    if isinstance(databases, (list, tuple)) and all(isinstance(n, str) for n in databases):
+        return tuple(databases)
+    raise TypeError(f'databases must be a list of database names or "__all__", not {databases!r}')
 
 
 def marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -231,10 +333,18 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
     if marker is None:
         return {}
     try:
-        return _marker_signature(*marker.args, **marker.kwargs)
+        options = _marker_signature(*marker.args, **marker.kwargs)
     except TypeError as exc:
         message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
+    else:
+        problem = options["databases"] and check_names(
+            options["databases"], item.config.stash[SETTINGS].databases
+        )
+        if not problem:
+            return options
+        message = problem
     pytest.fail(
-        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict'",
+        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict', "
+        "databases=['default', ...]",
         pytrace=False,
     )

@@ -258,23 +258,32 @@ def drop_crashed_workers(url: DatabaseURL | None, workers: Iterable[str], allow:
 # ------------------------------------------------------------------------------ leaks and real commits
 def check_leaks(item: pytest.Item, state: Any) -> None:
     """The leak check, after the test's teardown: fail ``item`` if the database holds more or fewer rows than
-    ``state.baseline`` (the start of the run), counted on ``state.engine``."""
-    from .tables import row_counts
-
+    ``state.baseline`` (the start of the run), counted on ``state.engine``; and the same for each of the
+    ``txscope_databases`` opened so far (``state.others``, compared with ``state.other_baselines``). Each
+    leak is reported once: the next test is compared with what this one left."""
     if state.engine is None or state.baseline is None:
         return
-    with unpinned(state.engine) as engine:
-        now = row_counts(engine)
-    leaks = {t: now.get(t, 0) - state.baseline.get(t, 0) for t in set(now) | set(state.baseline)}
-    leaks = {t: d for t, d in sorted(leaks.items()) if d}
-    if leaks:
-        state.baseline = now  # report each leak once: the next test is compared with what this one left
-        listing = ", ".join(f"{t} ({d:+d} rows)" for t, d in leaks.items())
+    state.baseline, found = _compare_rows(state.engine, state.baseline)
+    problems = [f": {found}"] if found else []
+    for name, engine in state.others.items():
+        state.other_baselines[name], found = _compare_rows(engine, state.other_baselines[name])
+        problems += [f" in the database {name!r}: {found}"] if found else []
+    if problems:
         pytest.fail(
-            f"{item.nodeid} left rows behind: {listing} (compared with the start of the run); "
+            f"{item.nodeid} left rows behind{'; '.join(problems)} (compared with the start of the run); "
             "write through db_session / the sandboxed engines, or mark the test @pytest.mark.txscope",
             pytrace=False,
         )
+
+
+def _compare_rows(engine: Engine, baseline: dict[str, int]) -> tuple[dict[str, int], str]:
+    """The row counts now, and the tables whose counts differ from ``baseline`` (empty: none)."""
+    from .tables import row_counts
+
+    with unpinned(engine) as counted:
+        now = row_counts(counted)
+    leaks = {t: now.get(t, 0) - baseline.get(t, 0) for t in set(now) | set(baseline)}
+    return now, ", ".join(f"{t} ({d:+d} rows)" for t, d in sorted(leaks.items()) if d)
 
 
 def clean_changed(engine: Engine, snapshot: Any, allow: Collection[str]) -> None:

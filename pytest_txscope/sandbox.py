@@ -170,6 +170,11 @@ class Sandbox:
         """The innermost active sandbox (the running test's, under the plugin), or None."""
         return _active[-1] if _active else None
 
+    @staticmethod
+    def all_active() -> tuple[Sandbox, ...]:
+        """Every active sandbox, the innermost last (one per database, with several databases)."""
+        return tuple(_active)
+
     def add_cleanup(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` when the sandbox stops, before it rolls back (integrations unpin and close here)."""
         self._cleanups.append(callback)

@@ -195,9 +195,11 @@ def _other_database(app: DatabaseURL, test: DatabaseURL, worker: str | None) -> 
 
     problem = (
         f"is aimed at another database than the test database {test}; pinning would run its work in the test "
-        "database without a word, and pytest-txscope serves one database per run"
+        "database without a word, and no txscope_databases line names its database"
     )
     fix = (
+        f"if the application uses a second database, add the ini line 'txscope_databases = {_name_for(app)} = "
+        f"{app}' and opt tests in with @pytest.mark.txscope(databases=['default', '{_name_for(app)}']); else "
         "point the engine at the test database (build its URL from the same setting as txscope_url, or "
         "from pytest_txscope.sqlalchemy.sqlalchemy_url(db_engine.url) in a session-scoped fixture that runs "
         "before the first sandboxed test), or leave it out of txscope_engines"
@@ -208,6 +210,13 @@ def _other_database(app: DatabaseURL, test: DatabaseURL, worker: str | None) -> 
             "named after the configured one"
         )
     return problem, fix
+
+
+def _name_for(url: DatabaseURL) -> str:
+    """A name for ``url``'s database in a ``txscope_databases`` line: its name (a SQLite file's stem)."""
+    base = os.path.basename(url.database.partition("?")[0]).partition(".")[0]
+    name = "".join(c if c.isalnum() else "_" for c in base).strip("_")
+    return name if name and not name[0].isdigit() else "other"
 
 
 def import_path_of(sa_engine: Any) -> str | None:

@@ -38,6 +38,7 @@ from pytest_txscope.errors.setup import (
 from pytest_txscope.errors.transactions import (
     AsyncContextError,
     DatabaseAccessError,
+    DatabaseNotAllowedError,
     EngineMismatchError,
     ImplicitCommitError,
     MissingEngineError,
@@ -60,6 +61,7 @@ __all__ = [
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
+    "DatabaseNotAllowedError",
     "EngineMismatchError",
     "ImplicitCommitError",
     "ImportPathError",

@@ -7,6 +7,7 @@ from pytest_txscope.errors.base import ConfigurationError, TransactionStateError
 __all__ = [
     "AsyncContextError",
     "DatabaseAccessError",
+    "DatabaseNotAllowedError",
     "EngineMismatchError",
     "ImplicitCommitError",
     "MissingEngineError",
@@ -143,6 +144,21 @@ class UnpinnedEngineError(TxScopeError, RuntimeError):
         super().__init__(
             f"{engine} connected to the test database ({database}) at {place}, but it is not pinned to the "
             f"test's sandbox: what it writes would be committed for real and outlive the test; {fix}"
+        )
+
+
+class DatabaseNotAllowedError(TxScopeError, RuntimeError):
+    """A sandboxed test touched one of the run's other databases (``txscope_databases``) without opting in to
+    it: its work there would not be rolled back."""
+
+    def __init__(self, engine: str, name: str, databases: tuple[str, ...]) -> None:
+        self.engine = engine
+        self.name = name
+        wanted = ", ".join(repr(n) for n in (*databases, name))
+        super().__init__(
+            f"{engine} connected to the database {name!r} (txscope_databases), which this test did not opt in "
+            f"to: its work there would not be rolled back; mark the test "
+            f"@pytest.mark.txscope(databases=[{wanted}])"
         )
 
 

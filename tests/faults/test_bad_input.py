@@ -24,7 +24,7 @@ from ..backends import Backend, password_url, sibling_url
 KEYS = (
     "txscope_url, txscope_schema, txscope_engines, txscope_reuse_db, txscope_check_leaks, txscope_block, "
     "txscope_allow_databases, txscope_statement_savepoints, txscope_thread_timeout, txscope_env, txscope_threads, "
-    "txscope_connect"
+    "txscope_connect, txscope_databases"
 )
 STOPPED = "*! stopping: pytest-txscope could not set up the database; see the error above !*"
 STOPPED_ENGINES = (
@@ -555,6 +555,6 @@ def test_positional_marker_argument(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "test_x.py::test_1: @pytest.mark.txscope takes 0 positional arguments but 1 was given; valid "
-            "arguments: commit=False, threads='shared' or 'strict'"
+            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]"
         ]
     )

@@ -109,7 +109,10 @@ def test_an_engine_on_another_database_is_refused(
         result,
         "pytest_txscope.errors.EngineMismatchError: txscope_engines: Engine(*other*) is aimed at "
         "another database than the test database *; pinning would run its work in the test database without a "
-        "word, and pytest-txscope serves one database per run; point the engine at the test database (build its "
+        "word, and no txscope_databases line names its database; if the application uses a second database, add "
+        "the ini line 'txscope_databases = *other = *other*' and opt tests in with "
+        "@pytest.mark.txscope(databases=[[]'default', '*other']); else point the engine at the test database "
+        "(build its "
         "URL from the same setting as txscope_url, or from pytest_txscope.sqlalchemy.sqlalchemy_url(db_engine.url) "
         "in a session-scoped fixture that runs before the first sandboxed test), or leave it out of "
         "txscope_engines",
