@@ -24,6 +24,7 @@ INI_KEYS = (
     "txscope_env",
     "txscope_threads",
     "txscope_connect",
+    "txscope_lock_timeout",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""
 

@@ -94,6 +94,8 @@ class Settings:
     are refused unless the test lets them in)."""
     connect: tuple[str, ...] = ()
     """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
+    lock_timeout: float = 300.0
+    """Seconds a run waits for another run's lock on its test database, or on a template being built."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -196,6 +198,12 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
     ),
     ("txscope_threads", "shared or strict (see --txscope-threads)", None, ""),
     ("txscope_connect", "drivers whose connect() is intercepted in sandboxed tests, or auto", "args", None),
+    (
+        "txscope_lock_timeout",
+        "seconds to wait for another run's lock on the test database or its template (default 300)",
+        float,
+        "",
+    ),
 )
 
 
@@ -238,6 +246,7 @@ def resolve(config: pytest.Config) -> Settings:
         thread_timeout=_resolve_thread_timeout(config),
         threads=_resolve_threads(config),
         connect=_resolve_connect(config, url),
+        lock_timeout=_resolve_seconds(config, "txscope_lock_timeout", "300", minimum=0.0),
     )
 
 
@@ -307,6 +316,17 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
     return thread_timeout
+
+
+def _resolve_seconds(config: pytest.Config, key: str, default: str, *, minimum: float) -> float:
+    raw = str(config.getini(key)).strip() or default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and minimum <= seconds <= threading.TIMEOUT_MAX):
+        raise pytest.UsageError(f"{key} = {raw!r} is not valid; use a number of seconds, {minimum:g} or more")
+    return seconds
 
 
 def _resolve_connect(config: pytest.Config, url: DatabaseURL | None) -> tuple[str, ...]:

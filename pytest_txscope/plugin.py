@@ -16,7 +16,7 @@ import pytest
 
 from .core import AsyncSession, Engine, Session
 from .core.context import current_scope
-from .errors import BackendUnavailableError, ImportPathError, UnsafeDatabaseError
+from .errors import BackendUnavailableError, DatabaseInUseError, ImportPathError, UnsafeDatabaseError
 from .import_paths import import_object
 from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, resolve
@@ -117,7 +117,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if crashed:  # a worker drops its database when it ends; one that crashed could not
         from .plugin_teardown import drop_crashed_workers
 
-        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError, DatabaseInUseError):
             drop_crashed_workers(settings.url, crashed, settings.allow_databases)
     state = config.stash.get(STATE, None)
     if (
@@ -130,8 +130,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         # A server that went away has been reported by the tests already; the end of the run stays quiet. So
         # does a database name that is not a test database's: provision() refused it before building anything.
-        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
-            drop_templates(settings.url, allow=settings.allow_databases)
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError, DatabaseInUseError):
+            drop_templates(settings.url, allow=settings.allow_databases, lock_timeout=settings.lock_timeout)
 
 
 @pytest.hookimpl(optionalhook=True)

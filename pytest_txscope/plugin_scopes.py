@@ -82,12 +82,14 @@ def run_engine(
         if engine is not None:
             engine.dispose()
         dispose_app_engines(config)
-        if state.created:
+        while state.held:
             from .provision import drop
 
-            for url in state.created:
-                drop(url, allow=config.stash[SETTINGS].allow_databases)
-            state.created.clear()
+            held = state.held.pop()
+            if held.created and not config.stash[SETTINGS].reuse_db:
+                drop(held.url, allow=config.stash[SETTINGS].allow_databases, held=held)
+            else:
+                held.release()
 
 
 _SANDBOX = pytest.StashKey[Sandbox]()

@@ -28,6 +28,7 @@ from pytest_txscope.errors.notices import (
     TransactionLeftOpenWarning,
 )
 from pytest_txscope.errors.setup import (
+    DatabaseInUseError,
     ImportPathError,
     ParameterError,
     RestoreError,
@@ -58,6 +59,7 @@ __all__ = [
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
+    "DatabaseInUseError",
     "EngineMismatchError",
     "ImplicitCommitError",
     "ImportPathError",
