@@ -67,7 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False, threads=None): run the test in a database sandbox rolled back afterwards; "
+        f"{MARKER}(commit=False, threads=None, reset_sequences=False): run the test in a database sandbox rolled "
+        "back afterwards; reset_sequences=True puts id counters back where the run began first; "
         'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
         "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
         "changed",
@@ -358,8 +359,8 @@ def _txscope_blocked() -> Iterator[None]:
 def _txscope_commit_mode() -> Iterator[None]:
     """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
     request = _request_of("_txscope_commit_mode")
-    marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
-    yield from commit_mode(request)
+    options = marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here
+    yield from commit_mode(request, reset_sequences=options["reset_sequences"])
 
 
 @pytest.hookimpl(wrapper=True)

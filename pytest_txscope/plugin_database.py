@@ -54,6 +54,8 @@ class RunState:
     sa_engines: tuple[Any, ...] = ()
     baseline: dict[str, int] | None = None
     snapshot: Any = None
+    counters: Any = None
+    """Where the database's id counters stood at the start of the run (`pytest_txscope.sequences.Counters`)."""
     held: list[Provisioned] = field(default_factory=list)
     """The databases this run provisioned, whose locks it holds until it ends (and drops them, unless reused)."""
     may_have_templates: bool = False

@@ -22,7 +22,7 @@ from .plugin_database import (
     setup_failed,
     sqlalchemy_module,
 )
-from .plugin_modes import clean_changed_tables
+from .plugin_modes import clean_changed_tables, reset_counters
 from .plugin_teardown import PluginSandbox, end_sandbox
 from .sandbox import THREAD_MODES, Sandbox
 
@@ -63,6 +63,7 @@ def run_engine(
 ) -> Iterator[Engine]:
     """Yield the run's engine, its database ready (``db_engine``); dispose of it and drop the databases the run
     created afterwards."""
+    from .sequences import read as read_counters
     from .tables import snapshot
 
     state = config.stash[STATE]
@@ -74,6 +75,7 @@ def run_engine(
             # to it, and the leak check compares with its row counts.
             state.snapshot = snapshot(engine)
             state.baseline = dict(state.snapshot.counts)
+            state.counters = read_counters(engine)  # for the tests marked reset_sequences=True
         except Exception as exc:
             setup_failed(request, exc)
         yield engine
@@ -118,6 +120,8 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
             pytrace=False,
         )
     check_async_backend(request)
+    if options.get("reset_sequences"):
+        reset_counters(request, db_engine)
     settings = request.config.stash[SETTINGS]
     sandbox = PluginSandbox(
         db_engine,
@@ -165,9 +169,9 @@ def _pin_sqlalchemy_engines(request: pytest.FixtureRequest, sandbox: Sandbox) ->
 
 
 def _marker_signature(
-    *, commit: bool = False, shared: bool = False, threads: str | None = None
+    *, commit: bool = False, shared: bool = False, threads: str | None = None, reset_sequences: bool = False
 ) -> dict[str, Any]:
-    for name, value in (("commit", commit), ("shared", shared)):
+    for name, value in (("commit", commit), ("shared", shared), ("reset_sequences", reset_sequences)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
     if threads is not None and threads not in THREAD_MODES:
@@ -178,7 +182,12 @@ def _marker_signature(
         raise TypeError(
             "commit=True runs without a sandbox, so there is nothing to share; use one or the other"
         )
-    return {"commit": commit, "shared": shared, "threads": "shared" if shared else threads}
+    return {
+        "commit": commit,
+        "shared": shared,
+        "threads": "shared" if shared else threads,
+        "reset_sequences": reset_sequences,
+    }
 
 
 def marker_options(item: pytest.Item) -> dict[str, Any]:
@@ -191,6 +200,7 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
     except TypeError as exc:
         message = str(exc).replace("_marker_signature()", f"@pytest.mark.{MARKER}")
     pytest.fail(
-        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict'",
+        f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict', "
+        "reset_sequences=False",
         pytrace=False,
     )
