@@ -44,7 +44,8 @@ def test_5_reset_again(db_session):
 
 
 def test_ids_after_a_rollback_and_the_reset(pytester: pytest.Pytester, backend: Backend) -> None:
-    schema = f"CREATE TABLE notes ({AUTO_ID[backend.family]}, body VARCHAR(20));\nINSERT INTO notes (body) VALUES ('seed');"
+    schema = f"CREATE TABLE notes ({AUTO_ID[backend.family]}, body VARCHAR(20));\n"
+    schema += "INSERT INTO notes (body) VALUES ('seed');"
     pytester.makefile(".sql", schema=schema)
     ini = ["[pytest]", "txscope_schema = schema.sql", "addopts = -p no:randomly -s"]
     if backend.family != "sqlite":
