@@ -565,6 +565,6 @@ def test_positional_marker_argument(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "test_x.py::test_1: @pytest.mark.txscope takes 0 positional arguments but 1 was given; valid "
-            "arguments: commit=False, threads='shared' or 'strict'"
+            "arguments: commit=False, threads='shared' or 'strict', reset_sequences=False"
         ]
     )
