@@ -101,6 +101,8 @@ class Settings:
     """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
     databases: tuple[NamedDatabase, ...] = ()
     """The run's other databases (``txscope_databases``), which tests opt in to by name."""
+    lock_timeout: float = 300.0
+    """Seconds a run waits for another run's lock on its test database, or on a template being built."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
@@ -210,6 +212,12 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         "linelist",
         None,
     ),
+    (
+        "txscope_lock_timeout",
+        "seconds to wait for another run's lock on the test database or its template (default 300)",
+        float,
+        "",
+    ),
 )
 
 
@@ -254,6 +262,7 @@ def resolve(config: pytest.Config) -> Settings:
         threads=_resolve_threads(config),
         connect=_resolve_connect(config, url, databases),
         databases=databases,
+        lock_timeout=_resolve_seconds(config, "txscope_lock_timeout", "300", minimum=0.0),
     )
 
 
@@ -323,6 +332,17 @@ def _resolve_thread_timeout(config: pytest.Config) -> float:
             f"txscope_thread_timeout = {raw_timeout!r} is not valid; use a number of seconds greater than 0"
         )
     return thread_timeout
+
+
+def _resolve_seconds(config: pytest.Config, key: str, default: str, *, minimum: float) -> float:
+    raw = str(config.getini(key)).strip() or default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and minimum <= seconds <= threading.TIMEOUT_MAX):
+        raise pytest.UsageError(f"{key} = {raw!r} is not valid; use a number of seconds, {minimum:g} or more")
+    return seconds
 
 
 def _resolve_connect(

@@ -16,7 +16,7 @@ import pytest
 
 from .core import AsyncSession, Engine, Session
 from .core.context import current_scope
-from .errors import BackendUnavailableError, ImportPathError, UnsafeDatabaseError
+from .errors import BackendUnavailableError, DatabaseInUseError, ImportPathError, UnsafeDatabaseError
 from .import_paths import import_object
 from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, resolve
@@ -77,8 +77,9 @@ def pytest_configure(config: pytest.Config) -> None:
     add_library("sqlalchemy", "factory", "pytest_factoryboy")
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(commit=False, threads=None, databases=None): run the test in a database sandbox rolled "
-        "back afterwards; databases=['default', 'reports'] sandboxes the txscope_databases named too; "
+        f"{MARKER}(commit=False, threads=None, databases=None, reset_sequences=False): run the test in a "
+        "database sandbox rolled back afterwards; databases=['default', 'reports'] sandboxes the txscope_databases "
+        "named too; reset_sequences=True puts id counters back where the run began first; "
         'threads="strict" refuses other threads, "shared" lets them in (statement by statement; the default '
         "is txscope_threads); commit=True runs the test with real commits instead and cleans the tables it "
         "changed",
@@ -130,7 +131,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if crashed:  # a worker drops its database when it ends; one that crashed could not
         from .plugin_teardown import drop_crashed_workers
 
-        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError, DatabaseInUseError):
             drop_crashed_workers(settings.url, crashed, settings.allow_databases)
     state = config.stash.get(STATE, None)
     if (
@@ -143,8 +144,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         # A server that went away has been reported by the tests already; the end of the run stays quiet. So
         # does a database name that is not a test database's: provision() refused it before building anything.
-        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError):
-            drop_templates(settings.url, allow=settings.allow_databases)
+        with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError, DatabaseInUseError):
+            drop_templates(settings.url, allow=settings.allow_databases, lock_timeout=settings.lock_timeout)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -423,8 +424,8 @@ def _txscope_blocked() -> Iterator[None]:
 def _txscope_commit_mode() -> Iterator[None]:
     """Runs a ``@pytest.mark.txscope(commit=True)`` test with real commits and cleans up after it (private)."""
     request = _request_of("_txscope_commit_mode")
-    marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here, with the message
-    yield from commit_mode(request)
+    options = marker_options(request.node)  # a bad combination (commit=True, shared=True) fails here
+    yield from commit_mode(request, reset_sequences=options["reset_sequences"])
 
 
 @pytest.hookimpl(trylast=True)

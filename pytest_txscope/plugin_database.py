@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -23,6 +23,9 @@ from .core import AsyncEngine, Engine
 from .errors import ImportPathError, TxScopeError
 from .import_paths import import_object
 from .options import SETTINGS, SchemaEntry
+
+if TYPE_CHECKING:
+    from .provision import Provisioned
 from .url import DatabaseURL
 
 __all__ = [
@@ -51,13 +54,16 @@ class RunState:
     sa_engines: tuple[Any, ...] = ()
     baseline: dict[str, int] | None = None
     snapshot: Any = None
-    created: list[DatabaseURL] = field(default_factory=list)
     others: dict[str, Engine] = field(default_factory=dict)
     """The engines of the other databases (``txscope_databases``), opened when a test first opts in."""
     other_baselines: dict[str, dict[str, int]] = field(default_factory=dict)
     """Their row counts when each was opened, for the leak check (``txscope_check_leaks``)."""
     routes: Any = None
     """The application's engines by database (`pytest_txscope.plugin_databases.Routes`), with several."""
+    counters: Any = None
+    """Where the database's id counters stood at the start of the run (`pytest_txscope.sequences.Counters`)."""
+    held: list[Provisioned] = field(default_factory=list)
+    """The databases this run provisioned, whose locks it holds until it ends (and drops them, unless reused)."""
     may_have_templates: bool = False
     """Whether this run (or its xdist workers) may have built PostgreSQL templates, which its end drops."""
 
@@ -185,9 +191,10 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             allow=settings.allow_databases,
             lock_dir=lock_dir(config),
             via_template=via_template,
+            lock_timeout=settings.lock_timeout,
+            keep_lock=True,  # no other run builds over it, or drops it, while this one runs
         )
-        if done.created and not settings.reuse_db:
-            state.created.append(done.url)
+        state.held.append(done)
         return Engine.from_url(done.url)
     return Engine.from_url(url)
 

@@ -15,7 +15,7 @@ from .plugin_database import STATE, app_engines, sqlalchemy_module
 from .plugin_teardown import clean_changed
 from .sandbox import Sandbox
 
-__all__ = ["blocked", "clean_changed_tables", "commit_mode"]
+__all__ = ["blocked", "clean_changed_tables", "commit_mode", "reset_counters"]
 
 
 class _Blocker:
@@ -53,7 +53,7 @@ def blocked(request: pytest.FixtureRequest) -> Iterator[None]:
             sqlalchemy_module().detach(sa_engine)
 
 
-def commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+def commit_mode(request: pytest.FixtureRequest, *, reset_sequences: bool = False) -> Iterator[None]:
     """Run the test with real commits, on a database safe to clean; clean the tables it changed afterwards."""
     from .provision import check_safe
 
@@ -61,6 +61,8 @@ def commit_mode(request: pytest.FixtureRequest) -> Iterator[None]:
     _refuse_inside_wider_sandbox(engine)
     if engine.url is not None:  # refuse before the test commits anything, not after
         check_safe(engine.url, "clean", request.config.stash[SETTINGS].allow_databases)
+    if reset_sequences:
+        reset_counters(request, engine)
     yield
     clean_changed_tables(request, engine)
 
@@ -86,3 +88,13 @@ def clean_changed_tables(request: pytest.FixtureRequest, engine: Engine) -> None
     clean_changed(
         engine, request.config.stash[STATE].snapshot, request.config.stash[SETTINGS].allow_databases
     )
+
+
+def reset_counters(request: pytest.FixtureRequest, engine: Engine) -> None:
+    """Put the database's id counters back where they stood at the start of the run (``reset_sequences``)."""
+    from .provision import check_safe
+    from .sequences import reset
+
+    if engine.url is not None:  # committed at once, outside the test's transaction: a test database's only
+        check_safe(engine.url, "reset the id counters of", request.config.stash[SETTINGS].allow_databases)
+    reset(engine, request.config.stash[STATE].counters)

@@ -23,7 +23,7 @@ from .plugin_database import (
     sqlalchemy_module,
 )
 from .plugin_databases import ALL, DEFAULT, NamedDatabase, OtherSandboxes, check_names, route_engines
-from .plugin_modes import clean_changed_tables
+from .plugin_modes import clean_changed_tables, reset_counters
 from .plugin_teardown import PluginSandbox, end_sandbox
 from .sandbox import THREAD_MODES, Sandbox
 
@@ -68,6 +68,7 @@ def run_engine(
 ) -> Iterator[Engine]:
     """Yield the run's engine, its database ready (``db_engine``); dispose of it and drop the databases the run
     created afterwards."""
+    from .sequences import read as read_counters
     from .tables import snapshot
 
     state = config.stash[STATE]
@@ -79,6 +80,7 @@ def run_engine(
             # to it, and the leak check compares with its row counts.
             state.snapshot = snapshot(engine)
             state.baseline = dict(state.snapshot.counts)
+            state.counters = read_counters(engine)  # for the tests marked reset_sequences=True
         except Exception as exc:
             setup_failed(request, exc)
         yield engine
@@ -90,12 +92,14 @@ def run_engine(
             state.others.popitem()[1].dispose()
         state.other_baselines.clear()
         dispose_app_engines(config)
-        if state.created:
+        while state.held:
             from .provision import drop
 
-            for url in state.created:
-                drop(url, allow=config.stash[SETTINGS].allow_databases)
-            state.created.clear()
+            held = state.held.pop()
+            if held.created and not config.stash[SETTINGS].reuse_db:
+                drop(held.url, allow=config.stash[SETTINGS].allow_databases, held=held)
+            else:
+                held.release()
 
 
 _SANDBOX = pytest.StashKey[Sandbox]()
@@ -124,6 +128,8 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
             pytrace=False,
         )
     check_async_backend(request)
+    if options.get("reset_sequences"):
+        reset_counters(request, db_engine)
     settings = request.config.stash[SETTINGS]
     threads = options.get("threads") or settings.threads
     # With txscope_databases, the other databases' sandboxes start first: the default's is Sandbox.current().
@@ -293,12 +299,17 @@ def _pin_sqlalchemy_engines(
 
 
 def _marker_signature(
-    *, commit: bool = False, shared: bool = False, threads: str | None = None, databases: Any = None
+    *,
+    commit: bool = False,
+    shared: bool = False,
+    threads: str | None = None,
+    databases: Any = None,
+    reset_sequences: bool = False,
 ) -> dict[str, Any]:
     names = _database_names(databases)
     if commit and names and names != (DEFAULT,):
         raise TypeError("commit=True runs on the default database only; leave out databases=[...]")
-    for name, value in (("commit", commit), ("shared", shared)):
+    for name, value in (("commit", commit), ("shared", shared), ("reset_sequences", reset_sequences)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
     if threads is not None and threads not in THREAD_MODES:
@@ -314,6 +325,7 @@ def _marker_signature(
         "shared": shared,
         "threads": "shared" if shared else threads,
         "databases": names,
+        "reset_sequences": reset_sequences,
     }
 
 
@@ -345,6 +357,6 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
         message = problem
     pytest.fail(
         f"{item.nodeid}: {message}; valid arguments: commit=False, threads='shared' or 'strict', "
-        "databases=['default', ...]",
+        "databases=['default', ...], reset_sequences=False",
         pytrace=False,
     )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
-import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from .core import Engine
 from .database_names import (
     base_name,
     check_safe,
-    digest,
     is_memory,
     looks_like_test_database,
     schema_key,
@@ -31,6 +28,7 @@ from .database_names import (
 )
 from .dialects import DBAPIConnection, dialect_for_url
 from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
+from .run_locks import DEFAULT_TIMEOUT, FileLocks, ServerLocks
 from .url import DatabaseURL
 
 __all__ = [
@@ -50,32 +48,6 @@ _MARK = "txscope:"  # prefix of the key recorded on each database we build
 _PG_OBJECT_IN_USE = "55006"
 
 
-# ----------------------------------------------------------------------------------------------- locks
-@contextlib.contextmanager
-def _file_lock(lock_dir: Path, label: str) -> Iterator[None]:
-    """An exclusive lock shared by processes and threads on this machine, held for the block."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-    if len(safe) > 120 or safe != label:
-        safe = f"{safe[:100]}_{digest(label, 8)}"
-    with open(lock_dir / f"{safe}.lock", "a+b") as handle:
-        fd = handle.fileno()
-        if sys.platform == "win32":
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
-
-
 # ------------------------------------------------------------------------------------------- databases
 @dataclass
 class Provisioned:
@@ -87,6 +59,14 @@ class Provisioned:
     """The run created it (so it may drop it at the end)."""
     reused: bool
     """An existing database built from the same schema key was kept."""
+    hold: FileLocks | _Server | None = None
+    """What holds the run's lock on the database: give it to `drop`, or `release` it when the run ends."""
+
+    def release(self) -> None:
+        """Let other runs use the database (the lock also ends with this process)."""
+        if self.hold is not None:
+            self.hold.close()
+            self.hold = None
 
 
 def _build(url: DatabaseURL, build: Callable[[Engine], None]) -> None:
@@ -152,6 +132,7 @@ class _Server:
                 f"the driver refused the connection options of {admin}: {type(exc).__name__}: {exc}; "
                 "check the options in the URL's query string"
             ) from None
+        self.locks = ServerLocks(self.run, self.backend, str(url))
         self.key_file: Path | None = None
         if self.backend == "mysql":
             # DROP DATABASE waits for metadata locks: fail after a while rather than hang for a day.
@@ -296,56 +277,98 @@ def provision(
     allow: Collection[str],
     lock_dir: Path,
     via_template: bool = True,
+    lock_timeout: float = DEFAULT_TIMEOUT,
+    keep_lock: bool = False,
 ) -> Provisioned:
     """Make ``url``'s database exist with the schema ``build(engine)`` creates, identified by ``key``.
 
     With ``reuse``, a database built earlier with the same key is kept as it is. Otherwise it is dropped if it
     exists and built again (both guarded by `check_safe`). If ``build`` raises, what was created is removed
-    and the error propagates. PostgreSQL builds a template database ``<base>_tpl_<key>`` once (under a file
-    lock in ``lock_dir``, so concurrent xdist workers wait for it) and clones it; stale templates of the same
-    base are dropped. With ``via_template=False`` (one process builds one database) it builds in place.
-    ``sqlite:///:memory:`` is returned as is: it only exists inside its own engine.
+    and the error propagates. PostgreSQL builds a template database ``<base>_tpl_<key>`` once (concurrent xdist
+    workers wait for it) and clones it; stale templates of the same base are dropped. With
+    ``via_template=False`` (one process builds one database) it builds in place.
+
+    The database's lock is taken first (see `pytest_txscope.run_locks`); with ``keep_lock`` it is held until
+    `Provisioned.release` or `drop`, else released on return. Waiting for it, or for a template another
+    process builds, raises `DatabaseInUseError` after ``lock_timeout`` seconds. ``sqlite:///:memory:`` is
+    returned as is: it only exists inside its own engine.
     """
     if url.backend == "sqlite" and is_memory(url):
         return Provisioned(url, created=False, reused=False)
-    if url.backend == "postgresql":
-        label = template_name(base_name(url.database), key)
-    elif url.backend == "mysql":
-        label = f"mysql_{url.host}_{url.port}_{url.database}"
+    what = f"test database {url.database!r}"
+    building = f"build {base_name(url.database)}"
+    target: _SQLiteFile | _Server
+    if url.backend == "sqlite":
+        # Next to the file, not in this project's cache: a run from another checkout finds the same lock.
+        path = sqlite_path(url).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files = FileLocks(path.parent)
+        files.acquire(f"{path.name}.txscope", what, lock_timeout)
+        hold: FileLocks | _Server = files
+        target = _SQLiteFile(url)
     else:
-        label = f"sqlite_{sqlite_path(url).resolve()}"
-    with _file_lock(lock_dir, label):
-        target = _SQLiteFile(url) if url.backend == "sqlite" else _Server(url, lock_dir)
-        with contextlib.closing(target):
-            recorded = target.recorded()
-            if reuse and recorded == _MARK + key:
-                return Provisioned(url, created=False, reused=True)
+        hold = target = _Server(url, lock_dir)
+    # Templates are shared by the runs on one base name: one process builds, clones or drops them at a time.
+    templates = target.locks if isinstance(target, _Server) and url.backend == "postgresql" else None
+    try:
+        if isinstance(target, _Server):
+            target.locks.acquire(f"use {url.database}", what, lock_timeout)
+        if templates is not None:
+            templates.acquire(building, f"the template of {base_name(url.database)!r}", lock_timeout)
+        recorded = target.recorded()
+        if reuse and recorded == _MARK + key:
+            created = False
+        else:
             if recorded is not None:
                 check_safe(url, "drop", allow)
             check_safe(url, "create", allow)
             target.replace(key, build, via_template=via_template)
-    return Provisioned(url, created=True, reused=False)
+            created = True
+        if templates is not None:
+            templates.release(building)
+    except BaseException:
+        hold.close()
+        raise
+    if not keep_lock:
+        hold.close()
+    return Provisioned(url, created=created, reused=not created, hold=hold if keep_lock else None)
 
 
-def drop(url: DatabaseURL, *, allow: Collection[str]) -> None:
+def drop(url: DatabaseURL, *, allow: Collection[str], held: Provisioned | None = None) -> None:
     """Drop ``url``'s database (guarded by `check_safe`). PostgreSQL disconnects other sessions on it first;
-    SQLite removes the file and its -wal, -shm, -journal and key files."""
+    SQLite removes the file and its -wal, -shm, -journal and key files.
+
+    ``held`` is what `provision` returned: the drop runs under its lock, which is released afterwards. Without
+    it, the database's lock is taken first, without waiting (`DatabaseInUseError` if another run holds it)."""
     if url.backend == "sqlite" and is_memory(url):
         return
     check_safe(url, "drop", allow)
-    with contextlib.closing(_SQLiteFile(url) if url.backend == "sqlite" else _Server(url)) as target:
-        target.remove()
+    try:
+        if url.backend == "sqlite":
+            _SQLiteFile(url).remove()
+        elif held is not None and isinstance(held.hold, _Server):
+            held.hold.remove()
+        else:
+            with contextlib.closing(_Server(url)) as server:
+                server.locks.acquire(f"use {url.database}", f"test database {url.database!r}", 0)
+                server.remove()
+    finally:
+        if held is not None:
+            held.release()
 
 
-def drop_templates(url: DatabaseURL, *, allow: Collection[str]) -> None:
-    """PostgreSQL: drop every template `provision` built for ``url``'s database (``<base>_tpl_*``); no-op on
-    the other backends."""
+def drop_templates(
+    url: DatabaseURL, *, allow: Collection[str], lock_timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """PostgreSQL: drop every template `provision` built for ``url``'s database (``<base>_tpl_*``), once no
+    other process builds or clones one; no-op on the other backends."""
     if url.backend != "postgresql":
         return
     base = base_name(url.database)
     check_safe(url.with_database(base), "drop", allow)
     prefix = template_prefix(base)
     with contextlib.closing(_Server(url)) as server:
+        server.locks.acquire(f"build {base}", f"the template of {base!r}", lock_timeout)
         for name in server.comments():
             if name.startswith(prefix):
                 server.drop(name)

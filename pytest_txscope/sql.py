@@ -21,7 +21,9 @@ _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _CACHE_LIMIT = 2048
 
 
-def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator[tuple[str, str]]:
+def _scan(
+    sql: str, *, backslash_escapes: bool, hash_comments: bool, dollar_quotes: bool = True
+) -> Iterator[tuple[str, str]]:
     """Yield ``(kind, text)`` pieces: ``code`` (plain SQL), ``quoted`` (strings, identifiers, comments)."""
     i = 0
     n = len(sql)
@@ -50,7 +52,7 @@ def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator
         elif c == "/" and sql.startswith("/*", i):
             j = sql.find("*/", i + 2)
             end = n if j < 0 else j + 2
-        elif c == "$":
+        elif c == "$" and dollar_quotes:
             m = _DOLLAR_TAG.match(sql, i)
             if m and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
                 j = sql.find(m.group(0), m.end())
@@ -67,32 +69,151 @@ def _scan(sql: str, *, backslash_escapes: bool, hash_comments: bool) -> Iterator
 
 
 def split_statements(
-    script: str, *, backslash_escapes: bool = False, hash_comments: bool = False
+    script: str,
+    *,
+    backslash_escapes: bool = False,
+    hash_comments: bool = False,
+    mysql_client: bool = False,
 ) -> list[str]:
-    """Split an SQL script on ``;`` outside quotes and comments; empty statements are dropped."""
-    statements: list[str] = []
-    current: list[str] = []
-    for kind, text in _scan(script, backslash_escapes=backslash_escapes, hash_comments=hash_comments):
+    """Split an SQL script on ``;`` outside quotes, comments and routine bodies; empty statements are dropped.
+
+    A ``;`` inside the ``BEGIN ... END`` body of ``CREATE TRIGGER / PROCEDURE / FUNCTION / EVENT`` (SQLite and
+    MySQL triggers, MySQL routines, PostgreSQL ``BEGIN ATOMIC``) or of MariaDB's ``BEGIN NOT ATOMIC`` ends no
+    statement. With ``mysql_client`` (MySQL/MariaDB), ``DELIMITER //`` lines work as in the ``mysql`` client
+    and its dumps: until the next ``DELIMITER ;`` statements end at ``//``; ``$`` starts no dollar quote there.
+    """
+    splitter = _Splitter(mysql_client)
+    flags = {"backslash_escapes": backslash_escapes, "hash_comments": hash_comments}
+    for kind, text in _scan(script, dollar_quotes=not mysql_client, **flags):
         if kind == "quoted":
-            current.append(text)
-            continue
-        *heads, tail = text.split(";")
-        for head in heads:
-            current.append(head)
-            statements.append("".join(current))
-            current = []
-        current.append(tail)
-    statements.append("".join(current))
-    return [s.strip() for s in statements if _has_code(s, backslash_escapes, hash_comments)]
+            splitter.quoted(text)
+        else:
+            splitter.code(text)
+    splitter.end_statement()
+    return [s.strip() for s in splitter.statements if _has_code(s, mysql_client, **flags)]
 
 
-def _has_code(statement: str, backslash_escapes: bool, hash_comments: bool) -> bool:
-    for kind, text in _scan(statement, backslash_escapes=backslash_escapes, hash_comments=hash_comments):
+_ROUTINES = frozenset({"TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"})
+# Words that name what CREATE creates: the first one after CREATE tells whether a body with BEGIN follows.
+_OBJECT_KINDS = _ROUTINES | {
+    "TABLE", "VIEW", "INDEX", "SEQUENCE", "TYPE", "SCHEMA", "DATABASE", "DOMAIN", "EXTENSION", "ROLE", "USER",
+    "RULE", "POLICY", "AGGREGATE", "OPERATOR", "CAST", "COLLATION", "SERVER", "TABLESPACE", "STATISTICS",
+}  # fmt: skip
+_ENDS_NOTHING_OPENED = frozenset(
+    {"IF", "LOOP", "WHILE", "REPEAT", "FOR"}
+)  # END IF...: MySQL's IF is not counted
+_DELIMITER_LINE = re.compile(r"[ \t\r\n]*DELIMITER[ \t]+(\S+)[ \t]*(?:\r?\n|$)", re.IGNORECASE)
+_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|;")
+
+
+class _Splitter:
+    """Cuts the pieces `_scan` yields into statements, counting ``BEGIN``/``CASE`` ... ``END`` in routines."""
+
+    def __init__(self, mysql_client: bool) -> None:
+        self.mysql_client = mysql_client
+        self.delimiter = ";"
+        self.statements: list[str] = []
+        self.current: list[str] = []
+        self.begun = False  # the statement has more than blanks and comments
+        self.words: list[str] = []  # its first words (upper case): enough to know what it creates
+        self.routine = False
+        self.depth = 0
+        self.after_end = False
+
+    def quoted(self, text: str) -> None:
+        self.current.append(text)
+        self.begun = self.begun or not _is_comment(text, self.mysql_client)
+
+    def end_statement(self) -> None:
+        self.statements.append("".join(self.current))
+        self.current, self.words, self.begun = [], [], False
+        self.routine, self.depth, self.after_end = False, 0, False
+
+    def code(self, text: str) -> None:
+        position = 0
+        while True:
+            if self.mysql_client and not self.begun:
+                found = _DELIMITER_LINE.match(text, position)
+                if found:  # a command of the mysql client, not SQL: it is not sent
+                    self.delimiter, position = found.group(1), found.end()
+                    continue
+            if self.delimiter != ";":  # the client's own delimiter: only it ends a statement
+                end = text.find(self.delimiter, position)
+                self._append(text[position:] if end < 0 else text[position:end])
+                if end < 0:
+                    return
+                self.end_statement()
+                position = end + len(self.delimiter)
+                continue
+            token = _TOKEN.search(text, position)
+            if token is None:
+                self._append(text[position:])
+                return
+            if token.group() == ";":
+                self._append(text[position : token.start()])
+                if self.after_end:
+                    self._close()
+                if self.depth == 0:
+                    self.end_statement()
+                else:
+                    self.current.append(";")
+            else:
+                self._append(text[position : token.end()])
+                self._word(token.group().upper())
+            position = token.end()
+
+    def _append(self, text: str) -> None:
+        self.current.append(text)
+        self.begun = self.begun or bool(text.strip())
+
+    def _close(self) -> None:
+        self.after_end = False
+        self.depth = max(0, self.depth - 1)
+
+    def _word(self, word: str) -> None:
+        if len(self.words) < 12:
+            self.words.append(word)
+            self._classify()
+        if self.after_end:  # END IF / END LOOP close nothing counted; END CASE, END label close one
+            if word in _ENDS_NOTHING_OPENED:
+                self.after_end = False
+            else:
+                self._close()
+        elif self.routine and word in ("BEGIN", "CASE"):
+            self.depth += 1
+        elif self.routine and word == "END":
+            self.after_end = True
+
+    def _classify(self) -> None:
+        words = self.words
+        if words == ["BEGIN", "NOT"]:  # MariaDB's BEGIN NOT ATOMIC ... END block
+            self.routine, self.depth = True, 1
+        elif (
+            words[0] == "CREATE"
+            and len(words) > 1
+            and words[-1] in _OBJECT_KINDS
+            and not any(w in _OBJECT_KINDS for w in words[1:-1])
+        ):
+            self.routine = words[-1] in _ROUTINES
+
+
+def _has_code(statement: str, mysql_client: bool, *, backslash_escapes: bool, hash_comments: bool) -> bool:
+    for kind, text in _scan(
+        statement,
+        backslash_escapes=backslash_escapes,
+        hash_comments=hash_comments,
+        dollar_quotes=not mysql_client,
+    ):
         if kind == "code" and text.strip():
             return True
-        if kind == "quoted" and not text.startswith(("--", "/*", "#")):
+        if kind == "quoted" and not _is_comment(text, mysql_client):
             return True
     return False
+
+
+def _is_comment(text: str, mysql_client: bool) -> bool:
+    # MySQL runs what /*! ... */ holds (mysqldump writes whole statements so): it is code there.
+    return text.startswith(("--", "/*", "#")) and not (mysql_client and text.startswith("/*!"))
 
 
 @dataclass(frozen=True)

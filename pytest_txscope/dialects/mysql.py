@@ -86,7 +86,7 @@ class MySQLBackend(Dialect):
             self.execute(connection, statement, None).close()
 
     def split_script(self, script: str) -> list[str]:
-        return split_statements(script, backslash_escapes=True, hash_comments=True)
+        return split_statements(script, backslash_escapes=True, hash_comments=True, mysql_client=True)
 
     def statement_watch(self) -> Callable[[str], int] | None:
         return watch_mysql

@@ -28,6 +28,7 @@ from pytest_txscope.errors.notices import (
     TransactionLeftOpenWarning,
 )
 from pytest_txscope.errors.setup import (
+    DatabaseInUseError,
     ImportPathError,
     MigrationError,
     ParameterError,
@@ -61,6 +62,7 @@ __all__ = [
     "ConnectionBusyError",
     "ConnectionLostError",
     "DatabaseAccessError",
+    "DatabaseInUseError",
     "DatabaseNotAllowedError",
     "EngineMismatchError",
     "ImplicitCommitError",

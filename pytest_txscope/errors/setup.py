@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytest_txscope.errors.base import ConfigurationError, TxScopeError
 
 __all__ = [
+    "DatabaseInUseError",
     "ImportPathError",
     "MigrationError",
     "ParameterError",
@@ -90,3 +91,16 @@ class ImportPathError(ConfigurationError):
 
 class ParameterError(TxScopeError, TypeError):
     """SQL parameters do not match the placeholders in the statement."""
+
+
+class DatabaseInUseError(TxScopeError, RuntimeError):
+    """Another run holds the lock on a test database (or on its template's build) longer than this run waits."""
+
+    def __init__(self, *, what: str, where: str, holder: str, waited: float) -> None:
+        self.what = what
+        self.holder = holder
+        super().__init__(
+            f"{what} ({where}) is in use by another run, held by {holder}; waited {waited:g} s "
+            "(txscope_lock_timeout). Wait for that run to end, raise txscope_lock_timeout, or give this run a "
+            "database of its own (another name in the URL): two runs never build or drop each other's databases"
+        )

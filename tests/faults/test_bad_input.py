@@ -24,7 +24,7 @@ from ..backends import Backend, password_url, sibling_url
 KEYS = (
     "txscope_url, txscope_schema, txscope_engines, txscope_reuse_db, txscope_check_leaks, txscope_block, "
     "txscope_allow_databases, txscope_statement_savepoints, txscope_thread_timeout, txscope_env, txscope_threads, "
-    "txscope_connect, txscope_databases"
+    "txscope_connect, txscope_databases, txscope_lock_timeout"
 )
 STOPPED = "*! stopping: pytest-txscope could not set up the database; see the error above !*"
 STOPPED_ENGINES = (
@@ -212,6 +212,16 @@ def ini(pytester: pytest.Pytester, *lines: str) -> None:
                 id=f"thread-timeout-{value}",
             )
             for value in ("abc", "0", "-1", "inf", "nan", "1e300")
+        ),
+        *(
+            pytest.param(
+                [f"txscope_lock_timeout = {value}"],
+                [],
+                None,
+                f"ERROR: txscope_lock_timeout = '{value}' is not valid; use a number of seconds, 0 or more",
+                id=f"lock-timeout-{value}",
+            )
+            for value in ("soon", "-0.5", "inf", "nan", "1e300")
         ),
         pytest.param(
             ["txscope_schema = schema.sql.txt"],
@@ -555,6 +565,7 @@ def test_positional_marker_argument(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "test_x.py::test_1: @pytest.mark.txscope takes 0 positional arguments but 1 was given; valid "
-            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]"
+            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...], "
+            "reset_sequences=False"
         ]
     )

@@ -378,7 +378,8 @@ def test_async_faults_are_reported_with_our_messages(
         [
             "*_ ERROR at setup of test_bad_marker _*",
             "test_faults.py::test_bad_marker: threads must be one of 'shared', 'strict', not 'bogus'; valid "
-            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]",
+            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...], "
+            "reset_sequences=False",
         ]
     )
     result.stdout.fnmatch_lines(

@@ -189,9 +189,11 @@ def test_wrong_type():
     result.stdout.fnmatch_lines(
         [
             "*test_marker.py::test_typo: @pytest.mark.txscope got an unexpected keyword argument 'comit'; valid "
-            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]",
+            "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...], "
+            "reset_sequences=False",
             "*test_marker.py::test_wrong_type: commit must be True or False, not 'yes'; valid arguments: "
-            "commit=False, threads='shared' or 'strict', databases=[[]'default', ...]",
+            "commit=False, threads='shared' or 'strict', databases=[[]'default', ...], "
+            "reset_sequences=False",
         ]
     )
 

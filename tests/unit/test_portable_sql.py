@@ -116,3 +116,84 @@ def test_executemany_checks_every_row(engine: Engine) -> None:
         with pytest.raises(ParameterError, match=r"no value for placeholder\(s\) :qty"):
             tx.executemany(PORTABLE_INSERT, rows)
         assert tx.fetchscalar("SELECT count(*) FROM items") == 0
+
+
+SQLITE_TRIGGER = """CREATE TRIGGER audit AFTER INSERT ON t FOR EACH ROW WHEN NEW.n > 0 BEGIN
+  INSERT INTO log VALUES ('n; ' || NEW.n);
+  UPDATE t SET n = CASE WHEN n > 5 THEN 5 ELSE n END WHERE id = NEW.id;
+END"""
+MYSQL_PROCEDURE = """CREATE DEFINER=`root`@`%` PROCEDURE p(IN x INT)
+BEGIN
+  DECLARE c INT DEFAULT 0;
+  IF x > 0 THEN SET c = 1; END IF;
+  lbl: LOOP LEAVE lbl; END LOOP lbl;
+  CASE c WHEN 1 THEN SELECT 1; ELSE BEGIN END; END CASE;
+END"""
+PG_ATOMIC = """CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql
+BEGIN ATOMIC
+  SELECT CASE WHEN a > 0 THEN 1 END;
+END"""
+
+
+@pytest.mark.parametrize(
+    ("body", "options"),
+    [
+        (SQLITE_TRIGGER, {}),
+        (PG_ATOMIC, {}),
+        ("CREATE TEMP TRIGGER t1 BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'no'); END", {}),
+        (MYSQL_PROCEDURE, {"backslash_escapes": True, "hash_comments": True, "mysql_client": True}),
+        ("BEGIN NOT ATOMIC SELECT 1; SELECT 2; END", {"mysql_client": True}),
+    ],
+    ids=["sqlite-trigger", "postgresql-begin-atomic", "temp-trigger", "mysql-procedure", "mariadb-block"],
+)
+def test_a_routine_body_is_one_statement(body: str, options: dict[str, bool]) -> None:
+    script = f"CREATE TABLE t (id INT, begin_at INT, n INT);\n{body};\nSELECT 1;"
+    assert split_statements(script, **options) == [
+        "CREATE TABLE t (id INT, begin_at INT, n INT)",
+        body,
+        "SELECT 1",
+    ]
+
+
+def test_begin_and_end_outside_routines_are_statements_of_their_own() -> None:
+    # SQLite's BEGIN / END (= COMMIT), and CASE ... END in a plain query, split as before.
+    assert split_statements("BEGIN; SELECT CASE WHEN 1 THEN 2 END; END; SELECT 3") == [
+        "BEGIN",
+        "SELECT CASE WHEN 1 THEN 2 END",
+        "END",
+        "SELECT 3",
+    ]
+
+
+def test_mysql_delimiter_lines_work_as_in_the_mysql_client() -> None:
+    # What mysqldump writes around a trigger; the DELIMITER lines are client commands and are not sent.
+    script = """DROP TABLE IF EXISTS t;
+/*!40101 SET @saved = @@sql_mode */;
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50003 TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.n = 1 */;;
+CREATE PROCEDURE p() BEGIN SELECT '$$'; SELECT 2; END ;;
+DELIMITER ;
+-- back to ;
+SELECT 1; delimiter //
+SELECT 2//
+"""
+    assert split_statements(script, backslash_escapes=True, hash_comments=True, mysql_client=True) == [
+        "DROP TABLE IF EXISTS t",
+        "/*!40101 SET @saved = @@sql_mode */",
+        "/*!50003 CREATE*/ /*!50003 TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.n = 1 */",
+        "CREATE PROCEDURE p() BEGIN SELECT '$$'; SELECT 2; END",
+        "-- back to ;\nSELECT 1",
+        "SELECT 2",
+    ]
+
+
+def test_sqlite_agrees_each_split_statement_is_complete() -> None:
+    import sqlite3
+
+    script = f"CREATE TABLE t (id INT, n INT);\nCREATE TABLE log (msg TEXT);\n{SQLITE_TRIGGER};\nSELECT 1;"
+    statements = split_statements(script)
+    assert len(statements) == 4
+    assert all(sqlite3.complete_statement(s + ";") for s in statements)
+    assert not sqlite3.complete_statement(
+        SQLITE_TRIGGER.split(";", maxsplit=1)[0] + ";"
+    )  # what the old split sent
