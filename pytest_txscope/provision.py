@@ -344,7 +344,12 @@ def drop(url: DatabaseURL, *, allow: Collection[str], held: Provisioned | None =
         return
     check_safe(url, "drop", allow)
     try:
-        if url.backend == "sqlite":
+        if url.backend == "sqlite" and held is None:  # a crashed worker's file: its lock file goes with it
+            path = sqlite_path(url).resolve()
+            with contextlib.closing(FileLocks(path.parent)) as files:
+                files.acquire(f"{path.name}.txscope", f"test database {url.database!r}", 0)
+                _SQLiteFile(url).remove()
+        elif url.backend == "sqlite":
             _SQLiteFile(url).remove()
         elif held is not None and isinstance(held.hold, _Server):
             held.hold.remove()

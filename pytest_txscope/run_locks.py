@@ -11,6 +11,7 @@ Nothing here imports pytest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -127,25 +128,39 @@ class FileLocks:
         """Take lock ``name`` (about ``what``, for the message), waiting at most ``timeout`` seconds."""
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         path = self.lock_dir / f"{_file_name(name)}.lock"
-        handle = open(path, "a+b")  # noqa: SIM115 -- kept open while the lock is held
+        opened: list[IO[bytes]] = []
+
+        def attempt() -> bool:
+            if not opened:
+                opened.append(open(path, "a+b"))  # noqa: SIM115 -- kept open while the lock is held
+            if not _try_file(opened[0]):
+                return False
+            if _is_at(opened[0], path):
+                return True
+            opened.pop().close()  # its holder removed the file as it let go: lock the one at the path now
+            return False
+
         try:
-            _wait(lambda: _try_file(handle), timeout, lambda: self._failed(path, what, timeout))
+            _wait(attempt, timeout, lambda: self._failed(path, what, timeout))
         except BaseException:
-            handle.close()
+            while opened:
+                opened.pop().close()
             raise
+        handle = opened[0]
         handle.truncate(0)
         handle.write(_holder_label().encode())
         handle.flush()
         self.files[name] = handle
 
     def release(self, name: str) -> None:
-        """Give lock ``name`` back."""
-        self.files.pop(name).close()
+        """Give lock ``name`` back, and remove its file (while still holding it: a waiter that locks the removed
+        file sees it is no longer at the path and tries again), so that no lock file outlives the database."""
+        _remove_and_close(self.files.pop(name))
 
     def close(self) -> None:
         """Release every lock held."""
         while self.files:
-            self.files.popitem()[1].close()
+            _remove_and_close(self.files.popitem()[1])
 
     def _failed(self, path: Path, what: str, timeout: float) -> DatabaseInUseError:
         try:
@@ -153,6 +168,22 @@ class FileLocks:
         except OSError:
             holder = "another process"
         return DatabaseInUseError(what=what, where=f"lock file {path}", holder=holder, waited=timeout)
+
+
+def _remove_and_close(handle: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):  # Windows cannot remove an open file: it stays, harmless
+        os.unlink(handle.name)
+    handle.close()
+
+
+def _is_at(handle: IO[bytes], path: Path) -> bool:
+    """Whether the open file ``handle`` is still the file at ``path`` (not removed or replaced since)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (mine.st_dev, mine.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def _file_name(label: str) -> str:

@@ -251,7 +251,7 @@ def test_a_bad_line_is_one_clear_error(pytester: pytest.Pytester, case: str) -> 
 BAD_MARKERS = {
     '["nope"]': "*test_x.py::test_x: databases=[[]...] names 'nope', which is not configured (configured: "
     "default, reports); add the ini line 'txscope_databases = nope = <its URL>', or correct the name; valid "
-    "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...]",
+    "arguments: commit=False, threads='shared' or 'strict', databases=[[]'default', ...], reset_sequences=False",
     '"reports"': "*test_x.py::test_x: databases must be a list of database names or \"__all__\", not 'reports'; "
     "valid arguments: *",
     '["reports"], commit=True': "*test_x.py::test_x: commit=True runs on the default database only; leave out "

@@ -76,6 +76,6 @@ def test_it(db_session):
     result.stdout.fnmatch_lines(
         [
             "*test_bad.py::test_it: reset_sequences must be True or False, not 'yes'; valid arguments: "
-            "commit=False, threads='shared' or 'strict', reset_sequences=False"
+            "commit=False, threads='shared' or 'strict', databases=[[]'default', ...], reset_sequences=False"
         ]
     )
