@@ -26,6 +26,7 @@ from .plugin_capture import db_assert_num_queries, db_capture_on_commit, db_capt
 from .plugin_database import EMBEDDED, STATE, RunState, explain_missing_database, sqlalchemy_module
 from .plugin_env import ENV, header_lines, set_environment
 from .plugin_modes import blocked, commit_mode
+from .plugin_scoped_data import db_class_sandbox, db_module_sandbox, db_run_sandbox
 from .plugin_scopes import (
     FAILURE,
     INTERCEPTION,
@@ -35,7 +36,6 @@ from .plugin_scopes import (
     marker_options,
     run_engine,
     sandbox_scope,
-    wide_sandbox,
 )
 from .plugin_teardown import check_leaks, explain_lock_wait, leave_blocks
 from .sandbox import Sandbox
@@ -342,41 +342,6 @@ def db_session(db_engine: Engine) -> Iterator[Session]:
     # first (see _plan_fixtures) starts the sandbox; the other one joins it.
     for sandbox in sandbox_scope(_request_of("db_session"), db_engine):
         yield sandbox.session()
-
-
-@pytest.fixture(scope="session")
-def db_run_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
-    """A sandbox for the rest of the run (session scope), for data written once and seen by every later test.
-
-    Request it from a session-scoped fixture that writes the data through ``db_run_sandbox.session()`` (or
-    the app, whose engines it pins). Each test's sandbox nests in it (a savepoint): the test rolls back to the
-    data; the data is rolled back at the end of the run. ``commit=True`` tests are refused while it is active.
-    """
-    yield from wide_sandbox(request, db_engine, "session")
-
-
-@pytest.fixture(scope="module")
-def db_module_sandbox(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator[Sandbox]:
-    """A sandbox for the rest of the module (module scope), for data written once per module::
-
-        @pytest.fixture(scope="module")
-        def catalog(db_module_sandbox):
-            db_module_sandbox.session().execute("INSERT INTO products (sku) VALUES ('tea')")
-
-    Each test that runs while it is active (request ``catalog`` in each test that needs the data) nests its
-    sandbox in it and rolls back to the data; the data is rolled back when the module ends. ``commit=True``
-    tests are refused while it is active.
-    """
-    yield from wide_sandbox(request, db_engine, "module")
-
-
-@pytest.fixture(scope="class")
-def db_class_sandbox(
-    request: pytest.FixtureRequest, db_module_sandbox: Sandbox, db_engine: Engine
-) -> Iterator[Sandbox]:
-    """A sandbox for the rest of the class (class scope), for data written once per test class, as
-    ``db_module_sandbox`` does per module (in which it nests: the module's data is seen too)."""
-    yield from wide_sandbox(request, db_engine, "class")
 
 
 @pytest.fixture
