@@ -29,7 +29,15 @@ from pytest_txscope.dialects import dialect_for_url
 from pytest_txscope.provision import drop
 from pytest_txscope.url import ASYNC_TWINS, DRIVERS
 
-ALL = ("sqlite-file", "sqlite-memory", "postgresql", "postgresql-psycopg2", "mysql", "mysql-mysqldb")
+ALL = (
+    "sqlite-file",
+    "sqlite-memory",
+    "postgresql",
+    "postgresql-psycopg2",
+    "postgresql-asyncpg",
+    "mysql",
+    "mysql-mysqldb",
+)
 ASYNC_DRIVERS = {
     "sqlite-aiosqlite": "aiosqlite",
     "postgresql-psycopg_async": "psycopg_async",
@@ -45,10 +53,16 @@ ALL_ASYNC = tuple(
 )
 """The asyncio drivers the URL layer knows (asyncpg once its dialect is registered)."""
 ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
-DRIVER_OF = {"postgresql-psycopg2": "psycopg2", "mysql-mysqldb": "mysqldb", **ASYNC_DRIVERS}
+DRIVER_OF = {
+    "postgresql-psycopg2": "psycopg2",
+    "postgresql-asyncpg": "asyncpg",
+    "mysql-mysqldb": "mysqldb",
+    **ASYNC_DRIVERS,
+}
 """The driver a backend names in its URL's scheme (the others use their family's default driver)."""
 _TAGS = {
     "postgresql-psycopg2": "pg2",
+    "postgresql-asyncpg": "apg",
     "mysql-mysqldb": "mdb",
     "postgresql-psycopg_async": "pga",
     "postgresql-asyncpg-aio": "apa",
