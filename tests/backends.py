@@ -344,3 +344,13 @@ def password_url(backend: Backend) -> str:
             )
         pytest.skip(f"{backend.name}: {reason}")
     return text
+
+
+def integrity_error(dialect: Any) -> type[Exception]:
+    """The driver's class for a violated constraint: DB-API's ``IntegrityError``, asyncpg's
+    ``IntegrityConstraintViolationError`` (asyncpg is no DB-API driver)."""
+    module = dialect.load_driver()
+    error: type[Exception] = (
+        getattr(module, "IntegrityError", None) or module.IntegrityConstraintViolationError
+    )
+    return error

@@ -58,7 +58,7 @@ def _rowcount(status: str | None) -> int:
 class AsyncpgInfo:
     """The facts psycopg's ``ConnectionInfo`` gives, as `PostgreSQLBackend` reads them (no round trip)."""
 
-    def __init__(self, adapter: AsyncpgAdapter, params: Mapping[str, Any]) -> None:
+    def __init__(self, adapter: AsyncpgAdapter) -> None:
         self._adapter = adapter
         address = adapter.raw._addr
         self.host = address if isinstance(address, str) else address[0]
@@ -132,14 +132,16 @@ class AsyncpgCursor:
 class AsyncpgAdapter(AdaptedConnection):
     """asyncpg's ``Connection`` as `pytest_txscope.dialects.AsyncpgDialect` drives it (see the module)."""
 
-    def __init__(self, raw: Any, runner: Runner, params: Mapping[str, Any]) -> None:
+    def __init__(self, raw: Any, runner: Runner, params: Mapping[str, Any] | None) -> None:
         super().__init__(raw, runner)
-        self._params = dict(params)
+        # How to reach the server again (to end the session once its loop is closed): the connect() keywords
+        # when the library connected, else what the connection reached.
+        self._params = dict(params) if params is not None else _params_of(raw)
         self._statements: OrderedDict[str, Any] = OrderedDict()
         self._failed = False  # an error aborted the open transaction (asyncpg reports it as open)
         self._schema_changed = False  # DDL ran in the open transaction: its rollback stales the plans
         self.autocommit = True  # asyncpg sends what it is given: the library's BEGIN is the only transaction
-        self.info = AsyncpgInfo(self, params)
+        self.info = AsyncpgInfo(self)
 
     # ---------------------------------------------------------------------------------------- state
     @property
@@ -270,6 +272,13 @@ class AsyncpgAdapter(AdaptedConnection):
         pid = self.info.backend_pid
         with contextlib.suppress(Exception):
             driver_loop()(_terminate_backend(self._params, pid))
+
+
+def _params_of(raw: Any) -> dict[str, Any]:
+    # asyncpg keeps what a connection reached in private attributes only (no public accessor).
+    address, params = raw._addr, raw._params
+    where = {"host": address} if isinstance(address, str) else {"host": address[0], "port": address[1]}
+    return {**where, "user": params.user, "password": params.password, "database": params.database}
 
 
 def _bind(sql: str, params: Any) -> tuple[str, Sequence[Any]]:

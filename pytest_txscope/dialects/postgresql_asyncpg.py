@@ -113,6 +113,10 @@ class AsyncpgDialect(PostgreSQLBackend):
     def sqlstate(self, error: BaseException) -> str:
         return getattr(error, "sqlstate", None) or ""
 
+    def is_integrity_error(self, error: BaseException) -> bool:
+        # asyncpg's classes are named after the SQLSTATE (IntegrityConstraintViolationError): class 23.
+        return self.sqlstate(error).startswith("23")
+
     def statement_runner(self, connection: DBAPIConnection) -> tuple[Callable[[str, Any], Any], Any]:
         return connection.execute, None
 

@@ -260,6 +260,17 @@ async def test_an_engine_over_an_async_connect_function(backend: Backend) -> Non
 
         async def connect() -> Any:
             return await aiosqlite.connect(path)
+    elif backend.name == "postgresql-asyncpg-aio":
+        import asyncpg
+
+        from pytest_txscope import DatabaseURL
+
+        parsed = DatabaseURL.parse(backend.url)
+
+        async def connect() -> Any:
+            return await asyncpg.connect(
+                host=parsed.host, port=parsed.port, user=parsed.user, database=parsed.database
+            )
     elif backend.family == "postgresql":
         import psycopg
 
