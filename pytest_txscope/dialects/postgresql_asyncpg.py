@@ -13,6 +13,7 @@ batched into one text.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,23 @@ from .base import DBAPIConnection
 from .postgresql import PostgreSQLBackend
 
 __all__ = ["AsyncpgDialect"]
+
+
+async def _connect(asyncpg: Any, params: dict[str, Any]) -> Any:
+    """An asyncpg connection whose json and jsonb values are Python objects, as psycopg's are (the dialect's
+    code and the DB-API face read them so); a str parameter goes as JSON text, as psycopg sends it."""
+    raw = await asyncpg.connect(**params)
+    try:
+        for name in ("json", "jsonb"):
+            await raw.set_type_codec(name, encoder=_json_text, decoder=json.loads, schema="pg_catalog")
+    except BaseException:
+        raw.terminate()
+        raise
+    return raw
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _settings(options: str) -> dict[str, str]:
@@ -81,7 +99,7 @@ class AsyncpgDialect(PostgreSQLBackend):
         def connect() -> DBAPIConnection:
             runner = driver_loop()
             try:
-                raw = runner(asyncpg.connect(**params))
+                raw = runner(_connect(asyncpg, params))
             except Exception as exc:
                 raise _connect_failure(url, exc, asyncpg) from None
             return AsyncpgAdapter(raw, runner, params)
@@ -97,7 +115,7 @@ class AsyncpgDialect(PostgreSQLBackend):
 
         async def connect() -> DBAPIConnection:
             try:
-                raw = await asyncpg.connect(**params)
+                raw = await _connect(asyncpg, params)
             except Exception as exc:
                 raise _connect_failure(url, exc, asyncpg) from None
             return AsyncpgAdapter(raw, LoopRunner(asyncio.get_running_loop(), what), params)

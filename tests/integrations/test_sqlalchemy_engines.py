@@ -433,7 +433,8 @@ def test_a_test_database_url_on_a_driver_pytest_txscope_does_not_drive(
     result.stderr.fnmatch_lines(
         [
             "ERROR: txscope_url: unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db_test; for "
-            "this database use one of: postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// "
+            "this database use one of: postgresql+psycopg://, postgresql+psycopg2://, postgresql+asyncpg://, "
+            "postgresql+psycopg_async:// "
             "(the first is the default, also used when the scheme names no driver)"
         ]
     )
