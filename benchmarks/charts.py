@@ -28,7 +28,9 @@ def draw(results: Results, directory: Path) -> dict[str, Path]:
 def _overhead_chart(results: Results, plt: Any, path: Path) -> bool:
     cells = {b: key for b in BACKENDS if (key := largest(results, "main", b)) is not None}
     backends = list(cells)
-    strategies = [s for s in STRATEGIES if STRATEGIES[s].baseline in ("none", "orm-none")]
+    strategies = [
+        s for s in STRATEGIES if STRATEGIES[s].baseline in ("none", "orm-none", "aio-none", "django-none")
+    ]
     strategies = [s for s in strategies if any(results.runs(cells[b], s) for b in backends)]
     if backends and strategies:
         fig, ax = plt.subplots(figsize=(9, 0.55 * len(strategies) * len(backends) / 2 + 1.5))

@@ -7,7 +7,8 @@
 Experiments (each interleaves its strategies A B C A B C ... over the repetitions):
 
 - ``main``: 3 tables, N tests (``--n``), every strategy that applies to the backend;
-- ``template``: PostgreSQL, a database cloned from a template per test, against no isolation (``--template-n``);
+- ``template``: PostgreSQL, a database cloned from a template per test (the harness's own, and pytest-postgresql's
+  as its ``postgresql`` fixture does it), against no isolation (``--template-n``);
 - ``scaling``: no isolation, txscope, DELETE, TRUNCATE, drop/create with more tables (``--scale-tables``) and
   with seed rows (``--scale-rows``), plus 3 empty tables at the same N as the base of comparison;
 - ``xdist``: the txscope suite serial and under ``-n 2``, databases created by the plugin (``--xdist-n``);
@@ -160,6 +161,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("TXSCOPE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
         help="the MySQL/MariaDB server (its database part is ignored); also $TXSCOPE_BENCH_MYSQL_URL",
     )
+    parser.add_argument(
+        "--aio-driver",
+        default="",
+        choices=["", *suites.AIO_DRIVER_CHOICES],
+        help="the async strategies' driver on its backend instead of the default (psycopg on PostgreSQL)",
+    )
     parser.add_argument("--db-prefix", default="txscope_bench_test", help="database names start with this")
     parser.add_argument("--out", default="docs", help="docs directory: <out>/benchmarks.md and <out>/img/")
     parser.add_argument("--json", default="benchmarks/results.json", help="where the raw samples go")
@@ -209,12 +216,10 @@ def plan(args: argparse.Namespace) -> list[Cell]:
             cells += [
                 Cell("main", backend, Config(), n, pick(MAIN, backend), args.repeats) for n in _ints(args.n)
             ]
-        if "template" not in skip and "template" in wanted and backend == "postgresql":
-            cells.append(
-                Cell(
-                    "template", backend, Config(), args.template_n, pick(["template"], backend), args.repeats
-                )
-            )
+        per_test_database = ["template", "pgdatabase"]
+        if "template" not in skip and set(per_test_database) & wanted and backend == "postgresql":
+            strategies = pick(per_test_database, backend)
+            cells.append(Cell("template", backend, Config(), args.template_n, strategies, args.repeats))
         if "scaling" not in skip:
             configs = [Config(t, 0) for t in _ints(args.scale_tables)] + [
                 Config(3, r) for r in _ints(args.scale_rows)
@@ -244,7 +249,9 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     return [c for c in cells if c.strategies]
 
 
-def run_cell(cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, Any]]) -> None:
+def run_cell(
+    cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, Any]], aio_driver: str = ""
+) -> None:
     """Generate the cell's suites and run them, interleaved over the repetitions."""
     directories = {}
     for key in cell.strategies:
@@ -252,7 +259,7 @@ def run_cell(cell: Cell, dbs: Databases, workdir: Path, samples: list[dict[str, 
         # With provision, the plugin creates (and drops) the database, one per xdist worker.
         url = dbs.url(cell.backend, "xdist") if strategy.provision else dbs.build(cell.backend, cell.config)
         directories[key] = suites.generate(
-            workdir / cell.name / key, strategy, url, cell.config, cell.tests(key)
+            workdir / cell.name / key, strategy, url, cell.config, cell.tests(key), aio_driver=aio_driver
         )
     for rep in range(cell.repeats):
         for key in cell.strategies:
@@ -343,6 +350,8 @@ def machine(dbs: Databases, backends: list[str]) -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "Drivers": f"psycopg {version('psycopg')}{libpq}, PyMySQL {version('PyMySQL')}, "
         f"sqlite3 (SQLite {sqlite3.sqlite_version}), SQLAlchemy {version('SQLAlchemy')}",
+        "Async": f"aiosqlite {version('aiosqlite')}, psycopg's AsyncConnection, aiomysql {version('aiomysql')}, "
+        f"asyncpg {version('asyncpg')}, greenlet {version('greenlet')}, pytest-asyncio {version('pytest-asyncio')}",
         "pytest": f"pytest {version('pytest')}, pytest-xdist {version('pytest-xdist')}, "
         f"pytest-txscope {version('pytest-txscope')}",
     }
@@ -390,7 +399,7 @@ def estimate(cells: list[Cell], data: dict[str, Any]) -> float:
         }
         if not known:
             return 0.0
-        grows = strategy in (*CLEANING, "template")
+        grows = strategy in (*CLEANING, "template", "pgdatabase")
         same_kind = [c for c in known if (c.rows > 0) == (config.rows > 0)] if grows else []
         base = (
             config if config in known else max(same_kind, key=lambda c: (c.rows, c.tables), default=Config())
@@ -451,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": f"python -m benchmarks.run {argv_text}".strip(),
         "quick": args.quick,
         "machine": machine(dbs, backends),
-        "settings": {k: v for k, v in vars(args).items() if k in FULL},
+        "settings": {k: v for k, v in vars(args).items() if k in FULL or k == "aio_driver"},
         "cells": [asdict(c) for c in cells],
     }
     print(
@@ -460,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         for cell in cells:
-            run_cell(cell, dbs, workdir, data["samples"])
+            run_cell(cell, dbs, workdir, data["samples"], args.aio_driver)
         if "micro" not in args.skip.split(","):
             for backend in backends:
                 data["micro"][backend] = run_micro(backend, dbs, args, workdir)

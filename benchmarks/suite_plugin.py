@@ -10,6 +10,7 @@ count.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -236,6 +237,55 @@ def raw_template(_pg_admin: Any) -> Iterator[Any]:
     yield conn
     conn.close()
     _pg_admin.execute(f'DROP DATABASE "{clone}"')
+
+
+@pytest.fixture(scope="session")
+def _pg_template(_pg_admin: Any) -> Iterator[str]:
+    """pytest-postgresql's template database (loaded once per run): a copy of the benchmark database."""
+    template = f"{URL.database}_tmpl"
+    _pg_admin.execute(f'CREATE DATABASE "{template}" TEMPLATE "{URL.database}" IS_TEMPLATE = true')
+    yield template
+    with _janitor() as cursor:
+        _janitor_drop(cursor, template, 'ALTER DATABASE "{}" WITH is_template false')
+
+
+@contextlib.contextmanager
+def _janitor() -> Iterator[Any]:
+    """A cursor as pytest-postgresql's ``DatabaseJanitor.cursor()`` gives: a new autocommit connection each time."""
+    conn = schema.connect(URL.with_database("postgres"), autocommit=True)
+    cursor = conn.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+        conn.close()
+
+
+def _janitor_drop(cursor: Any, database: str, *also: str) -> None:
+    """``DatabaseJanitor.drop()``: no new connections, end the open ones, then drop."""
+    cursor.execute(f'ALTER DATABASE "{database}" WITH allow_connections false')
+    cursor.execute(_TERMINATE, (database,))
+    for statement in also:
+        cursor.execute(statement.format(database))
+    cursor.execute(f'DROP DATABASE IF EXISTS "{database}"')
+
+
+_TERMINATE = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+
+
+@pytest.fixture
+def pg_database(_pg_template: str) -> Iterator[Any]:
+    """pytest-postgresql's ``postgresql`` fixture: a database created from the template for this test only,
+    connected to, and dropped after it (``DatabaseJanitor.init()`` and ``drop()``, each on a new connection)."""
+    database = f"{URL.database}_pgdb"
+    with _janitor() as cursor:
+        cursor.execute(_TERMINATE, (_pg_template,))  # the template must have no sessions to be copied
+        cursor.execute(f'CREATE DATABASE "{database}" TEMPLATE "{_pg_template}"')
+    conn = schema.connect(URL.with_database(database))
+    yield conn
+    conn.close()
+    with _janitor() as cursor:
+        _janitor_drop(cursor, database)
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,16 @@
 
 Each strategy is a way to isolate tests (or not). For a strategy, a backend, a schema configuration and a
 number of tests N, `generate` writes a pytest project into a directory of its own: N test functions (100 per
-file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture, a
-``pytest.ini`` with the plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
+file) that each call one of the `benchmarks.suite_plugin` work functions through the strategy's fixture (the
+async strategies: ``async def`` tests awaiting `benchmarks.suite_aio.work_aio`), a ``pytest.ini`` with the
+plugin's settings, and the JSON configuration the suite plugin reads. `run_suite` runs
 it as a whole ``python -m pytest`` process and returns its wall time and its in-process time per test.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -47,9 +49,15 @@ class Strategy:
     provision: bool = False
     """The plugin builds the database itself (``txscope_schema``): a database per xdist worker."""
     config: dict[str, Any] = field(default_factory=dict)
+    aio: bool = False
+    """``async def`` tests (pytest-asyncio, `benchmarks.suite_aio`): the fixture hands them an AsyncSession."""
+    module: str = "benchmarks.suite_plugin"
+    """The module of the work function and the fixtures: a pytest plugin the suite loads (``-p``), besides
+    `benchmarks.suite_plugin` (which records the timings)."""
 
 
 _APP = "benchmarks.suite_plugin:APP"
+_DJANGO = "benchmarks.suite_django"
 _SCHEMA = "benchmarks.suite_plugin:build_schema"
 STRATEGIES: dict[str, Strategy] = {
     s.key: s
@@ -94,6 +102,22 @@ STRATEGIES: dict[str, Strategy] = {
             baseline="orm-none",
             config={"savepoint_fix": True},
         ),
+        Strategy(
+            "django-none",
+            "Django ORM, no isolation (commit)",
+            "django_plain",
+            "work_django",
+            baseline=None,
+            module=_DJANGO,
+        ),
+        Strategy(
+            "django",
+            "pytest-django's db (emulated)",
+            "db",
+            "work_django",
+            baseline="django-none",
+            module=_DJANGO,
+        ),
         Strategy("delete", "DELETE FROM every table", "raw_delete", "work_raw"),
         Strategy("truncate", "TRUNCATE every table", "raw_truncate", "work_raw", families=SERVERS),
         Strategy("dropcreate", "drop and create the schema", "raw_dropcreate", "work_raw"),
@@ -101,6 +125,13 @@ STRATEGIES: dict[str, Strategy] = {
             "template",
             "database cloned from a template",
             "raw_template",
+            "work_raw",
+            backends=("postgresql",),
+        ),
+        Strategy(
+            "pgdatabase",
+            "pytest-postgresql's database per test (emulated)",
+            "pg_database",
             "work_raw",
             backends=("postgresql",),
         ),
@@ -123,8 +154,33 @@ STRATEGIES: dict[str, Strategy] = {
             provision=True,
             xdist=2,
         ),
+        # The async strategies (issue 14): `benchmarks.suite_aio`, the ORM work through an AsyncSession.
+        Strategy(
+            "aio-none", "async ORM, no isolation (commit)", "aio_session", "work_aio", baseline=None, aio=True
+        ),
+        Strategy(
+            "txscope-aio",
+            "txscope, app's AsyncEngine",
+            "aio_app_session",
+            "work_aio",
+            baseline="aio-none",
+            txscope=True,
+            ini={"txscope_engines": "benchmarks.suite_aio:engine"},
+            aio=True,
+        ),
+        Strategy(
+            "aio-recipe",
+            "async SQLAlchemy recipe (create_savepoint)",
+            "aio_recipe_session",
+            "work_aio",
+            baseline="aio-none",
+            config={"savepoint_fix": True},
+            aio=True,
+        ),
     )
 }
+AIO = ["aio-none", "txscope-aio", "aio-recipe"]
+"""The async strategies, compared with one another in the main experiment (``--strategies`` picks them)."""
 MAIN = [
     "none",
     "txscope",
@@ -134,10 +190,20 @@ MAIN = [
     "txscope-orm",
     "txscope-sa-app",
     "sa-recipe",
+    "django-none",
+    "django",
     "delete",
     "truncate",
     "dropcreate",
+    *AIO,
 ]
+AIO_DRIVER_CHOICES = {"asyncpg": ("postgresql", "postgresql+asyncpg")}
+"""``--aio-driver`` values: the backend whose asyncio driver they replace, and the SQLAlchemy dialect."""
+_AIO_INI = {  # pytest-asyncio runs every async test and fixture on an event loop of the test's own
+    "asyncio_mode": "auto",
+    "asyncio_default_fixture_loop_scope": "function",
+    "asyncio_default_test_loop_scope": "function",
+}
 SCALING = ["none", "txscope", "delete", "truncate", "dropcreate"]
 
 
@@ -246,7 +312,7 @@ class Databases:
         url = self.build(backend, config)
         if backend == "postgresql":
             conn = self.admin(backend)
-            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}_clone" WITH (FORCE)')
+            drop_clones(conn, url.database)
             conn.close()
         conn = schema.connect(url)
         try:
@@ -278,47 +344,79 @@ class Databases:
                     conn = self.admin(backend[0])
                     force = " WITH (FORCE)" if backend[0] == "postgresql" else ""
                     quote = '"' if backend[0] == "postgresql" else "`"
-                    clone = [f"{url.database}_clone"] if backend[0] == "postgresql" else []  # a crashed run's
-                    for name in (url.database, *clone):
-                        conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}")
+                    if backend[0] == "postgresql":  # a crashed run's
+                        drop_clones(conn, url.database)
+                    conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote}{url.database}{quote}{force}")
                     conn.close()
         self.built.clear()
 
 
+def drop_clones(admin: Any, database: str) -> None:
+    """Drop what the PostgreSQL per-test strategies derive from ``database`` and a crashed run left behind."""
+    for suffix in ("clone", "tmpl", "pgdb"):
+        name = f"{database}_{suffix}"
+        if suffix == "tmpl":  # pytest-postgresql's template is marked as one: a template cannot be dropped
+            with contextlib.suppress(Exception):
+                admin.execute(f'ALTER DATABASE "{name}" WITH is_template false')
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # ------------------------------------------------------------------------------------------ suites
-def generate(directory: Path, strategy: Strategy, url: DatabaseURL, config: Config, n: int) -> Path:
-    """Write the suite of ``n`` tests for ``strategy`` into ``directory`` (emptied first)."""
+def generate(
+    directory: Path, strategy: Strategy, url: DatabaseURL, config: Config, n: int, *, aio_driver: str = ""
+) -> Path:
+    """Write the suite of ``n`` tests for ``strategy`` into ``directory`` (emptied first); ``aio_driver`` (a
+    key of `AIO_DRIVER_CHOICES`) replaces the asyncio driver of the async strategies on its backend."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     memory = url.backend == "sqlite" and url.database == ":memory:"
-    ini = {"txscope_url": url_text(url)} if strategy.txscope else {}
+    settings: dict[str, Any] = {}
+    sandbox_url = url
+    if strategy.aio and aio_driver and AIO_DRIVER_CHOICES[aio_driver][0] == url.backend:
+        settings["aio_driver"] = AIO_DRIVER_CHOICES[aio_driver][1]
+        # The sandbox on the app's own driver: the test database's URL names it.
+        sandbox_url = dataclasses.replace(url, scheme=f"{url.backend}+{aio_driver}", driver=aio_driver)
+    ini = {"txscope_url": url_text(sandbox_url)} if strategy.txscope else {}
     if strategy.txscope and (memory or strategy.provision):
         ini["txscope_schema"] = _SCHEMA
+    if strategy.aio:
+        ini.update(_AIO_INI)
     ini.update(strategy.ini)
     lines = ["[pytest]", *(f"{k} = {v}" for k, v in ini.items())]
     (directory / "pytest.ini").write_text("\n".join(lines) + "\n")
     (directory / "timing").mkdir()
-    settings = {
-        "family": url.backend,
-        "url": url_text(url),
-        "tables": config.tables,
-        "rows": config.rows,
-        "timing_dir": str(directory / "timing"),
+    settings.update(
+        family=url.backend,
+        url=url_text(url),
+        tables=config.tables,
+        rows=config.rows,
+        timing_dir=str(directory / "timing"),
+        txscope=strategy.txscope,
         **strategy.config,
-    }
+    )
     (directory / "bench.json").write_text(json.dumps(settings))
+    module = "benchmarks.suite_aio" if strategy.aio else strategy.module
     for first in range(0, n, TESTS_PER_FILE):
-        body = [f"from benchmarks.suite_plugin import {strategy.work}", ""]
+        body = [f"from {module} import {strategy.work}", ""]
         for i in range(first, min(n, first + TESTS_PER_FILE)):
-            # work_sa_app uses the application's own session: the test only asks for the sandbox.
-            call = (
-                f"{strategy.work}({i})"
-                if strategy.work == "work_sa_app"
-                else f"{strategy.work}({strategy.fixture}, {i})"
-            )
-            body += ["", f"def test_{i}({strategy.fixture}):", f"    {call}", ""]
+            body += ["", *_test_lines(strategy, i), ""]
         (directory / f"test_bench_{first // TESTS_PER_FILE:03d}.py").write_text("\n".join(body))
     return directory
+
+
+def _test_lines(strategy: Strategy, i: int) -> list[str]:
+    if strategy.aio:
+        return [
+            f"async def test_{i}({strategy.fixture}):",
+            f"    await {strategy.work}({strategy.fixture}, {i})",
+        ]
+    # work_sa_app uses the application's own session: the test only asks for the sandbox.
+    call = (
+        f"{strategy.work}({i})"
+        if strategy.work == "work_sa_app"
+        else f"{strategy.work}({strategy.fixture}, {i})"
+    )
+    return [f"def test_{i}({strategy.fixture}):", f"    {call}"]
 
 
 def url_text(url: DatabaseURL) -> str:
@@ -356,6 +454,10 @@ def run_suite(directory: Path, strategy: Strategy, *, timeout: float = 3600) -> 
     if strategy.xdist:
         command += ["-p", "xdist", "-n", str(strategy.xdist)]
     command += ["-p", "benchmarks.suite_plugin"]
+    if strategy.aio:
+        command += ["-p", "pytest_asyncio.plugin", "-p", "benchmarks.suite_aio"]
+    elif strategy.module != "benchmarks.suite_plugin":
+        command += ["-p", strategy.module]
     start = time.perf_counter()
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and arguments

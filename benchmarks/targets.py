@@ -1,10 +1,10 @@
-"""The targets of issue 6, evaluated on the samples of a run: met, missed, or not measured, with the figure."""
+"""The targets of issues 6 and 14 (async), evaluated on the samples of a run: met, missed, or not measured."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.analysis import BACKENDS, Results, X, fmt_time, largest
+from benchmarks.analysis import BACKENDS, Key, Results, X, fmt_time, largest
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ def status(met: bool | None) -> str:
 
 
 def targets(results: Results) -> list[Target]:
-    """Every target of issue 6 that the run measured, met or missed, with the figure."""
+    """Every target of issues 6 and 14 that the run measured, met or missed, with the figure."""
     out: list[Target] = []
     backends = [b for b in BACKENDS if any(k[1] == b for k in results.cells) or b in results.micro]
     for backend in backends:
@@ -59,19 +59,7 @@ def targets(results: Results) -> list[Target]:
                             trips <= 2,
                         )
                     )
-            wall = results.paired(key, "txscope", "wall", "ratio")
-            inproc = results.paired(key, "txscope", "per_test", "ratio")
-            if wall is not None:
-                extra = f"; in-process {inproc.median:.2f}{X}" if inproc else ""
-                out.append(
-                    Target(
-                        f"whole {key[3]}-test suite against no isolation",
-                        name,
-                        f"{wall.median:.2f}{X} wall{extra}",
-                        f"≤ 1.10{X}",
-                        wall.median <= 1.10,
-                    )
-                )
+            out += _suite_ratio(results, key, "txscope", f"whole {key[3]}-test suite against no isolation")
             ours, theirs = results.overhead(key, "txscope-orm"), results.overhead(key, "sa-recipe")
             if ours is not None and theirs is not None:
                 measured = f"{fmt_time(ours.median)} against {fmt_time(theirs.median)}"
@@ -83,6 +71,8 @@ def targets(results: Results) -> list[Target]:
                 out.append(
                     Target("sa_session overhead against the SQLAlchemy recipe's", name, measured, "≤ ½", met)
                 )
+        if key is not None and backend in AIO_TARGET_BACKENDS:
+            out += _aio_targets(results, key)
         out += _scaling_targets(results, backend)
         out += _micro_targets(results, backend, trip)
         xkey = largest(results, "xdist", backend)
@@ -98,6 +88,41 @@ def targets(results: Results) -> list[Target]:
                         ratio.median <= 0.65,
                     )
                 )
+    return out
+
+
+def _suite_ratio(results: Results, key: Key, strategy: str, label: str) -> list[Target]:
+    """The whole suite of ``strategy`` against its baseline's: at most 1.10 times its wall time."""
+    wall = results.paired(key, strategy, "wall", "ratio")
+    if wall is None:
+        return []
+    inproc = results.paired(key, strategy, "per_test", "ratio")
+    extra = f"; in-process {inproc.median:.2f}{X}" if inproc else ""
+    measured = f"{wall.median:.2f}{X} wall{extra}"
+    return [Target(label, BACKENDS[key[1]], measured, f"≤ 1.10{X}", wall.median <= 1.10)]
+
+
+AIO_TARGET_BACKENDS = ("postgresql",)
+"""Where issue 14 sets the async targets."""
+
+
+def _aio_targets(results: Results, key: Key) -> list[Target]:
+    """Issue 14: the async suite (``txscope-aio``) within 1.10x of no isolation (``aio-none``), and its
+    overhead below that of SQLAlchemy's async recipe (``aio-recipe``)."""
+    label = f"async: whole {key[3]}-test suite (txscope-aio) against aio-none"
+    out = _suite_ratio(results, key, "txscope-aio", label)
+    name = BACKENDS[key[1]]
+    ours, theirs = results.overhead(key, "txscope-aio"), results.overhead(key, "aio-recipe")
+    if ours is not None and theirs is not None:
+        out.append(
+            Target(
+                "async: txscope-aio overhead against the async SQLAlchemy recipe's",
+                name,
+                f"{fmt_time(ours.median)} against {fmt_time(theirs.median)}",
+                "below",
+                ours.median < theirs.median,
+            )
+        )
     return out
 
 

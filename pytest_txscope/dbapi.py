@@ -312,7 +312,9 @@ class SandboxConnection:
             channel = self._session.channel
             run = self._session.dialect.execute
             query = self.isolation_query
-            cursor = channel.checked(query, lambda: run(channel.connection, query, None), self._session.lane)
+            cursor = channel.checked(
+                query, lambda: run(channel.connection, query, None), self._session.lane, quiet=True
+            )
             self._in_effect = level_name(cursor.fetchall()[0][-1])
             cursor.close()
         return self._in_effect

@@ -220,19 +220,20 @@ class Lease:
 
         A task must not block its thread: that thread's event loop runs the tasks it waits for. Inside the
         bridge it lets its loop run meanwhile; elsewhere, waiting for a task of its own loop would never end,
-        so it is told at once instead of after the timeout.
+        so it is told at once instead of after the timeout. So is a thread waiting for a task of a loop that
+        this thread runs (a loop it drives with ``run_until_complete``, idle between two calls): that task can
+        run only when the thread stops waiting.
         """
-        if isinstance(me, TaskWorker):
-            if in_bridge():
-                self._cond.release()
-                try:
-                    await_(asyncio.sleep(min(remaining, 0.001)))
-                finally:
-                    self._cond.acquire()
-                return
-            other = self.owner if blocker is None else find_worker(blocker.thread)
-            if other is not None and other.is_alive() and thread_of(other) is me.thread:
-                raise _would_block_loop(me, other, blocker)
+        if isinstance(me, TaskWorker) and in_bridge():
+            self._cond.release()
+            try:
+                await_(asyncio.sleep(min(remaining, 0.001)))
+            finally:
+                self._cond.acquire()
+            return
+        other = self.owner if blocker is None else find_worker(blocker.thread)
+        if other is not None and other is not me and other.is_alive() and thread_of(other) is thread_of(me):
+            raise _would_block_loop(me, other, blocker)
         self._cond.wait(remaining)
 
     def _timed_out(self, me: Worker, blocker: Frame | None, at: Frame | Lane | None) -> Exception:
@@ -290,17 +291,25 @@ def _ended(me: Worker) -> TransactionStateError:
     )
 
 
-def _would_block_loop(me: TaskWorker, other: Worker, blocker: Frame | None) -> ConnectionBusyError:
+def _would_block_loop(me: Worker, other: Worker, blocker: Frame | None) -> ConnectionBusyError:
     what = (
         "the connection"
         if blocker is None
         else f"its {blocker.describe()} to end (open above the transaction {me.name!r} works in)"
     )
+    if isinstance(me, TaskWorker):
+        return ConnectionBusyError(
+            f"{worker_label(me)} must wait for {worker_label(other)}, on the same event loop, for {what}; it "
+            "calls the database synchronously here, so waiting would block the loop that runs the other task, "
+            "which could then never end its work: make the call from async code (an AsyncSession of a pinned "
+            "AsyncEngine, or pytest-txscope's AsyncEngine), or await the other task first"
+        )
     return ConnectionBusyError(
-        f"{worker_label(me)} must wait for {worker_label(other)}, on the same event loop, for {what}; it "
-        "calls the database synchronously here, so waiting would block the loop that runs the other task, "
-        "which could then never end its work: make the call from async code (an AsyncSession of a pinned "
-        "AsyncEngine, or pytest-txscope's AsyncEngine), or await the other task first"
+        f"{worker_label(me)} must wait for {worker_label(other)}, which runs on an event loop of this same "
+        f"thread, for {what}; that loop runs only when this thread lets it (it is not running while this code "
+        "runs), so the task could never end its work while the thread waited: run the call on that loop (in "
+        "a coroutine given to its run_until_complete(), or through the async API), or let the task end its "
+        "transaction first"
     )
 
 

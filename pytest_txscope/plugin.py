@@ -22,6 +22,7 @@ from .intercept import Interception
 from .options import SETTINGS, Settings, add_options, resolve
 from .places import add_library
 from .plugin_asyncio import async_session_of
+from .plugin_capture import db_assert_num_queries, db_capture_on_commit, db_capture_queries
 from .plugin_database import EMBEDDED, STATE, RunState, explain_missing_database, sqlalchemy_module
 from .plugin_env import ENV, header_lines, set_environment
 from .plugin_modes import blocked, commit_mode
@@ -40,6 +41,9 @@ from .sandbox import Sandbox
 __all__ = [
     "ImportPathError",
     "async_db_session",
+    "db_assert_num_queries",
+    "db_capture_on_commit",
+    "db_capture_queries",
     "db_engine",
     "db_sandbox",
     "db_session",
@@ -146,16 +150,20 @@ def pytest_testnodedown(node: Any, error: object) -> None:
         node.config.stash.setdefault(_CRASHED, []).append(str(node.gateway.id))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    if call.excinfo is not None and item.stash.get(SANDBOXED, False):
-        explain_lock_wait(call.excinfo.value)  # before the report is made: its text includes the notes
-    elif call.excinfo is not None:
+# The per-test hooks below are plain implementations ordered with tryfirst/trylast, not wrappers: a wrapper
+# costs pluggy a generator and its resumption on every call (three reports, a set-up and a teardown per test),
+# a sizeable share of the plugin's cost per test on SQLite.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    # First of the implementations, before the one that makes the report: its text includes the notes.
+    if call.excinfo is None:
+        return
+    if item.stash.get(SANDBOXED, False):
+        explain_lock_wait(call.excinfo.value)
+    else:
         explain_missing_database(item.config, call.excinfo.value)
-    report = yield
-    if call.excinfo is not None and call.when != "teardown":
+    if call.when != "teardown":
         item.stash[FAILURE] = call.excinfo.value  # so that teardown does not report the same fault again
-    return report
 
 
 # ----------------------------------------------------------------------------------------- hypothesis
@@ -244,14 +252,13 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             leave_blocks(before, warn=not failed)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    result = yield
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Last: after pytest's own implementation has set up the test's fixtures (not reached if that failed).
     if "hypothesis" in sys.modules:
         from .hypothesis import settle_health_check
 
         settle_health_check(item)
-    return result
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -362,11 +369,9 @@ def _txscope_commit_mode() -> Iterator[None]:
     yield from commit_mode(request)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    # After every fixture of the test is torn down (its sandbox rolled back), not before.
-    result = yield
-    settings = item.config.stash[SETTINGS]
-    if settings.check_leaks:
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # Last: after pytest's own implementation has torn down every fixture of the test (its sandbox rolled
+    # back), not before; not reached if that failed.
+    if item.config.stash[SETTINGS].check_leaks:
         check_leaks(item, item.config.stash[STATE])
-    return result

@@ -101,7 +101,7 @@ class Sandbox:
         self._host: Session | None = None
         self._base: Transaction | None = None
         self._state_mark = 0
-        self._owner: Worker = current_worker()
+        self._owner: Worker = threading.current_thread()  # start() records the worker (a task, perhaps)
         self._pins: list[tuple[Engine, SessionProvider | None]] = []
         self._guests: list[Session] = []
         self._test_session: Session | None = None

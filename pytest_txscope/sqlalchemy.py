@@ -46,12 +46,15 @@ if TYPE_CHECKING:
 __all__ = [
     "NoSandboxError",
     "attach",
+    "connecting",
     "current_session",
     "describe_engine",
     "detach",
     "dispose_engine",
     "is_sqlalchemy_engine",
+    "pinned_connections",
     "refused",
+    "served_connections",
     "sqlalchemy_async_url",
     "sqlalchemy_url",
     "watch_unpinned",
@@ -72,6 +75,9 @@ class _Pin:
         self.served: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+# The sessions of sandbox connections a pinned engine's pool made and has not checked out yet: what they send
+# meanwhile is the SQLAlchemy dialect's set-up of a new connection (MySQL's SET NAMES), not the application's.
+_connecting: weakref.WeakSet[Any] = weakref.WeakSet()
 # Each pinned engine's pin; absent: the engine connects normally.
 _pins: weakref.WeakKeyDictionary[Any, _Pin] = weakref.WeakKeyDictionary()
 # The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
@@ -141,6 +147,7 @@ def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, 
         return None
     connection = pin.provider()
     pin.served.add(connection)
+    _connecting.add(connection.session)  # until its first checkout: the dialect's set-up statements run
     return connection if pin.wrap is None else pin.wrap(connection)
 
 
@@ -155,6 +162,7 @@ def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: An
     pin = _pins.get(engine) if engine is not None else None
     connection = sandbox_connection_of(dbapi_connection)  # an async engine's: under SQLAlchemy's adapter
     if connection is not None:
+        _connecting.discard(connection.session)
         if pin is not None and connection in pin.served and not connection.session.closed:
             return
     elif pin is None:
@@ -223,6 +231,24 @@ def _let_psycopg2_register_on_sandbox_connections() -> None:
 
 def _real(value: Any) -> Any:
     return value.session.connection if isinstance(value, SandboxConnection) else value
+
+
+def pinned_connections(sa_engine: Any) -> list[SandboxConnection] | None:
+    """The sandbox connections ``sa_engine`` (``Engine`` or ``AsyncEngine``) was handed while pinned now
+    (live ones), or None when it is not pinned."""
+    pin = _pins.get(sync_engine_of(sa_engine))
+    return None if pin is None else list(pin.served)
+
+
+def connecting(session: Any) -> bool:
+    """Whether ``session`` is a new sandbox connection's that SQLAlchemy is setting up (before its first
+    checkout from a pinned engine's pool): its statements are SQLAlchemy's set-up, not the application's."""
+    return session in _connecting
+
+
+def served_connections() -> list[SandboxConnection]:
+    """Every live sandbox connection handed to a pinned SQLAlchemy engine."""
+    return [connection for pin in list(_pins.values()) for connection in list(pin.served)]
 
 
 def detach(sa_engine: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..dialects import CONSTRAINTS, SCHEMA, DBAPIConnection, DBAPICursor, Dialect
 from ..errors import ConnectionLostError, ImplicitCommitError, TransactionStateError
 from .gate import Gate
+from .hooks import STATEMENT_OBSERVERS
 from .machine import TxStack
 from .states import Frame, Lane, Step
 from .transaction import Transaction
@@ -81,6 +82,8 @@ class Channel:
         ``lane`` is the session sending it (on a shared connection, it tells where the statement belongs)."""
         # The hot path of every statement: no calls beyond the driver's own where they can be avoided (a
         # Python call is a sizeable share of a statement on SQLite).
+        if STATEMENT_OBSERVERS:  # told the text as the code wrote it, before placeholders are converted
+            self.tell(sql, lane)
         if params is None:
             params = self._no_params
         elif self.prepare is not None:
@@ -93,11 +96,9 @@ class Channel:
                         seen = self._watch(sql)
                         if seen:
                             self.watched(sql, seen)
-                    if self.stack.outbox and self.dialect.combines_control:
+                    if self.stack.outbox:
                         cursor = self.send_after_control(sql, params)
-                    else:
-                        if self.stack.outbox:
-                            self.flush()
+                    else:  # inline rather than `_send_alone`: one call fewer on every statement
                         try:
                             cursor = self._send(sql, params)
                         except Exception as exc:
@@ -109,21 +110,30 @@ class Channel:
                 finally:
                     self.ungated -= 1
             self.ungated -= 1
-        return self.checked(sql, lambda: self._send(sql, params), lane)
+        return self.checked(sql, lambda: self._send(sql, params), lane, quiet=True)
 
     def executemany(self, sql: str, seq: Sequence[Any], lane: Lane | None = None) -> DBAPICursor:
         """Send queued control statements, then ``sql`` once per parameter set."""
+        if STATEMENT_OBSERVERS:
+            self.tell(sql, lane)
         sql, seq = self.dialect.prepare_many(sql, seq)
-        return self.checked(sql, lambda: self.dialect.executemany(self.connection, sql, seq), lane)
+        return self.checked(
+            sql, lambda: self.dialect.executemany(self.connection, sql, seq), lane, quiet=True
+        )
 
-    def checked(self, sql: str, send: Callable[[], _T], lane: Lane | None = None) -> _T:
+    def checked(
+        self, sql: str, send: Callable[[], _T], lane: Lane | None = None, *, quiet: bool = False
+    ) -> _T:
         """Flush queued control statements, call ``send`` (which runs ``sql``), and watch the server's state:
         a failure or success that ended our transaction marks it broken. On a shared connection the calling
-        thread holds the gate meanwhile (``lane``, the session sending it, tells where it belongs)."""
+        thread holds the gate meanwhile (``lane``, the session sending it, tells where it belongs). ``quiet``: the
+        statement observers are not told (the library's own query, or one told already)."""
         gate = self.take_turn(lane)
         if gate is not None:
             gate.sending(True)
         try:
+            if STATEMENT_OBSERVERS and not quiet:
+                self.tell(sql, lane)
             if self._watch is not None:
                 seen = self._watch(sql)
                 if seen:
@@ -141,6 +151,13 @@ class Channel:
             if gate is not None:
                 gate.sending(False)
             self.end_turn(gate)
+
+    def tell(self, sql: str, lane: Lane | None) -> None:
+        """Tell the statement observers (`hooks.STATEMENT_OBSERVERS`) that the application sends ``sql``;
+        a statement with no lane is the library's own (the deferred-constraint lookup): not told."""
+        if lane is not None:
+            for observe in tuple(STATEMENT_OBSERVERS):
+                observe(sql, lane)
 
     def take_turn(self, at: Frame | Lane | None = None) -> Gate | None:
         """Take the gate for one step (``at`` as in `Gate.acquire`) and return it; or, while the connection is
@@ -244,20 +261,18 @@ class Channel:
         """Send the queued control statements and ``sql`` in one round trip where the dialect can (else apart),
         and return the cursor. A failure is told apart as `flush` and `execute` tell theirs: the control's
         (`control_failed`, or a new connection for a dead one found by BEGIN) or the statement's."""
-        statements = self.stack.outbox
+        if not self.dialect.combines_control:
+            self.flush()
+            return self._send_alone(sql, params)
         try:
             cursor = self.dialect.execute_after(
-                self.connection, statements, sql, params, not self.schema_touched
+                self.connection, self.stack.outbox, sql, params, not self.schema_touched
             )
         except Exception as exc:
             return self._combined_failed(sql, params, exc)
         if cursor is None:  # not in one round trip now: apart, as before
             self.flush()
-            try:
-                return self._send(sql, params)
-            except Exception as exc:
-                self.after_failure(sql, exc)
-                raise
+            return self._send_alone(sql, params)
         if self.stack.statement()[0] is self.stack.begin_sql:
             self.stack.opened()
         return cursor
@@ -280,10 +295,14 @@ class Channel:
             raise exc
         self._resend_on_new_connection(statements, exc)  # BEGIN found the connection dead: nothing is lost
         self.stack.opened()
+        return self._send_alone(sql, params)
+
+    def _send_alone(self, sql: str, params: Any) -> DBAPICursor:
+        """Send ``sql`` with no control statements before it; a failure is the statement's (`after_failure`)."""
         try:
             return self._send(sql, params)
-        except Exception as again:
-            self.after_failure(sql, again)
+        except Exception as exc:
+            self.after_failure(sql, exc)
             raise
 
     def _resend_on_new_connection(self, statements: list[str], exc: BaseException) -> None:

@@ -12,6 +12,7 @@ from ..errors import TransactionStateError
 from .channel import Channel
 from .commit_checks import arm_checks, send_checks
 from .context import Scope, current_scope, push_scope, reset_scope
+from .hooks import COMMIT_CAPTURES
 from .machine import TxStack
 from .states import ACTIVE, Lane, Step, TransactionKind, TransactionState
 from .transaction import Transaction
@@ -85,6 +86,10 @@ class SessionHost:
         if callbacks is not None:  # a top-level commit: after the gate, as a callback may wait for a thread
             if tx.owns_session:
                 self.close()
+            if COMMIT_CAPTURES:  # the plugin's db_capture_on_commit: collected instead of run now
+                if callbacks:
+                    COMMIT_CAPTURES[-1](list(callbacks))
+                return
             _fire(callbacks)
 
     def _end(self, tx: Transaction, commit: bool) -> Sequence[Callable[[], object]] | None:

@@ -75,6 +75,11 @@ def current_worker() -> Worker:
     asyncio = sys.modules.get("asyncio")  # never imported here: code that uses no asyncio runs no task
     if asyncio is None:
         return thread
+    # A running event loop installs its async-generator hooks in its thread for as long as it runs (asyncio's
+    # and uvloop's run_forever do): without them no task runs here. Checked first because current_task()
+    # raises outside a loop, and that exception cost more than the rest of a statement on SQLite.
+    if sys.get_asyncgen_hooks().firstiter is None:
+        return thread
     try:
         task = asyncio.current_task()
     except RuntimeError:  # no running event loop in this thread

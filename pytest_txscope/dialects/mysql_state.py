@@ -4,8 +4,10 @@ Session variables (``SET FOREIGN_KEY_CHECKS=0``, ``SET sql_mode=''``), user vari
 ``@x := ...``, ``INTO @x``), temporary tables and named locks (``GET_LOCK``) all survive the rollback that ends
 a test, on a connection the next test gets from the pool. Each is undone by a statement worked out before the
 code's statement runs: a variable's current value is read then (one round trip, only when the code sets one).
-What cannot be undone that way (``SET NAMES``, ``SET SESSION TRANSACTION``, a statement this module cannot
-read) makes the connection go instead of back to the pool.
+``SET NAMES`` and ``SET CHARACTER SET`` are undone by restoring the character-set variables they change
+(SQLAlchemy's MySQL dialect sends ``SET NAMES`` on every new connection: dropping the connection for it cost a
+reconnect per test). What cannot be undone that way (``SET ROLE``, a statement this module cannot read) makes
+the connection go instead of back to the pool.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ _ASSIGNMENT = re.compile(
     r"(?P<user>@)?(?P<name>\w+)\s*:?=",
     re.IGNORECASE,
 )
+_CHARSET = re.compile(r"\s*(?:NAMES|CHARACTER\s+SET|CHARSET)\b", re.IGNORECASE)
+_CHARSET_VARIABLES = (
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",  # last: setting character_set_connection resets it to that set's default
+)
+"""What ``SET NAMES`` and ``SET CHARACTER SET`` change."""
 _NO_STATE = ("TRANSACTION", "STATEMENT")  # SET TRANSACTION: the next transaction only; SET STATEMENT ... FOR
 
 
@@ -66,15 +76,19 @@ def undo_mysql_state(
     for part in _split_assignments(sql[head.end() :]):
         if part.lstrip().upper().startswith(_NO_STATE):
             return undo
+        if _CHARSET.match(part):
+            variables.extend(_CHARSET_VARIABLES)
+            continue
         found = _ASSIGNMENT.match(part)
         if found is None:
-            return None  # SET NAMES, SET CHARACTER SET, SET ROLE...: reconnecting undoes them
+            return None  # SET ROLE, SET PASSWORD...: reconnecting undoes them
         scope = (found.group("scope") or found.group("at_scope") or "").upper()
         if found.group("user"):
             undo.append(f"SET @{found.group('name')} = NULL")
         elif scope != "GLOBAL":  # a global change is not the session's; nothing here can undo it
             variables.append(found.group("name"))
     if variables:
+        variables = list(dict.fromkeys(variables))
         try:
             values = read("SELECT " + ", ".join(f"@@SESSION.{name}" for name in variables))
         except Exception:

@@ -40,6 +40,7 @@ from pytest_txscope.errors.transactions import (
     EngineMismatchError,
     ImplicitCommitError,
     MissingEngineError,
+    QueryCountError,
     SandboxEscapeError,
     SandboxRefusedError,
     SandboxThreadError,
@@ -65,6 +66,7 @@ __all__ = [
     "MissingDriverError",
     "MissingEngineError",
     "ParameterError",
+    "QueryCountError",
     "RestoreError",
     "SandboxEscapeError",
     "SandboxIsolationWarning",
@@ -84,3 +86,9 @@ __all__ = [
     "UnsupportedConnectionError",
     "WrongEventLoopError",
 ]
+
+# Tracebacks, reprs and pickles name each class where users import it from (pytest_txscope.errors.X), not the
+# submodule it is written in: the split into submodules is for the code's sake, not a change of public names.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

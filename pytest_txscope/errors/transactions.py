@@ -10,6 +10,7 @@ __all__ = [
     "EngineMismatchError",
     "ImplicitCommitError",
     "MissingEngineError",
+    "QueryCountError",
     "SandboxEscapeError",
     "SandboxRefusedError",
     "SandboxThreadError",
@@ -217,3 +218,16 @@ class UnsupportedConnectionError(TxScopeError, TypeError):
             f"cannot tell which database {kind} connects to; Session() accepts connections from: "
             f"{', '.join(known)}"
         )
+
+
+class QueryCountError(TxScopeError, AssertionError):
+    """A ``db_assert_num_queries`` block sent another number of statements than expected."""
+
+    def __init__(self, expected: int, sent: list[str], scope: str = "") -> None:
+        self.expected = expected
+        self.sent = sent
+        word = "query" if expected == 1 else "queries"
+        verb = "was" if len(sent) == 1 else "were"
+        head = f"expected {expected} {word}{scope}, {len(sent)} {verb} sent"
+        listing = "".join(f"\n{number}. {line}" for number, line in enumerate(sent, 1))
+        super().__init__(f"{head}:{listing}" if sent else head)

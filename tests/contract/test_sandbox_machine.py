@@ -79,7 +79,7 @@ def db(backend_name: str, tmp_path: Path) -> Iterator[Db]:
     yield from open_db(backend_name, tmp_path)
 
 
-def _op_rule(op: str) -> Any:
+def op_rule(op: str) -> Any:
     """A rule running step ``op`` alone, when the model says it is valid now."""
 
     def run(self: SandboxMachine, data: st.DataObject) -> None:
@@ -115,14 +115,23 @@ class SandboxMachine(SandboxMisuseSteps, RuleBasedStateMachine):
             for key, val in seed.items():
                 tx.execute(LIB_SQL["insert"], {"id": key, "val": val}).close()
         self.seed, self.base = dict(seed), dict(seed)
-        self.sandbox = Sandbox(self.engine, engines=[self.app]).start()
+        self.sandbox = Sandbox(self.engine, engines=[self.app, *self.extra_engines()]).start()
         self.ts = self.sandbox.session()
+
+    def extra_engines(self) -> tuple[Any, ...]:
+        """More engines of the app for the sandbox to pin (a subclass's SQLAlchemy ``AsyncEngine``)."""
+        return ()
 
     def teardown(self) -> None:
         if self.sandbox is None:
             return
         blocks = [f for f in self.frames if f.kind == "block"]
         self.sandbox.stop()  # rolls back whatever is still open; SandboxEscapeError would be a bug
+        self.leave_blocks(blocks)
+        self.check_after_stop()
+
+    def leave_blocks(self, blocks: list[Frame]) -> None:
+        """Leave the blocks still open when the sandbox stopped, innermost first."""
         for f in reversed(blocks):  # leaving the blocks afterwards ends nothing more (and unwinds the scopes)
             assert f.libtx is not None
             if f.libtx.state is BROKEN:
@@ -132,6 +141,9 @@ class SandboxMachine(SandboxMisuseSteps, RuleBasedStateMachine):
                     f.exit.__exit__(None, None, None)
             else:
                 f.exit.__exit__(None, None, None)
+
+    def check_after_stop(self) -> None:
+        """Nothing is active, nothing was committed, and only the root commits' callbacks ran."""
         _check(
             "transactions still active after the sandbox stopped",
             [tx for tx in self.lib_txs if tx.is_active],
@@ -411,28 +423,28 @@ class SandboxMachine(SandboxMisuseSteps, RuleBasedStateMachine):
     def step(self, op: str, draw: Draw) -> None:
         getattr(self, f"do_{op}")(draw)
 
-    app_begin = _op_rule("app_begin")
-    ts_begin = _op_rule("ts_begin")
-    nested_begin = _op_rule("nested_begin")
-    write = _op_rule("write")
-    test_write = _op_rule("test_write")
-    app_bare_session = _op_rule("app_bare_session")
-    commit = _op_rule("commit")
-    rollback = _op_rule("rollback")
-    block_exit = _op_rule("block_exit")
-    block_raise = _op_rule("block_raise")
-    block_end_explicit = _op_rule("block_end_explicit")
-    raw_open = _op_rule("raw_open")
-    raw_end = _op_rule("raw_end")
-    orm_write = _op_rule("orm_write")
-    orm_nested_begin = _op_rule("orm_nested_begin")
-    orm_nested_end = _op_rule("orm_nested_end")
-    orm_end = _op_rule("orm_end")
-    on_commit = _op_rule("on_commit")
-    failed_statement_then_commit = _op_rule("failed_statement_then_commit")
-    refused = _op_rule("refused")
-    rollback_under = _op_rule("rollback_under")
-    block_exit_out_of_order = _op_rule("block_exit_out_of_order")
+    app_begin = op_rule("app_begin")
+    ts_begin = op_rule("ts_begin")
+    nested_begin = op_rule("nested_begin")
+    write = op_rule("write")
+    test_write = op_rule("test_write")
+    app_bare_session = op_rule("app_bare_session")
+    commit = op_rule("commit")
+    rollback = op_rule("rollback")
+    block_exit = op_rule("block_exit")
+    block_raise = op_rule("block_raise")
+    block_end_explicit = op_rule("block_end_explicit")
+    raw_open = op_rule("raw_open")
+    raw_end = op_rule("raw_end")
+    orm_write = op_rule("orm_write")
+    orm_nested_begin = op_rule("orm_nested_begin")
+    orm_nested_end = op_rule("orm_nested_end")
+    orm_end = op_rule("orm_end")
+    on_commit = op_rule("on_commit")
+    failed_statement_then_commit = op_rule("failed_statement_then_commit")
+    refused = op_rule("refused")
+    rollback_under = op_rule("rollback_under")
+    block_exit_out_of_order = op_rule("block_exit_out_of_order")
 
     @invariant()
     def test_session_sees_innermost_view(self) -> None:

@@ -118,3 +118,47 @@ def test_tasks_of_the_owner_thread_share_a_strict_sandbox(engine: Engine) -> Non
     with Sandbox(engine, threads="strict"):
         asyncio.run(main())
         assert names(engine) == ["t1", "t2"]
+
+
+def test_a_thread_that_would_wait_for_a_task_of_its_own_idle_loop_is_told_at_once(engine: Engine) -> None:
+    # The thread owns an event loop that is not running now (between two run_until_complete calls, as a test
+    # driving an async app step by step does): a task of that loop holds a transaction open above the thread's,
+    # and can never end it while the thread waits, so waiting out the timeout would only hide the cause.
+    loop = asyncio.new_event_loop()
+
+    async def events() -> tuple[asyncio.Event, asyncio.Event]:
+        return asyncio.Event(), asyncio.Event()
+
+    opened, release = loop.run_until_complete(events())
+
+    async def holder() -> None:
+        tx = await run_sync(engine.begin)
+        await run_sync(insert, tx, "b1")
+        opened.set()
+        await asyncio.wait_for(release.wait(), WAIT)
+        await run_sync(tx.rollback)
+
+    try:
+        with Sandbox(engine) as sandbox:
+            sandbox.share(timeout=3)  # before the fix: this long, then a timeout naming no loop
+            tx = engine.begin()  # the thread's transaction, below the task's
+            task = loop.create_task(holder(), name="holder")
+            loop.run_until_complete(asyncio.wait_for(opened.wait(), WAIT))
+            try:
+                with pytest.raises(ConnectionBusyError) as caught:
+                    insert(tx, "blocked")
+            finally:
+                release.set()
+                loop.run_until_complete(task)
+            insert(tx, "after")  # the task's transaction has ended: the thread goes on
+            tx.rollback()
+            assert sandbox.lease is not None
+            assert sandbox.lease.timeouts == []  # told at once, not after the timeout
+    finally:
+        loop.close()
+    message = str(caught.value)
+    assert message.startswith(
+        "thread 'MainThread' must wait for task 'holder', which runs on an event loop of "
+    )
+    assert "this same thread" in message
+    assert "run the call on that loop" in message

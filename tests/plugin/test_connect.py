@@ -333,3 +333,19 @@ def test_each_drivers_connect_is_sandboxed(pytester: pytest.Pytester, backend: B
         ]
     )
     result.assert_outcomes(passed=6)
+
+
+def test_intercepted_connections_count_their_statements(flaskr: pytest.Pytester) -> None:
+    # Query counts (docs/queries.md) see the app's own sqlite3 connections; its commit() is not a statement.
+    flaskr.makepyfile(
+        test_counts="""
+import flaskr
+
+def test_counts(db_assert_num_queries, db_sandbox):
+    with db_assert_num_queries(2) as queries:
+        flaskr.create("counted", "body")
+        assert len(flaskr.index()) == 2
+    assert [q.site.split(":")[0] for q in queries] == ["flaskr.py", "flaskr.py"]
+"""
+    )
+    flaskr.runpytest_subprocess("-p", "no:randomly", "test_counts.py").assert_outcomes(passed=1)

@@ -63,5 +63,15 @@ def test_what_is_not_the_sessions_or_lasts_one_statement_needs_no_undoing() -> N
 
 
 def test_what_no_statement_can_undo_drops_the_connection() -> None:
-    assert undo("SET NAMES latin1") is None
-    assert undo("SET CHARACTER SET utf8") is None
+    assert undo("SET ROLE NONE") is None
+
+
+def test_a_character_set_change_is_undone_by_restoring_the_four_variables_it_changes() -> None:
+    restore = (
+        "SET @@SESSION.character_set_client = 'v1', @@SESSION.character_set_connection = 'v2', "
+        "@@SESSION.character_set_results = 'v3', @@SESSION.collation_connection = 'v4'"
+    )
+    values = ("v1", "v2", "v3", "v4")
+    assert undo("SET NAMES utf8mb4", values) == [restore]
+    assert undo("SET NAMES latin1 COLLATE latin1_bin", values) == [restore]
+    assert undo("SET CHARACTER SET utf8", values) == [restore]
