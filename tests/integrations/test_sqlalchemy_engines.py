@@ -394,8 +394,8 @@ engine = create_engine("{url}")
             "",
             "the application's engine names a driver that is not installed (pg8000), and that pytest-txscope "
             "cannot pin engines on anyway; use one it can, installed with pip install 'pytest-txscope[<extra>]': "
-            "sqlite3 ([sqlite]), psycopg ([postgresql]), psycopg2 ([psycopg2]), PyMySQL ([mysql]), "
-            "mysqlclient ([mysqlclient])",
+            "sqlite3 ([sqlite]), psycopg ([postgresql]), psycopg2 ([psycopg2]), asyncpg ([asyncpg]), "
+            "PyMySQL ([mysql]), mysqlclient ([mysqlclient])",
         ),
         (
             "postgresql+psycopg2://app@localhost/shop_test",
