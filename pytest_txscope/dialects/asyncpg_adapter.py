@@ -272,6 +272,19 @@ class AsyncpgAdapter(AdaptedConnection):
         pid = self.info.backend_pid
         with contextlib.suppress(Exception):
             driver_loop()(_terminate_backend(self._params, pid))
+        _close_without_loop(self.raw)
+
+
+def _close_without_loop(raw: Any) -> None:
+    # asyncpg closes through its transport, which needs the loop; with the loop closed, the socket is closed
+    # here by the transport's own (private) attributes, and the connection marked aborted as its terminate()
+    # does: otherwise both warn "unclosed" when collected, in some later test.
+    transport = getattr(raw, "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    if sock is not None:
+        transport._sock = None
+        sock.close()
+    raw._aborted = True
 
 
 def _params_of(raw: Any) -> dict[str, Any]:
