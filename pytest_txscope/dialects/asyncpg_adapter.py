@@ -281,7 +281,7 @@ def _close_without_loop(raw: Any) -> None:
     # does: otherwise both warn "unclosed" when collected, in some later test.
     transport = getattr(raw, "_transport", None)
     sock = getattr(transport, "_sock", None)
-    if sock is not None:
+    if transport is not None and sock is not None:
         transport._sock = None
         sock.close()
     raw._aborted = True
