@@ -27,7 +27,7 @@ from .database_names import (
     worker_url,
 )
 from .dialects import DBAPIConnection, dialect_for_url
-from .errors import BackendUnavailableError, ConfigurationError, UnsafeDatabaseError
+from .errors import BackendUnavailableError, ConfigurationError, TxScopeError, UnsafeDatabaseError
 from .run_locks import DEFAULT_TIMEOUT, FileLocks, ServerLocks
 from .url import DatabaseURL
 
@@ -124,6 +124,8 @@ class _Server:
         admin = url.with_database("postgres" if self.backend == "postgresql" else "")
         try:
             self.conn: DBAPIConnection = self.dialect.connect_from_url(admin, {})()
+        except TxScopeError:
+            raise  # the dialect's own, already naming the cause (asyncpg's failures)
         except Exception as exc:
             # Not chained: the driver's frames hold the password as arguments, which pytest prints.
             if isinstance(exc, OSError) or type(exc).__name__ in ("OperationalError", "InterfaceError"):

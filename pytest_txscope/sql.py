@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import ParameterError
 
-__all__ = ["ConvertedSQL", "PyformatConverter", "split_statements"]
+__all__ = ["ConvertedSQL", "NumericSQL", "PyformatConverter", "pyformat_to_numeric", "split_statements"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
@@ -301,3 +301,58 @@ class PyformatConverter:
                     out.append(c)
                 i += 1
         return ConvertedSQL("".join(out), frozenset(names), positional)
+
+
+@dataclass(frozen=True)
+class NumericSQL:
+    """A ``pyformat`` statement rewritten with PostgreSQL's own ``$1, $2...`` placeholders (asyncpg)."""
+
+    text: str
+    names: tuple[str, ...]
+    """For ``%(name)s`` placeholders, the name each ``$n`` stands for, in order; empty for ``%s``."""
+    positional: int
+    """How many ``%s`` placeholders there were."""
+
+
+_numeric_cache: dict[str, NumericSQL] = {}
+_PYFORMAT = re.compile(r"%(?:\(([A-Za-z_][A-Za-z0-9_]*)\))?([s%])")
+
+
+def pyformat_to_numeric(sql: str) -> NumericSQL:
+    """Rewrite ``%s`` / ``%(name)s`` placeholders (and ``%%``) as ``$n``, leaving quoted text alone; cached.
+
+    asyncpg takes only the server's own numbered placeholders, while the core and the DB-API faces speak
+    psycopg's ``pyformat``: one repeated name is one ``$n``, as the server binds it once.
+    """
+    found = _numeric_cache.get(sql)
+    if found is not None:
+        return found
+    out: list[str] = []
+    names: list[str] = []
+    positional = 0
+    for kind, text in _scan(sql, backslash_escapes=False, hash_comments=False):
+        if kind == "quoted":
+            out.append(text.replace("%%", "%"))
+            continue
+        pieces: list[str] = []
+        last = 0
+        for m in _PYFORMAT.finditer(text):
+            pieces.append(text[last : m.start()])
+            last = m.end()
+            if m.group(2) == "%":
+                pieces.append("%")
+            elif m.group(1) is not None:
+                if m.group(1) not in names:
+                    names.append(m.group(1))
+                pieces.append(f"${names.index(m.group(1)) + 1}")
+            else:
+                positional += 1
+                pieces.append(f"${positional}")
+        pieces.append(text[last:])
+        out.append("".join(pieces))
+    if names and positional:
+        raise ParameterError(f"{sql!r} mixes %s and %(name)s placeholders; use one style")
+    if len(_numeric_cache) >= _CACHE_LIMIT:
+        _numeric_cache.clear()
+    converted = _numeric_cache[sql] = NumericSQL("".join(out), tuple(names), positional)
+    return converted

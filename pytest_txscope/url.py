@@ -26,7 +26,7 @@ SCHEMES: dict[str, str] = {
 # (pytest_txscope.dialects) has one dialect for each.
 DRIVERS: dict[str, tuple[str, ...]] = {
     "sqlite": ("pysqlite",),
-    "postgresql": ("psycopg", "psycopg2"),
+    "postgresql": ("psycopg", "psycopg2", "asyncpg"),
     "mysql": ("pymysql", "mysqldb"),
 }
 

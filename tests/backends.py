@@ -29,7 +29,18 @@ from pytest_txscope.dialects import dialect_for_url
 from pytest_txscope.provision import drop
 from pytest_txscope.url import ASYNC_TWINS, DRIVERS
 
-ALL = ("sqlite-file", "sqlite-memory", "postgresql", "postgresql-psycopg2", "mysql", "mysql-mysqldb")
+ALL = (
+    "sqlite-file",
+    "sqlite-memory",
+    "postgresql",
+    "postgresql-psycopg2",
+    "mysql",
+    "mysql-mysqldb",
+)
+# TODO(issue 14, asyncpg sandbox): add "postgresql-asyncpg" (the sync core over asyncpg on the driver loop) to ALL
+# once these pass on it: test_sandbox_machine (its ORM steps build a sync SQLAlchemy engine, which SQLAlchemy's
+# asyncpg dialect cannot be), test_faults_connection a/b/d, test_faults_runtime thread/keyboard-interrupt. The
+# rest of tests/contract and tests/faults passes on it (run with ALL extended by hand).
 ASYNC_DRIVERS = {
     "sqlite-aiosqlite": "aiosqlite",
     "postgresql-psycopg_async": "psycopg_async",
@@ -45,10 +56,16 @@ ALL_ASYNC = tuple(
 )
 """The asyncio drivers the URL layer knows (asyncpg once its dialect is registered)."""
 ENV = {"postgresql": "TXSCOPE_TEST_POSTGRESQL_URL", "mysql": "TXSCOPE_TEST_MYSQL_URL"}
-DRIVER_OF = {"postgresql-psycopg2": "psycopg2", "mysql-mysqldb": "mysqldb", **ASYNC_DRIVERS}
+DRIVER_OF = {
+    "postgresql-psycopg2": "psycopg2",
+    "postgresql-asyncpg": "asyncpg",
+    "mysql-mysqldb": "mysqldb",
+    **ASYNC_DRIVERS,
+}
 """The driver a backend names in its URL's scheme (the others use their family's default driver)."""
 _TAGS = {
     "postgresql-psycopg2": "pg2",
+    "postgresql-asyncpg": "apg",
     "mysql-mysqldb": "mdb",
     "postgresql-psycopg_async": "pga",
     "postgresql-asyncpg-aio": "apa",
@@ -330,3 +347,13 @@ def password_url(backend: Backend) -> str:
             )
         pytest.skip(f"{backend.name}: {reason}")
     return text
+
+
+def integrity_error(dialect: Any) -> type[Exception]:
+    """The driver's class for a violated constraint: DB-API's ``IntegrityError``, asyncpg's
+    ``IntegrityConstraintViolationError`` (asyncpg is no DB-API driver)."""
+    module = dialect.load_driver()
+    error: type[Exception] = (
+        getattr(module, "IntegrityError", None) or module.IntegrityConstraintViolationError
+    )
+    return error

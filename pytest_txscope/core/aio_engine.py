@@ -18,6 +18,7 @@ from typing import Any
 from ..bridge import LoopRunner, await_, run_sync
 from ..dialects import DBAPIConnection
 from ..dialects.adapters import AiomysqlAdapter, AiosqliteAdapter, PsycopgAsyncAdapter
+from ..dialects.asyncpg_adapter import AsyncpgAdapter
 from ..errors import ConfigurationError, SyncWithError, TxScopeError
 from ..url import DatabaseURL
 from .aio import AsyncSession, AsyncTransaction, async_session, async_transaction
@@ -169,4 +170,6 @@ def _open_adapted(connect: AsyncConnect) -> DBAPIConnection:
         return AiosqliteAdapter(raw, LoopRunner(loop, what))
     if package == "aiomysql":
         return AiomysqlAdapter(raw, LoopRunner(loop, what))
+    if package == "asyncpg":
+        return AsyncpgAdapter(raw, LoopRunner(loop, what), None)
     return raw  # an adapter already, or what the engine's UnsupportedConnectionError names

@@ -34,7 +34,7 @@ def send_checks(channel: Channel, tx: Transaction) -> None:
         channel.control(statements)
     except Exception as exc:
         # A check fails with the DB-API's IntegrityError; anything else is the release's own failure.
-        if not any(cls.__name__ == "IntegrityError" for cls in type(exc).__mro__) or not channel.open_now():
+        if not channel.dialect.is_integrity_error(exc) or not channel.open_now():
             channel.control_failed(statements, exc)
             raise
         channel.stack.checks_failed(tx)

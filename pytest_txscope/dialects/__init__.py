@@ -12,6 +12,7 @@ from .base import CONSTRAINTS, SCHEMA, STATE, DBAPIConnection, DBAPICursor, Dial
 from .mysql import MySQLBackend, MySQLDialect
 from .mysql_mysqldb import MySQLdbDialect
 from .postgresql import PostgreSQLBackend, PostgreSQLDialect
+from .postgresql_asyncpg import AsyncpgDialect
 from .postgresql_psycopg2 import Psycopg2Dialect
 from .sqlite import SQLiteDialect
 
@@ -20,6 +21,7 @@ __all__ = [
     "DIALECTS",
     "SCHEMA",
     "STATE",
+    "AsyncpgDialect",
     "DBAPIConnection",
     "DBAPICursor",
     "Dialect",
@@ -39,7 +41,14 @@ __all__ = [
 
 DIALECTS: dict[tuple[str, str], Dialect] = {
     (d.name, d.url_driver): d
-    for d in (SQLiteDialect(), PostgreSQLDialect(), Psycopg2Dialect(), MySQLDialect(), MySQLdbDialect())
+    for d in (
+        SQLiteDialect(),
+        PostgreSQLDialect(),
+        Psycopg2Dialect(),
+        AsyncpgDialect(),
+        MySQLDialect(),
+        MySQLdbDialect(),
+    )
 }
 """Every dialect, by (backend, driver as spelt in URLs): ``("postgresql", "psycopg2")``."""
 

@@ -127,6 +127,10 @@ class Dialect(ABC):
         """Whether the server rolled back the whole transaction when this error happened."""
         return False
 
+    def is_integrity_error(self, error: BaseException) -> bool:
+        """Whether ``error`` is a violated constraint (DB-API's ``IntegrityError``)."""
+        return any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__)
+
     def transaction_failed(self, connection: DBAPIConnection) -> bool:
         """Whether an error aborted the open transaction, so that it can only be rolled back (PostgreSQL)."""
         return False

@@ -20,6 +20,7 @@ _FACES: dict[str, str] = {
     "sqlite3": ".sqlite:SQLiteConnection",
     "psycopg": ".psycopg:PsycopgConnection",
     "psycopg2": ".psycopg2:Psycopg2Connection",
+    "asyncpg": ".asyncpg:AsyncpgConnection",
     "pymysql": ".mysql:PyMySQLConnection",
     "MySQLdb": ".mysql:MySQLdbConnection",
 }

@@ -10,7 +10,6 @@ test in a fresh context (`in_fresh_context`).
 from __future__ import annotations
 
 import contextvars
-import importlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 
 from pytest_txscope import Engine, Session, Transaction
 
-from ..backends import ALL, Peer, make_backend
+from ..backends import ALL, Peer, integrity_error, make_backend
 
 # One table per process (see tests/contract/test_transaction_stack_machine.py: two runs sharing a database
 # would deadlock on DDL).
@@ -83,7 +82,7 @@ class Db:
 
     @property
     def integrity_error(self) -> type[Exception]:
-        error: type[Exception] = importlib.import_module(self.engine.dialect.driver).IntegrityError
+        error: type[Exception] = integrity_error(self.engine.dialect)
         return error
 
     @property

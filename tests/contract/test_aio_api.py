@@ -28,6 +28,7 @@ from pytest_txscope import (
     current_async_session,
     transaction,
 )
+from pytest_txscope.bridge import driver_loop
 from pytest_txscope.dialects import dialect_for_url
 
 from ..backends import Backend, Peer
@@ -228,7 +229,11 @@ def test_urls_name_the_async_drivers_and_their_sync_twins(backend: Backend, tmp_
     sync = Engine.from_url(backend.url)  # the sync twin serves an async spelling in sync code
     with sync.session() as session:
         assert session.fetchscalar("SELECT 1") == 1
-        assert type(session.connection).__module__.split(".")[0] in ("sqlite3", "psycopg", "pymysql")
+        if "+asyncpg" in backend.url:  # no sync twin: asyncpg itself, on the driver loop
+            assert type(session.connection.raw).__module__.split(".")[0] == "asyncpg"
+            assert session.connection.runner.loop is driver_loop().loop
+        else:
+            assert type(session.connection).__module__.split(".")[0] in ("sqlite3", "psycopg", "pymysql")
     sync.dispose()
 
     async def through(url: str) -> str:
@@ -240,6 +245,8 @@ def test_urls_name_the_async_drivers_and_their_sync_twins(backend: Backend, tmp_
         return module
 
     expected = {"sqlite": "aiosqlite", "postgresql": "psycopg", "mysql": "aiomysql"}[backend.family]
+    if "+asyncpg" in backend.url:
+        expected = "asyncpg"
     assert asyncio.run(through(backend.url)) == expected
     assert asyncio.run(through(sync_url)) == expected  # the async twin serves a sync spelling
 
@@ -253,6 +260,17 @@ async def test_an_engine_over_an_async_connect_function(backend: Backend) -> Non
 
         async def connect() -> Any:
             return await aiosqlite.connect(path)
+    elif backend.name == "postgresql-asyncpg-aio":
+        import asyncpg
+
+        from pytest_txscope import DatabaseURL
+
+        parsed = DatabaseURL.parse(backend.url)
+
+        async def connect() -> Any:
+            return await asyncpg.connect(
+                host=parsed.host, port=parsed.port, user=parsed.user, database=parsed.database
+            )
     elif backend.family == "postgresql":
         import psycopg
 

@@ -149,7 +149,7 @@ def test_session_refuses_what_is_not_a_supported_connection() -> None:
         Session(object())
     assert str(info.value) == (
         "cannot tell which database builtins.object connects to; Session() accepts connections from: "
-        "sqlite3, psycopg, psycopg2, PyMySQL, mysqlclient"
+        "sqlite3, psycopg, psycopg2, asyncpg, PyMySQL, mysqlclient"
     )
 
 

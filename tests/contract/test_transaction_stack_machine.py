@@ -9,7 +9,6 @@ RELEASE / ROLLBACK TO stay queued and get dropped, merged or batched as the sess
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -31,7 +30,7 @@ from hypothesis.stateful import (
 from pytest_txscope import Engine, Session, Transaction, TransactionState, TransactionStateError
 
 from ..aio_harness import close_engine
-from ..backends import ALL, ALL_ASYNC, Peer, make_backend
+from ..backends import ALL, ALL_ASYNC, Peer, integrity_error, make_backend
 
 # One table per process: two runs sharing a database (pytest-xdist workers, or two people running the suite)
 # would otherwise deadlock across processes: one's DROP TABLE queues behind the other's open transaction, and
@@ -146,7 +145,7 @@ class TxStackMachine(RuleBasedStateMachine):
             rows, error = [body], _BoomError
             if how == "duplicate":  # a real error from the server: the primary key of a visible row
                 rows.append({"id": min(self.levels[-1]), "val": 0})
-                error = importlib.import_module(self.session.dialect.driver).IntegrityError
+                error = integrity_error(self.session.dialect)
             with pytest.raises(error):
                 self._block_body(self.session if how == "session" else outer.begin_nested(), rows)
             blk = self.block

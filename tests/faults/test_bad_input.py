@@ -413,9 +413,11 @@ def test_unreachable_server_stops_the_run(project: pytest.Pytester, backend: Bac
         lines.append("txscope_schema = schema.sql")
     ini(project, *lines)
     shown = url.with_database("postgres" if backend.family == "postgresql" else "") if schema else url
+    # asyncpg, not a DB-API driver, raises the socket's own error rather than an OperationalError.
+    refused = "ConnectionRefusedError" if "asyncpg" in backend.name else "OperationalError"
     stopped_at_setup(
         project.runpytest(),
-        f"pytest_txscope.errors.BackendUnavailableError: cannot connect to {shown}: OperationalError: *; check "
+        f"pytest_txscope.errors.BackendUnavailableError: cannot connect to {shown}: {refused}: *; check "
         "that the server is running and the URL (host, port, user, database) is right",
     )
 
@@ -424,10 +426,11 @@ def test_unreachable_server_stops_the_run(project: pytest.Pytester, backend: Bac
 def test_database_that_does_not_exist_stops_the_run(project: pytest.Pytester, backend: Backend) -> None:
     raw = sibling_url(backend, "nosuchdb")  # without txscope_schema the plugin uses the database as it is
     ini(project, f"txscope_url = {raw}")
+    missing = "InvalidCatalogNameError" if "asyncpg" in backend.name else "OperationalError"
     stopped_at_setup(
         project.runpytest(),
         f"pytest_txscope.errors.BackendUnavailableError: cannot connect to {DatabaseURL.parse(raw)}: "
-        "OperationalError: *nosuchdb*; check that the server is running and the URL (host, port, user, database) "
+        f"{missing}: *nosuchdb*; check that the server is running and the URL (host, port, user, database) "
         "is right",
     )
 

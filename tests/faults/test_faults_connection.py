@@ -494,11 +494,13 @@ def test_3_needs_no_database():
     result.stdout.fnmatch_lines(
         [f"txscope: {shown}{_name(faults_url)} [[]{backend.family}, from txscope_url]; *"]
     )
+    # asyncpg, not a DB-API driver, raises the socket's own error rather than an OperationalError.
+    error_class = "ConnectionRefusedError" if backend.name == "postgresql-asyncpg" else "OperationalError"
     check_report(
         result,
         {
             "ERROR at setup of test_1_first_to_need_it": [
-                f"*BackendUnavailableError: cannot connect to {shown}*: OperationalError: *",
+                f"*BackendUnavailableError: cannot connect to {shown}*: {error_class}: *",
                 "*; check that the server is running and the URL (host, port, user, database) is right",
             ]
         },
@@ -507,6 +509,7 @@ def test_3_needs_no_database():
     refused = {
         "postgresql": "*OperationalError: *Connection refused*",
         "postgresql-psycopg2": "*port 1 failed: Connection refused*",
+        "postgresql-asyncpg": "*ConnectionRefusedError: *Connect call failed ('127.0.0.1', 1)*",
         "mysql": "*(2003, *Connection refused*",
         # libmariadb, with a connect timeout, connects without blocking: 2002 and EINPROGRESS, or 2003.
         "mysql-mysqldb": "*(200[23], *Can't connect to *server on '127.0.0.1' (*)*",

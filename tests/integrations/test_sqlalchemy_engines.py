@@ -397,8 +397,8 @@ engine = create_engine("{url}")
             "",
             "the application's engine names a driver that is not installed (pg8000), and that pytest-txscope "
             "cannot pin engines on anyway; use one it can, installed with pip install 'pytest-txscope[<extra>]': "
-            "sqlite3 ([sqlite]), psycopg ([postgresql]), psycopg2 ([psycopg2]), PyMySQL ([mysql]), "
-            "mysqlclient ([mysqlclient])",
+            "sqlite3 ([sqlite]), psycopg ([postgresql]), psycopg2 ([psycopg2]), asyncpg ([asyncpg]), "
+            "PyMySQL ([mysql]), mysqlclient ([mysqlclient])",
         ),
         (
             "postgresql+psycopg2://app@localhost/shop_test",
@@ -436,7 +436,8 @@ def test_a_test_database_url_on_a_driver_pytest_txscope_does_not_drive(
     result.stderr.fnmatch_lines(
         [
             "ERROR: txscope_url: unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db_test; for "
-            "this database use one of: postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// "
+            "this database use one of: postgresql+psycopg://, postgresql+psycopg2://, postgresql+asyncpg://, "
+            "postgresql+psycopg_async:// "
             "(the first is the default, also used when the scheme names no driver)"
         ]
     )

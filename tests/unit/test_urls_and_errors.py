@@ -205,8 +205,8 @@ def test_from_dbapi_with_an_unknown_module() -> None:
     with pytest.raises(ConfigurationError) as info:
         Engine.from_dbapi(json)
     assert str(info.value) == (
-        "Engine.from_dbapi() does not know the driver module 'json'; use one of: sqlite3, psycopg, psycopg2, pymysql, "
-        "MySQLdb, "
+        "Engine.from_dbapi() does not know the driver module 'json'; use one of: sqlite3, psycopg, psycopg2, "
+        "asyncpg, pymysql, MySQLdb, "
         "or pass a connect function to Engine()"
     )
 
@@ -299,8 +299,8 @@ def test_every_driver_the_urls_accept_has_a_dialect() -> None:
         (
             "postgresql+pg8000://u:hunter2@h/db",
             "unknown driver 'pg8000' in database URL postgresql+pg8000://u:***@h/db; for this database use one of: "
-            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// (the first is the default, "
-            "also used when the scheme names no driver)",
+            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+asyncpg://, postgresql+psycopg_async:// (the "
+            "first is the default, also used when the scheme names no driver)",
         ),
         (
             "mariadb+mysqlconnector://u:hunter2@h/db",
@@ -317,8 +317,8 @@ def test_every_driver_the_urls_accept_has_a_dialect() -> None:
         (
             "postgresql+://u@h/db",
             "unknown driver '' in database URL postgresql+://u@h/db; for this database use one of: "
-            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+psycopg_async:// (the first is the default, "
-            "also used when the scheme names no driver)",
+            "postgresql+psycopg://, postgresql+psycopg2://, postgresql+asyncpg://, postgresql+psycopg_async:// (the "
+            "first is the default, also used when the scheme names no driver)",
         ),
     ],
 )
@@ -462,6 +462,6 @@ def test_dialect_for_connection_knows_every_driver(tmp_path: object) -> None:
     # Only the class decides, so objects of the drivers' classes made without a server do.
     assert type(dialect_for_connection(sqlite3.connect(":memory:"))).__name__ == "SQLiteDialect"
     with pytest.raises(
-        UnsupportedConnectionError, match=r"sqlite3, psycopg, psycopg2, PyMySQL, mysqlclient$"
+        UnsupportedConnectionError, match=r"sqlite3, psycopg, psycopg2, asyncpg, PyMySQL, mysqlclient$"
     ):
         dialect_for_connection(object())
