@@ -84,15 +84,16 @@ class QueryCapture(Sequence[Query]):
             return
         if _has_sqlalchemy() and _sqlalchemy().connecting(session):  # set-up of a new connection (SET NAMES)
             return
+        # Whether it is the engine's is told now, while the connection is live: a pool that closes connections
+        # on return (SQLAlchemy's NullPool, aiosqlite's default before 2.0.38) leaves none to ask afterwards.
+        if self._sessions is not None and not self._sessions()(session):
+            return
         self._all.append(Query(sql, caller_place(inspect.currentframe()), session))
 
     @property
     def queries(self) -> list[Query]:
         """The statements recorded (on the engine given, if one was)."""
-        if self._sessions is None:
-            return list(self._all)
-        keep = self._sessions()
-        return [query for query in self._all if keep(query._session)]
+        return list(self._all)
 
     @property
     def sqls(self) -> list[str]:
