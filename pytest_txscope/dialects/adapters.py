@@ -26,10 +26,37 @@ __all__ = [
     "AiosqliteAdapter",
     "BufferedCursor",
     "PsycopgAsyncAdapter",
+    "RowBuffer",
 ]
 
 
-class BufferedCursor:
+class RowBuffer:
+    """DB-API reading over rows an adapter's cursor already holds (``_rows``): asyncio drivers hand every row
+    of a result at once."""
+
+    arraysize = 1
+    _rows: deque[Any]
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        """Up to ``size`` (default `arraysize`) more rows."""
+        count = self.arraysize if size is None else size
+        return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
+
+    def fetchall(self) -> list[Any]:
+        """Every row not read yet."""
+        rows, self._rows = list(self._rows), deque()
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
+
+class BufferedCursor(RowBuffer):
     """A DB-API cursor over rows already read: what an adapter's statements return."""
 
     arraysize = 1
@@ -85,24 +112,6 @@ class BufferedCursor:
         self._rows = deque(self._adapter.rows(raw) if raw.description is not None else ())
 
     # ---------------------------------------------------------------------------------------- reading
-    def fetchone(self) -> Any:
-        """The next row, or None."""
-        return self._rows.popleft() if self._rows else None
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        """Up to ``size`` (default `arraysize`) more rows."""
-        count = self.arraysize if size is None else size
-        return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
-
-    def fetchall(self) -> list[Any]:
-        """Every row not read yet."""
-        rows, self._rows = list(self._rows), deque()
-        return rows
-
-    def __iter__(self) -> Iterator[Any]:
-        while self._rows:
-            yield self._rows.popleft()
-
     def close(self) -> None:
         """Forget the rows and close the driver's cursor."""
         self._rows.clear()

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..bridge import Runner, driver_loop
 from ..errors import ParameterError
 from ..sql import pyformat_to_numeric, split_statements
-from .adapters import AdaptedConnection
+from .adapters import AdaptedConnection, RowBuffer
 
 __all__ = ["AsyncpgAdapter", "AsyncpgCursor", "AsyncpgInfo"]
 
@@ -73,7 +73,7 @@ class AsyncpgInfo:
         return self._adapter.transaction_status
 
 
-class AsyncpgCursor:
+class AsyncpgCursor(RowBuffer):
     """A DB-API cursor over asyncpg: each ``execute`` runs one coroutine and keeps the rows it read."""
 
     arraysize = 1
@@ -105,24 +105,6 @@ class AsyncpgCursor:
     def nextset(self) -> bool | None:
         """asyncpg reads one result per statement: there is never a next one."""
         return None
-
-    def fetchone(self) -> Any:
-        """The next row, or None."""
-        return self._rows.popleft() if self._rows else None
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        """Up to ``size`` (default `arraysize`) more rows."""
-        count = self.arraysize if size is None else size
-        return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
-
-    def fetchall(self) -> list[Any]:
-        """Every row not read yet."""
-        rows, self._rows = list(self._rows), deque()
-        return rows
-
-    def __iter__(self) -> Iterator[Any]:
-        while self._rows:
-            yield self._rows.popleft()
 
     def close(self) -> None:
         """Forget the rows."""
