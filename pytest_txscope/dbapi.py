@@ -69,8 +69,7 @@ class SandboxConnection:
         """Where the code that began the current transaction is (for the end-of-test check of open ones)."""
         self.wrote = False
         """Whether a statement of the current transaction may have changed data (the same check)."""
-        self.protecting = False
-        """True in autocommit mode where the sandbox protects statements: each runs in a savepoint of its own."""
+        self._protects = False  # autocommit mode where the sandbox protects statements (see `protecting`)
         self._autocommit = False
         self._in_effect: str | None = None
         self._warned: set[str] = set()
@@ -110,14 +109,25 @@ class SandboxConnection:
         session.autobegin()
         return session.channel
 
-    def send(self, channel: Channel, sql: str, send: Callable[[], _T]) -> _T:
-        """Run ``send`` (a driver call that sends ``sql``) after what is queued, as a statement of this
-        connection: in its own savepoint when `protecting`."""
-        if self.protecting:
-            return self.send_protected(channel, sql, send)
-        return channel.checked(sql, send, self._session.lane)
+    @property
+    def protecting(self) -> bool:
+        """True in autocommit mode, outside a transaction the application opened, where the sandbox protects
+        statements: each runs in a savepoint of its own. Inside the application's transaction a failure aborts
+        it, as on the server (and a statement savepoint released there would take the application's own
+        savepoints with it)."""
+        return self._protects and self._app_transaction() is None
 
-    def send_protected(self, channel: Channel, sql: str, send: Callable[[], _T]) -> _T:
+    def send(self, channel: Channel, sql: str, send: Callable[[], _T], *, quiet: bool = False) -> _T:
+        """Run ``send`` (a driver call that sends ``sql``) after what is queued, as a statement of this
+        connection: in its own savepoint when `protecting`. ``quiet``: not a statement of the application's
+        to count (asyncpg's prepare-to-describe before the statement runs)."""
+        if self.protecting:
+            return self.send_protected(channel, sql, send, quiet=quiet)
+        return channel.checked(sql, send, self._session.lane, quiet=quiet)
+
+    def send_protected(
+        self, channel: Channel, sql: str, send: Callable[[], _T], *, quiet: bool = False
+    ) -> _T:
         """Run ``send`` inside a statement savepoint, so that its failure leaves the sandbox's transaction usable
         (autocommit mode on PostgreSQL: the statement has no savepoint of the application's around it)."""
         gate = channel.take_turn(self._session.lane)  # the queue is shared: hold it before touching it
@@ -125,7 +135,7 @@ class SandboxConnection:
             stack = channel.stack
             name = stack.protect()
             try:
-                result = channel.checked(sql, send, self._session.lane)
+                result = channel.checked(sql, send, self._session.lane, quiet=quiet)
             except Exception:
                 stack.protected(name, failed=True)
                 raise
@@ -185,17 +195,27 @@ class SandboxConnection:
         connection's transaction, committed at the end of the block (a savepoint release in the sandbox);
         inside an open one, a savepoint of its own. An exception (or ``force_rollback``) rolls the block back.
         ``savepoint_name`` is ignored: the sandbox names savepoints itself."""
+        with self.open_block() as tx:
+            yield tx
+            if force_rollback and tx.is_active:
+                tx.rollback()
+
+    def open_block(self) -> Any:
+        """Open what psycopg's ``transaction()`` and asyncpg's ``transaction().start()`` open: with no transaction
+        of the application's open (in autocommit mode too), its transaction, which the block owns; inside one,
+        a savepoint. Returns the core transaction (``commit()``, ``rollback()``, a context manager)."""
         self._check()
         outer = self._app_transaction()
         if outer is None:
             block = self._open_explicit()
             block.implicit = False  # the block owns the transaction the call opened
-        else:
-            block = outer.begin_nested()
-        with block as tx:
-            yield tx
-            if force_rollback and tx.is_active:
-                tx.rollback()
+            return block
+        return outer.begin_nested()
+
+    @property
+    def in_app_transaction(self) -> bool:
+        """Whether the application has a transaction open (not autocommit mode's joined one)."""
+        return self._app_transaction() is not None
 
     def commit(self) -> None:
         """Release the current savepoint (the application's commit) and fire its callbacks; nothing in
@@ -283,7 +303,7 @@ class SandboxConnection:
         lane = self._session.lane
         lane.policy = dataclasses.replace(lane.policy, implicit_joins=on)
         self._autocommit = on
-        self.protecting = on and lane.policy.protect_statements
+        self._protects = on and lane.policy.protect_statements
 
     def in_transaction_switch(self, setting: str) -> None:
         """Called when the code changes ``setting`` while its transaction is open: raise the driver's error

@@ -22,7 +22,10 @@ class StatementOwner(Protocol):
     """What a `SandboxCursor` needs of its connection (`SandboxConnection` implements it)."""
 
     wrote: bool
-    protecting: bool
+
+    @property
+    def protecting(self) -> bool:
+        """Whether each statement runs in a savepoint of its own."""
 
     @property
     def session(self) -> Session:

@@ -34,7 +34,14 @@ from .sqlalchemy_async import (
     sandbox_connection_of,
     sync_engine_of,
 )
-from .sqlalchemy_checks import check_pinnable, describe_engine, engine_url, same_database, unpinned_error
+from .sqlalchemy_checks import (
+    ASYNC_ONLY_DRIVERS,
+    check_pinnable,
+    describe_engine,
+    engine_url,
+    same_database,
+    unpinned_error,
+)
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -443,6 +450,11 @@ def create_all(target: Any, url: DatabaseURL) -> None:
     metadata = target if isinstance(target, MetaData) else getattr(target, "metadata", None)
     if not isinstance(metadata, MetaData):
         raise TypeError(f"{target!r} is neither a SQLAlchemy MetaData nor a declarative base")
+    if url.driver in ASYNC_ONLY_DRIVERS:  # no sync SQLAlchemy engine on asyncpg: an AsyncEngine, apart
+        from .sqlalchemy_async import create_all_apart
+
+        create_all_apart(metadata, sqlalchemy_async_url(url))
+        return
     engine = create_engine(sqlalchemy_url(url))
     try:
         metadata.create_all(engine)

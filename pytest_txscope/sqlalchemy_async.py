@@ -26,12 +26,13 @@ from typing import Any
 from .dbapi import SandboxConnection
 from .errors import ConfigurationError, TxScopeError
 from .facades import async_face_for
-from .facades.aio_base import AsyncFace
+from .facades.aio_base import SandboxFace
 from .url import DatabaseURL
 
 __all__ = [
     "adapter_maker",
     "async_drivername",
+    "create_all_apart",
     "initialize_apart",
     "is_async_engine_object",
     "sandbox_connection_of",
@@ -43,6 +44,7 @@ _ADAPTERS = {
     "aiosqlite": "AsyncAdapt_aiosqlite_connection",
     "psycopg": "AsyncAdapt_psycopg_connection",
     "aiomysql": "AsyncAdapt_aiomysql_connection",
+    "asyncpg": "AsyncAdapt_asyncpg_connection",
 }
 
 # The test database's driver (as URLs spell it) -> the SQLAlchemy asyncio dialect of its twin; the default
@@ -87,11 +89,11 @@ def sync_engine_of(engine: Any) -> Any:
 
 def sandbox_connection_of(dbapi_connection: Any) -> SandboxConnection | None:
     """The sandbox connection a pool's connection is (sync engines) or wraps (SQLAlchemy's asyncio adapter
-    around an `AsyncFace`, read through its public ``driver_connection``); None for a real connection."""
+    around a `SandboxFace`, read through its public ``driver_connection``); None for a real connection."""
     if isinstance(dbapi_connection, SandboxConnection):
         return dbapi_connection
     face = getattr(dbapi_connection, "driver_connection", None)
-    return face.sandbox_connection if isinstance(face, AsyncFace) else None
+    return face.sandbox_connection if isinstance(face, SandboxFace) else None
 
 
 def initialize_apart(sync_engine: Any) -> None:
@@ -108,18 +110,38 @@ def initialize_apart(sync_engine: Any) -> None:
         finally:
             await engine.dispose()  # no pooled connection stays bound to this loop
 
+    _run_apart(connect_once, "txscope-initialize")
+
+
+def create_all_apart(metadata: Any, async_url: Any) -> None:
+    """``metadata.create_all()`` through an ``AsyncEngine`` on ``async_url`` (asyncpg has no sync SQLAlchemy
+    dialect), on a temporary event loop in a helper thread, as `initialize_apart`."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def create() -> None:
+        engine = create_async_engine(async_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.create_all)
+        finally:
+            await engine.dispose()
+
+    _run_apart(create, "txscope-create-all")
+
+
+def _run_apart(main: Callable[[], Any], name: str) -> None:
     failures: list[BaseException] = []
 
     def run() -> None:
         loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(connect_once())
+            loop.run_until_complete(main())
         except BaseException as exc:  # handed to the caller's thread, raised there
             failures.append(exc)
         finally:
             loop.close()
 
-    thread = threading.Thread(target=run, name="txscope-initialize")
+    thread = threading.Thread(target=run, name=name)
     thread.start()
     thread.join()
     if failures:

@@ -21,7 +21,7 @@ from .errors import EngineMismatchError, UnpinnedEngineError
 from .url import DRIVERS, SCHEMES, DatabaseURL
 
 __all__ = [
-    "ASYNCPG_FIX",
+    "ASYNC_ONLY_DRIVERS",
     "ASYNC_TWINS",
     "check_pinnable",
     "describe_engine",
@@ -39,19 +39,14 @@ ASYNC_TWINS: dict[str, tuple[str, str]] = {
     "aiosqlite": ("sqlite", "pysqlite"),
     "psycopg": ("postgresql", "psycopg"),
     "aiomysql": ("mysql", "pymysql"),
+    "asyncpg": ("postgresql", "asyncpg"),
 }
-"""An asyncio dialect's driver (as SQLAlchemy names it) -> the backend and the sync driver (as URLs spell it)
-the sandbox's connection must be made with to serve it: aiosqlite runs on sqlite3, psycopg's async side is
-psycopg 3's, aiomysql is a port of PyMySQL (same conversions)."""
-ASYNCPG_PROBLEM = "uses the asyncpg driver, which a sandbox on a DB-API connection cannot serve"
-ASYNCPG_FIX = (
-    "set txscope_url = postgresql+asyncpg://... for the test database (sandboxes on asyncpg itself come with "
-    "pytest-txscope's asyncpg support), or create the engine with postgresql+psycopg:// (psycopg's async side)"
-)
-"""What to do about an asyncpg engine (kept in one place: it changes when the asyncpg sandbox lands)."""
+"""An asyncio dialect's driver (as SQLAlchemy names it) -> the backend and the driver (as URLs spell it) the
+sandbox's connection must be made with to serve it: aiosqlite runs on sqlite3, psycopg's async side is psycopg
+3's, aiomysql is a port of PyMySQL (same conversions), asyncpg is served by an asyncpg sandbox itself."""
 
 
-_ASYNC_ONLY_DRIVERS = frozenset({"asyncpg"})
+ASYNC_ONLY_DRIVERS = frozenset({"asyncpg"})
 """Sandbox drivers SQLAlchemy has only an asyncio dialect for: no sync ``Engine`` on them can be pinned."""
 
 
@@ -157,7 +152,7 @@ def check_pinnable(sa_engine: Any, test: DatabaseURL, test_driver: str, worker: 
 def _check_driver(shown: str, driver: str, test: DatabaseURL, test_driver: str) -> None:
     """Refuse a sync engine on a driver the sandbox does not drive, or on another driver than the sandbox's."""
     # SQLAlchemy's asyncpg dialect is asyncio only: a sync Engine on it fails at its first connect; not offered.
-    sync = [d for d in DRIVERS[test.backend] if d not in _ASYNC_ONLY_DRIVERS]
+    sync = [d for d in DRIVERS[test.backend] if d not in ASYNC_ONLY_DRIVERS]
     if driver not in sync:
         known = ", ".join(f"{test.backend}+{d}://" for d in sync)
         raise EngineMismatchError(
@@ -177,8 +172,6 @@ def _check_driver(shown: str, driver: str, test: DatabaseURL, test_driver: str) 
 
 def _check_async_driver(shown: str, driver: str, test: DatabaseURL, test_driver: str) -> None:
     """Refuse an asyncio engine whose driver has no sync twin here, or whose twin is not the sandbox's driver."""
-    if driver == "asyncpg":
-        raise EngineMismatchError(shown, ASYNCPG_PROBLEM, ASYNCPG_FIX)
     twin = ASYNC_TWINS.get(driver)
     if twin is None or twin[0] != test.backend:
         known = ", ".join(f"{b}+{d}://" for d, (b, _) in ASYNC_TWINS.items() if b == test.backend)

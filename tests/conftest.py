@@ -11,7 +11,7 @@ import pytest
 from pytest_txscope import Engine
 
 from .aio_harness import api_of, close_engine
-from .backends import ALL, ALL_ASYNC, Backend, Peer, drop_worker_databases, make_backend
+from .backends import ALL, ALL_ASYNC, NAMED_ONLY, Backend, Peer, drop_worker_databases, make_backend
 from .generated_runs import clean_pytester
 
 # password_scan: fails any test whose output shows the test password (and wraps the pytester fixture).
@@ -57,6 +57,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if not (wants_peer and b == "sqlite-memory")
             and (b in wanted or (not exact and b.split("-")[0] in wanted))
         ]
+        names += [b for b in NAMED_ONLY if b in wanted and b not in names]
         metafunc.parametrize("backend", names, indirect=True)
 
 

@@ -25,7 +25,7 @@ from ..errors import ParameterError
 from ..sql import pyformat_to_numeric, split_statements
 from .adapters import AdaptedConnection, RowBuffer
 
-__all__ = ["AsyncpgAdapter", "AsyncpgCursor", "AsyncpgInfo"]
+__all__ = ["AsyncpgAdapter", "AsyncpgCursor", "AsyncpgInfo", "NumericArgs"]
 
 # libpq's transaction status values, as the PostgreSQL dialect reads them.
 _IDLE, _INTRANS, _INERROR, _UNKNOWN = 0, 2, 3, 4
@@ -40,6 +40,13 @@ _NO_ROWS = (
 # InvalidCachedStatementError): the cache is emptied after them, and at the next rollback after them.
 _SCHEMA = ("CREATE", "DROP", "ALTER", "TRUNCATE", "COMMENT", "GRANT", "REVOKE", "DO", "DISCARD", "REFRESH")
 _ROWCOUNT_COMMANDS = ("INSERT", "UPDATE", "DELETE", "SELECT", "MERGE", "COPY", "FETCH", "MOVE")
+
+
+class NumericArgs(tuple[Any, ...]):
+    """Parameters of a statement already written with asyncpg's ``$1`` placeholders (what SQLAlchemy's asyncpg
+    dialect and asyncpg's own API send): passed as they are, the text is not read for ``%s`` placeholders."""
+
+    __slots__ = ()
 
 
 def _first_word(sql: str) -> str:
@@ -123,6 +130,7 @@ class AsyncpgAdapter(AdaptedConnection):
         self._failed = False  # an error aborted the open transaction (asyncpg reports it as open)
         self._schema_changed = False  # DDL ran in the open transaction: its rollback stales the plans
         self.autocommit = True  # asyncpg sends what it is given: the library's BEGIN is the only transaction
+        self._codecs: set[tuple[str, str]] = set()  # (type, schema) whose codec the application replaced
         self.info = AsyncpgInfo(self)
 
     # ---------------------------------------------------------------------------------------- state
@@ -186,6 +194,35 @@ class AsyncpgAdapter(AdaptedConnection):
             raise
         self._failed = False
         return None, [], None
+
+    def describe(self, sql: str) -> Any:
+        """Prepare ``sql`` (``$1`` placeholders) without running it: asyncpg's attributes of its result columns
+        (empty for a statement that returns no rows). The plan is kept for the statement's execution."""
+        try:
+            statement = self.run(self._prepared(sql))
+        except BaseException:
+            self._failed = self.raw.is_in_transaction() and not self.raw.is_closed()
+            raise
+        return statement.get_attributes()
+
+    def known_attributes(self, sql: str) -> Any:
+        """The attributes of ``sql`` when it is prepared already (no I/O), else None."""
+        statement = self._statements.get(sql)
+        return None if statement is None else statement.get_attributes()
+
+    def set_type_codec(self, typename: str, schema: str, **codec: Any) -> None:
+        """asyncpg's ``set_type_codec``, remembered so that `restore_codecs` puts the type back as asyncpg
+        decodes it, before the connection serves another test."""
+        self.run(self.raw.set_type_codec(typename, schema=schema, **codec))
+        self._codecs.add((typename, schema))
+        self._statements.clear()  # plans made before hold the old codec
+
+    def restore_codecs(self) -> None:
+        """Undo every `set_type_codec` (asyncpg's ``reset_type_codec``)."""
+        while self._codecs:
+            typename, schema = self._codecs.pop()
+            self.run(self.raw.reset_type_codec(typename, schema=schema))
+        self._statements.clear()
 
     def _simple(self, sql: str) -> bool:
         word = _first_word(sql)
@@ -279,6 +316,8 @@ def _params_of(raw: Any) -> dict[str, Any]:
 def _bind(sql: str, params: Any) -> tuple[str, Sequence[Any]]:
     if params is None:
         return sql, ()
+    if type(params) is NumericArgs:
+        return sql, params
     converted = pyformat_to_numeric(sql)
     if isinstance(params, Mapping):
         missing = [name for name in converted.names if name not in params]

@@ -143,3 +143,8 @@ class AsyncpgDialect(PostgreSQLBackend):
 
     def execute(self, connection: DBAPIConnection, sql: str, params: Any) -> Any:
         return connection.execute(sql, params)
+
+    def reset(self, connection: DBAPIConnection) -> None:
+        super().reset(connection)
+        # Codecs an application set (pgvector's register_vector ...) are connection state: not for the next test.
+        connection.restore_codecs()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from ..dbapi import SandboxConnection
-from .aio_base import AsyncFace
+from .aio_base import SandboxFace
 
 __all__ = ["async_face_for", "facade_for"]
 
@@ -26,11 +26,13 @@ _FACES: dict[str, str] = {
 }
 
 # Driver import name of the sandbox's connection -> "module:class" of the async face of its asyncio twin
-# (aiosqlite over sqlite3, psycopg's AsyncConnection over psycopg, aiomysql over PyMySQL).
+# (aiosqlite over sqlite3, psycopg's AsyncConnection over psycopg, aiomysql over PyMySQL; asyncpg's own API over
+# the asyncpg sandbox connection).
 _ASYNC_FACES: dict[str, str] = {
     "sqlite3": ".aio_sqlite:AioSQLiteConnection",
     "psycopg": ".aio_psycopg:AioPsycopgConnection",
     "pymysql": ".aio_mysql:AioMySQLConnection",
+    "asyncpg": ".aio_asyncpg:AioAsyncpgConnection",
 }
 
 
@@ -44,12 +46,13 @@ def facade_for(driver: str) -> type[SandboxConnection]:
     return face
 
 
-def async_face_for(driver: str) -> type[AsyncFace] | None:
-    """The `AsyncFace` class that gives a sandbox connection of the driver ``driver`` (import name: ``sqlite3``,
-    ``psycopg``, ``pymysql``) the API of that driver's asyncio twin; None for a driver that has none here."""
+def async_face_for(driver: str) -> type[SandboxFace] | None:
+    """The `SandboxFace` class that gives a sandbox connection of the driver ``driver`` (import name:
+    ``sqlite3``, ``psycopg``, ``pymysql``, ``asyncpg``) the API of that driver's asyncio twin (asyncpg's own);
+    None for a driver that has none here."""
     where = _ASYNC_FACES.get(driver)
     if where is None:
         return None
     module_name, _, class_name = where.partition(":")
-    face: type[AsyncFace] = getattr(importlib.import_module(module_name, __name__), class_name)
+    face: type[SandboxFace] = getattr(importlib.import_module(module_name, __name__), class_name)
     return face

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ..bridge import run_sync
 from ..dbapi import SandboxConnection, SandboxCursor
 
-__all__ = ["AsyncCursorFace", "AsyncFace", "in_turn"]
+__all__ = ["AsyncCursorFace", "AsyncFace", "SandboxFace", "in_turn"]
 
 _T = TypeVar("_T")
 
@@ -145,16 +145,8 @@ def _as_coroutine(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-class AsyncFace:
-    """An asyncio driver's connection over a sandbox connection (`SandboxConnection`, a driver's sync face).
-
-    ``commit()`` releases the app's savepoint, ``rollback()`` rolls back to it, ``close()`` discards what is
-    uncommitted and leaves the sandbox's connection open, as on the sync face; they are coroutines here.
-    Attributes the face does not define are the sync face's (read-only settings, the driver's constants).
-    """
-
-    cursor_class: type[AsyncCursorFace] = AsyncCursorFace
-    """The cursor class `cursor()` makes (a driver's face may give its own)."""
+class SandboxFace:
+    """What every async face is: an asyncio driver's connection API over a sandbox connection."""
 
     def __init__(self, connection: SandboxConnection) -> None:
         self._sync = connection
@@ -163,6 +155,19 @@ class AsyncFace:
     def sandbox_connection(self) -> SandboxConnection:
         """The sandbox connection (sync) under this face."""
         return self._sync
+
+
+class AsyncFace(SandboxFace):
+    """An asyncio DB-API driver's connection over a sandbox connection (`SandboxConnection`, a driver's sync
+    face): aiosqlite, psycopg's ``AsyncConnection``, aiomysql.
+
+    ``commit()`` releases the app's savepoint, ``rollback()`` rolls back to it, ``close()`` discards what is
+    uncommitted and leaves the sandbox's connection open, as on the sync face; they are coroutines here.
+    Attributes the face does not define are the sync face's (read-only settings, the driver's constants).
+    """
+
+    cursor_class: type[AsyncCursorFace] = AsyncCursorFace
+    """The cursor class `cursor()` makes (a driver's face may give its own)."""
 
     def cursor(self, *args: Any, **kwargs: Any) -> AsyncCursorFace:
         """A cursor, awaitable and an async context manager as the drivers' are."""

@@ -1,6 +1,6 @@
 """Stateful test of the sandbox driving an async app: tests/contract/test_sandbox_machine.py's machine, whose ORM
 is a SQLAlchemy ``AsyncSession`` on an ``AsyncEngine`` pinned to the sandbox, on every asyncio driver that can be
-pinned (aiosqlite, psycopg's async side, aiomysql; asyncpg's SQLAlchemy dialect cannot be).
+pinned (aiosqlite, psycopg's async side, aiomysql, asyncpg).
 
 The machine owns one event loop and drives it step by step, as a test runs an async app: the sandbox starts and
 stops in the thread (as the plugin's sync fixtures do), and every step runs in one long-lived task of that loop
@@ -50,8 +50,10 @@ PINNABLE = {
     "sqlite-aiosqlite": "sqlite-file",
     "postgresql-psycopg_async": "postgresql",
     "mysql-aiomysql": "mysql",
+    "postgresql-asyncpg-aio": "postgresql-asyncpg",
 }
-"""The asyncio drivers whose SQLAlchemy ``AsyncEngine`` can be pinned, and the sandbox's backend (their twin)."""
+"""The asyncio drivers whose SQLAlchemy ``AsyncEngine`` can be pinned, and the sandbox's backend (their twin;
+asyncpg's is an asyncpg sandbox)."""
 
 
 class AppTask:

@@ -1,5 +1,6 @@
 """SQLAlchemy ``AsyncEngine``s pinned to a sandbox, on every backend through the async twin of its driver:
-aiosqlite on the sandbox's sqlite3 connection, psycopg's async side on psycopg 3, aiomysql on PyMySQL.
+aiosqlite on the sandbox's sqlite3 connection, psycopg's async side on psycopg 3, aiomysql on PyMySQL, asyncpg
+on an asyncpg sandbox (``postgresql-asyncpg``).
 
 One contract: the app's ``AsyncSession`` and ``AsyncConnection`` commit, roll back and nest inside the sandbox,
 its ORM round-trips common types, nothing it did is seen from an independent connection during or after, an
@@ -30,12 +31,12 @@ from pytest_txscope import (
     SandboxRefusedError,
     UnpinnedEngineError,
 )
-from pytest_txscope.sqlalchemy import pin_to_sandbox, sqlalchemy_async_url, sqlalchemy_url, watch_unpinned
+from pytest_txscope.sqlalchemy import pin_to_sandbox, sqlalchemy_async_url, watch_unpinned
 from pytest_txscope.sqlalchemy_checks import check_pinnable, describe_engine
 
 from ..backends import Backend, Peer
 
-pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql", exact=True)
+pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "postgresql-asyncpg", "mysql", exact=True)
 
 INSERT = "INSERT INTO items (id, name) VALUES (:id, :name)"
 
@@ -257,14 +258,22 @@ class Thing(Base):
 
 
 @pytest.fixture
-def things(engine: Engine) -> Iterator[type[Thing]]:
-    """The mapped class ``Thing``, its table created for the test."""
-    sync = sa.create_engine(sqlalchemy_url(engine.url))  # type: ignore[arg-type]
-    Base.metadata.drop_all(sync)
-    Base.metadata.create_all(sync)
+def things(app: Any) -> Iterator[type[Thing]]:
+    """The mapped class ``Thing``, its table created for the test (through the app's engine, before it is
+    pinned: SQLAlchemy's asyncpg dialect has no sync engine)."""
+
+    def on_app(*calls: Callable[..., None]) -> None:
+        async def main() -> None:
+            async with app.begin() as connection:
+                for call in calls:
+                    await connection.run_sync(call)
+            await app.dispose()  # its connections belong to this loop
+
+        run(main)
+
+    on_app(Base.metadata.drop_all, Base.metadata.create_all)
     yield Thing
-    Base.metadata.drop_all(sync)
-    sync.dispose()
+    on_app(Base.metadata.drop_all)
 
 
 def test_orm_round_trip_of_common_types(engine: Engine, app: Any, things: Any, peer: Peer) -> None:
@@ -363,7 +372,7 @@ def test_an_unpinned_async_engine_is_refused(engine: Engine, app: Any, peer: Pee
 
 # ------------------------------------------------------------------------------------- refused engines
 @pytest.mark.backends("postgresql", exact=True)
-def test_an_asyncpg_engine_is_refused_with_the_fix(backend: Backend) -> None:
+def test_an_asyncpg_engine_on_a_psycopg_sandbox_is_refused_with_the_fix(backend: Backend) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     test = DatabaseURL.parse(backend.url)
@@ -372,9 +381,8 @@ def test_an_asyncpg_engine_is_refused_with_the_fix(backend: Backend) -> None:
         check_pinnable(app, test, "psycopg", None)
     assert str(info.value) == (
         "txscope_engines: AsyncEngine(postgresql+asyncpg://app:***@localhost/shop_test) uses the asyncpg driver, "
-        "which a sandbox on a DB-API connection cannot serve; set txscope_url = postgresql+asyncpg://... for the "
-        "test database (sandboxes on asyncpg itself come with pytest-txscope's asyncpg support), or create the "
-        "engine with postgresql+psycopg:// (psycopg's async side)"
+        f"which pytest-txscope serves from a sandbox on asyncpg, but the test database is reached through "
+        f"psycopg ({test}); make the test database's URL postgresql+asyncpg://"
     )
 
 

@@ -17,7 +17,7 @@ from .test_sqlalchemy_async import INSERT, app, assert_nothing_survived, run
 
 __all__ = ["app"]  # the fixture, shared with test_sqlalchemy_async.py
 
-pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "mysql", exact=True)
+pytestmark = pytest.mark.backends("sqlite-file", "postgresql", "postgresql-asyncpg", "mysql", exact=True)
 
 
 def test_async_engine_statements_are_counted(engine: Engine, app: Any, peer: Peer) -> None:
