@@ -52,9 +52,10 @@ def _failed(request: pytest.FixtureRequest, database: NamedDatabase, exc: Except
     request.session.shouldfail = (
         f"stopping: pytest-txscope could not build the database {database.name!r}; see the error above"
     )
+    entries = ", ".join(repr(entry.text) for entry in database.schema)
     head = (
         f"pytest-txscope could not build the database {database.name!r} (txscope_databases line "
-        f"{database.line!r}, schema from txscope_database_schemas)"
+        f"{database.line!r}; txscope_database_schemas: {entries})"
     )
     if isinstance(exc, TxScopeError):  # its message says what and where; our frames would only bury it
         message = f"{head}: {type(exc).__module__}.{type(exc).__qualname__}: {exc}"
