@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from .core import Engine, Session
-from .errors import DatabaseNotAllowedError, TxScopeError
+from .errors import DatabaseNotAllowedError, EngineMismatchError, TxScopeError
 from .plugin_schemas import SchemaEntry
 from .sandbox import Sandbox
 from .sqlalchemy_checks import describe_engine, engine_url, same_database
@@ -211,6 +211,7 @@ class OtherSandboxes:
             sandbox.start()
             self.sandboxes[database.name] = sandbox
             if sa_engines:
+                _check_copy(database, sandbox.engine.url, sa_engines)
                 _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
 
     def _refuse(self, name: str, engines: tuple[Engine, ...], sa_engines: tuple[Any, ...]) -> None:
@@ -231,6 +232,22 @@ class OtherSandboxes:
         finally:
             while self._undo:
                 self._undo.pop()()
+
+
+def _check_copy(database: NamedDatabase, used: DatabaseURL | None, sa_engines: tuple[Any, ...]) -> None:
+    """Refuse an engine aimed at the configured database where this xdist worker runs on its copy: pinning
+    would send its work to the copy while, outside the sandboxes, it would reach the configured database."""
+    for sa_engine in sa_engines:
+        url = engine_url(sa_engine)
+        if used is None or same_database(url, used) or not same_database(url, database.url):
+            continue
+        raise EngineMismatchError(
+            describe_engine(sa_engine),
+            f"is aimed at the database of the txscope_databases line {database.line!r}, but this pytest-xdist "
+            f"worker runs on its copy ({used.database}), built from txscope_database_schemas",
+            f"build the engine's URL from txscope_env's {{{database.name}.sqlalchemy_url}} (for example the line "
+            f"'APP_{database.name.upper()}_URL={{{database.name}.sqlalchemy_url}}')",
+        )
 
 
 def _sqlalchemy() -> Any:

@@ -232,3 +232,25 @@ def test_a_bad_schema_line_is_one_clear_error(pytester: pytest.Pytester, backend
     assert [e for e in result.errlines if e.startswith("ERROR:")] == [
         expected.format(path=pytester.path.resolve())
     ]
+
+
+@pytest.mark.backends("sqlite-file", exact=True)
+def test_an_engine_on_the_configured_name_is_refused_under_xdist(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, backend: Backend, tmp_path: Path
+) -> None:
+    # The app's engine built from the ini's URL, not from txscope_env: each worker's sandbox is on its copy.
+    reports = reports_url(backend, tmp_path)
+    make_project(pytester, monkeypatch, tmp_path, reports, SCHEMA)
+    monkeypatch.setenv("EXPECTED_ROWS", "2")
+    (pytester.path / "app.py").write_text(APP.replace('os.environ["APP_REPORTS_URL"]', repr(reports)))
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2")
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest_txscope.errors.EngineMismatchError: txscope_engines: "
+            f"Engine({reports}) is aimed at the database of the txscope_databases line 'reports = {reports}', but "
+            f"this pytest-xdist worker runs on its copy ({tmp_path}/reports_test_gw[01].db), built from "
+            "txscope_database_schemas; build the engine's URL from txscope_env's {reports.sqlalchemy_url} (for "
+            "example the line 'APP_REPORTS_URL={reports.sqlalchemy_url}')"
+        ]
+    )
+    assert left_behind(backend, reports, tmp_path) == []
