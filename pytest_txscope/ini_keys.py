@@ -25,6 +25,7 @@ INI_KEYS = (
     "txscope_threads",
     "txscope_connect",
     "txscope_databases",
+    "txscope_database_schemas",
     "txscope_lock_timeout",
 )
 """Every ini key the plugin reads; any other ``txscope_*`` key is a usage error naming the closest one."""

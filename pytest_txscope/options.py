@@ -7,10 +7,8 @@ import importlib
 import importlib.util
 import math
 import os
-import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +19,13 @@ from .import_paths import import_object
 from .ini_keys import INI_KEYS, check_unknown_keys
 from .intercept import DRIVERS as CONNECT_DRIVERS
 from .intercept import drivers_to_intercept
-from .migrations import ALEMBIC_PREFIX
 from .plugin_databases import NamedDatabase, parse_databases
+from .plugin_schemas import IMPORT_PATH, SCHEMA_FORMS, SchemaEntry, schema_entry, schema_lines
 from .url import DatabaseURL
 
 __all__ = [
     "INI_KEYS",
+    "SCHEMA_FORMS",
     "SETTINGS",
     "SchemaEntry",
     "Settings",
@@ -48,11 +47,6 @@ _BOOLS = {
 }
 _SAVEPOINT_MODES = ("auto", "on", "off")
 _THREAD_MODES = ("shared", "strict")
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-SCHEMA_FORMS = (
-    "an SQL file (path/to/schema.sql, relative to the ini file), an import path (package.module:attribute) "
-    "or alembic migrations (alembic:path/to/alembic.ini)"
-)
 
 
 def _scalar(kind: type) -> Any:
@@ -64,17 +58,6 @@ def _scalar(kind: type) -> Any:
     everything as text.
     """
     return str | kind if pytest.version_tuple >= (9, 2) else "string"
-
-
-@dataclass(frozen=True)
-class SchemaEntry:
-    """One ``txscope_schema`` entry: an SQL file, an import path to a callable taking the engine, or an alembic
-    configuration file whose migrations are run (``alembic:path/to/alembic.ini``)."""
-
-    text: str
-    path: Path | None = None
-    import_path: str | None = None
-    alembic: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -100,13 +83,18 @@ class Settings:
     connect: tuple[str, ...] = ()
     """The drivers (import names) whose own ``connect()`` is intercepted in sandboxed tests."""
     databases: tuple[NamedDatabase, ...] = ()
-    """The run's other databases (``txscope_databases``), which tests opt in to by name."""
+    """The run's other databases (``txscope_databases``), which tests opt in to by name, each with its schema
+    (``txscope_database_schemas``)."""
     lock_timeout: float = 300.0
     """Seconds a run waits for another run's lock on its test database, or on a template being built."""
 
     def protect_statements(self) -> bool | None:
         """What `Sandbox(protect_statements=...)` gets."""
         return None if self.statement_savepoints == "auto" else self.statement_savepoints == "on"
+
+    def builds(self) -> bool:
+        """Whether the plugin builds a database: the run's own (``txscope_schema``) or another one."""
+        return bool(self.schema) or any(d.schema for d in self.databases)
 
     def describe_target(self) -> str:
         """The target for the pytest header, password masked."""
@@ -213,6 +201,12 @@ _INI_KEYS: tuple[tuple[str, str, Any, Any], ...] = (
         None,
     ),
     (
+        "txscope_database_schemas",
+        f"NAME = ENTRY lines: the schema of each txscope_databases database, built as txscope_schema's: {SCHEMA_FORMS}",
+        "linelist",
+        None,
+    ),
+    (
         "txscope_lock_timeout",
         "seconds to wait for another run's lock on the test database or its template (default 300)",
         float,
@@ -248,10 +242,12 @@ def resolve(config: pytest.Config) -> Settings:
     url, source = resolve_url(config, config.getoption("--txscope-url"))
     base = config.inipath.parent if config.inipath else config.rootpath
     databases = parse_databases(config.getini("txscope_databases"), url, _check_driver)
+    schemas = schema_lines(config.getini("txscope_database_schemas"), tuple(d.name for d in databases), base)
+    databases = tuple(d.with_schema(schemas.get(d.name, ())) for d in databases)
     return Settings(
         url=url,
         url_source=source,
-        schema=tuple(_schema_entry(str(text), base) for text in config.getini("txscope_schema")),
+        schema=tuple(schema_entry(str(text), base) for text in config.getini("txscope_schema")),
         engines=_resolve_engines(config),
         reuse_db=_bool(config, "--txscope-reuse-db", "txscope_reuse_db"),
         check_leaks=_bool(config, "--txscope-check-leaks", "txscope_check_leaks"),
@@ -287,7 +283,7 @@ def resolve_url(config: pytest.Config, option: str | None) -> tuple[DatabaseURL 
 def _resolve_engines(config: pytest.Config) -> tuple[str, ...]:
     engines = tuple(str(e) for e in config.getini("txscope_engines"))
     for entry in engines:
-        if not _IMPORT_PATH.match(entry):
+        if not IMPORT_PATH.match(entry):
             raise pytest.UsageError(
                 f"txscope_engines entry {entry!r} is not an import path; write it as package.module:attribute"
             )
@@ -365,27 +361,6 @@ def _ini_bool(config: pytest.Config, ini: str) -> bool:
         return _BOOLS[raw.lower()]
     except KeyError:
         raise pytest.UsageError(f"{ini} = {raw!r} is not a boolean; use true or false") from None
-
-
-def _schema_entry(text: str, base: Path) -> SchemaEntry:
-    if text.startswith(ALEMBIC_PREFIX):
-        from .migrations import check_alembic
-
-        ini = (base / text.removeprefix(ALEMBIC_PREFIX).strip()).resolve()
-        try:
-            check_alembic(ini, f"txscope_schema entry {text!r}")
-        except ConfigurationError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        return SchemaEntry(text, alembic=ini)
-    if _IMPORT_PATH.match(text) and not text.endswith(".sql"):
-        return SchemaEntry(text, import_path=text)
-    path = (base / text).resolve()
-    if path.is_file():
-        return SchemaEntry(text, path=path)
-    raise pytest.UsageError(
-        f"txscope_schema entry {text!r} is neither a file (looked for {path}) nor an import path; "
-        f"use {SCHEMA_FORMS}"
-    )
 
 
 def _check_driver(url: DatabaseURL, source: str) -> None:

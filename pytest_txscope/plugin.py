@@ -125,15 +125,26 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     settings = config.stash.get(SETTINGS, None)
-    if settings is None or settings.reuse_db or not settings.schema or os.environ.get("PYTEST_XDIST_WORKER"):
+    if (
+        settings is None
+        or settings.reuse_db
+        or not settings.builds()
+        or os.environ.get("PYTEST_XDIST_WORKER")
+    ):
         return
     crashed = config.stash.get(_CRASHED, None)
+    state = config.stash.get(STATE, None)
+    if settings.databases and (crashed or (state is not None and state.may_have_templates)):
+        from .plugin_databases_build import drop_leftovers
+
+        drop_leftovers(settings.databases, crashed or [], settings.allow_databases, settings.lock_timeout)
+    if not settings.schema:
+        return
     if crashed:  # a worker drops its database when it ends; one that crashed could not
         from .plugin_teardown import drop_crashed_workers
 
         with contextlib.suppress(BackendUnavailableError, UnsafeDatabaseError, DatabaseInUseError):
             drop_crashed_workers(settings.url, crashed, settings.allow_databases)
-    state = config.stash.get(STATE, None)
     if (
         state is not None
         and state.may_have_templates
@@ -184,7 +195,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings: Settings = config.stash[SETTINGS]
     # The variables of txscope_env promise the application its database: every test gets it built first.
-    everywhere = bool(settings.schema) and ENV in config.stash
+    everywhere = settings.builds() and ENV in config.stash
     for item in items:
         _plan_fixtures(item, settings, everywhere)
     if "hypothesis" in sys.modules:
@@ -217,13 +228,14 @@ def _plan_fixtures(item: pytest.Item, settings: Settings, everywhere: bool) -> N
         first = "db_engine"  # takes the run's snapshot before the first test: the leak check's baseline
     else:
         first = ""
-    # A database the plugin builds (txscope_schema) is built before every other fixture, of any scope: a
-    # session fixture of the user's (the app, a test client) may connect to it, and would find no database.
+    # A database the plugin builds (txscope_schema, txscope_database_schemas) is built before every other
+    # fixture, of any scope: a session fixture of the user's (the app, a test client) may connect to it, and
+    # would find no database.
     # Without a schema the database is the user's own, which such a fixture may be the one to fill.
     needs = (
         everywhere or settings.check_leaks or "db_engine" in names or first not in ("", "_txscope_blocked")
     )
-    head = ["db_engine"] if settings.schema and needs else []
+    head = ["db_engine"] if settings.builds() and needs else []
     if not (first or head):
         return
     wanted = [n for n in ("db_engine" if settings.check_leaks else "", first) if n and n not in head]

@@ -37,6 +37,7 @@ __all__ = [
     "dispose_app_engines",
     "explain_missing_database",
     "open_engine",
+    "provisioned_engine",
     "run_database",
     "setup_failed",
     "sqlalchemy_module",
@@ -55,7 +56,8 @@ class RunState:
     baseline: dict[str, int] | None = None
     snapshot: Any = None
     others: dict[str, Engine] = field(default_factory=dict)
-    """The engines of the other databases (``txscope_databases``), opened when a test first opts in."""
+    """The engines of the other databases (``txscope_databases``): those with a schema opened when they are
+    built (with the run's own database), the others when a test first opts in."""
     other_baselines: dict[str, dict[str, int]] = field(default_factory=dict)
     """Their row counts when each was opened, for the leak check (``txscope_check_leaks``)."""
     routes: Any = None
@@ -102,11 +104,11 @@ def schema_key_of(entries: tuple[SchemaEntry, ...]) -> list[bytes | str]:
         if entry.alembic is not None:
             from .migrations import key_parts
 
-            parts += key_parts(entry.alembic, f"txscope_schema entry {entry.text!r}")
+            parts += key_parts(entry.alembic, entry.label)
         elif entry.path is not None:
             parts.append(entry.path.read_bytes())
         elif entry.import_path is not None:
-            import_object("txscope_schema", entry.import_path)
+            import_object(entry.key, entry.import_path)
             module = importlib.import_module(entry.import_path.partition(":")[0])
             source = inspect.getsourcefile(module)
             parts.append(Path(source).read_bytes() if source else entry.import_path)
@@ -120,12 +122,12 @@ def build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
                 from .migrations import upgrade_head
 
                 assert engine.url is not None
-                upgrade_head(entry.alembic, f"txscope_schema entry {entry.text!r}", engine.url)
+                upgrade_head(entry.alembic, entry.label, engine.url)
             elif entry.path is not None:
                 engine.executescript(entry.path.read_text(encoding="utf-8"), source=str(entry.path))
             else:
                 assert entry.import_path is not None
-                target = import_object("txscope_schema", entry.import_path)
+                target = import_object(entry.key, entry.import_path)
                 if is_metadata(target):
                     from .sqlalchemy import create_all
 
@@ -134,7 +136,7 @@ def build_schema(entries: tuple[SchemaEntry, ...]) -> Callable[[Engine], None]:
                     continue
                 if not callable(target):
                     raise ImportPathError(
-                        "txscope_schema",
+                        entry.key,
                         entry.import_path,
                         f"is a {type(target).__name__}, not a callable",
                         "point it at a function that takes the engine and builds the schema",
@@ -155,7 +157,6 @@ def lock_dir(config: pytest.Config) -> Path:
 
 def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     settings = config.stash[SETTINGS]
-    state = config.stash[STATE]
     url = settings.url or config.stash.get(EMBEDDED, None)
     if (
         url is None
@@ -164,39 +165,47 @@ def open_engine(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
             f"sqlite:///{tmp_path_factory.getbasetemp() / 'txscope_test.db'}?journal_mode=wal"
         )
     if settings.schema:
-        from .provision import provision, schema_key
-
-        target = run_database(url, True, os.environ.get("PYTEST_XDIST_WORKER"))
-        build = build_schema(settings.schema)
-        if target.backend == "sqlite" and target.database == ":memory:":
-            engine = Engine.from_url(target)
-            build(engine)
-            return engine
-        key = schema_key(schema_key_of(settings.schema))
-        if not settings.reuse_db:
-            # Without reuse the schema is built afresh once per run (a schema function's own imports are not
-            # in the key); the run's id keeps it one build for all xdist workers of the run.
-            key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or RUN_ID])
-        # A template pays when xdist workers clone it, or when a reused database is rebuilt; one run
-        # building one database builds it in place.
-        via_template = settings.reuse_db or os.environ.get("PYTEST_XDIST_WORKER") is not None
-        state.may_have_templates = (
-            via_template  # templates may exist from here on: the end of the run drops them
-        )
-        done = provision(
-            target,
-            key=key,
-            build=build,
-            reuse=settings.reuse_db,
-            allow=settings.allow_databases,
-            lock_dir=lock_dir(config),
-            via_template=via_template,
-            lock_timeout=settings.lock_timeout,
-            keep_lock=True,  # no other run builds over it, or drops it, while this one runs
-        )
-        state.held.append(done)
-        return Engine.from_url(done.url)
+        return provisioned_engine(config, url, settings.schema)
     return Engine.from_url(url)
+
+
+def provisioned_engine(config: pytest.Config, url: DatabaseURL, entries: tuple[SchemaEntry, ...]) -> Engine:
+    """An engine on the database this process uses in place of ``url`` (an xdist worker's copy), built with
+    ``entries`` (created when missing, rebuilt unless reused), locked until the end of the run, which drops it
+    (see `run_engine`) unless reused. The run's database and the other databases with a schema come here."""
+    from .provision import provision, schema_key
+
+    settings = config.stash[SETTINGS]
+    state = config.stash[STATE]
+    target = run_database(url, True, os.environ.get("PYTEST_XDIST_WORKER"))
+    build = build_schema(entries)
+    if target.backend == "sqlite" and target.database == ":memory:":
+        engine = Engine.from_url(target)
+        build(engine)
+        return engine
+    key = schema_key(schema_key_of(entries))
+    if not settings.reuse_db:
+        # Without reuse the schema is built afresh once per run (a schema function's own imports are not
+        # in the key); the run's id keeps it one build for all xdist workers of the run.
+        key = schema_key([key, os.environ.get("PYTEST_XDIST_TESTRUNUID") or RUN_ID])
+    # A template pays when xdist workers clone it, or when a reused database is rebuilt; one run
+    # building one database builds it in place.
+    via_template = settings.reuse_db or os.environ.get("PYTEST_XDIST_WORKER") is not None
+    if via_template:  # templates may exist from here on: the end of the run drops them
+        state.may_have_templates = True
+    done = provision(
+        target,
+        key=key,
+        build=build,
+        reuse=settings.reuse_db,
+        allow=settings.allow_databases,
+        lock_dir=lock_dir(config),
+        via_template=via_template,
+        lock_timeout=settings.lock_timeout,
+        keep_lock=True,  # no other run builds over it, or drops it, while this one runs
+    )
+    state.held.append(done)
+    return Engine.from_url(done.url)
 
 
 def is_metadata(target: object) -> bool:

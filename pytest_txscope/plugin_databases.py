@@ -1,7 +1,8 @@
 """Several databases in one run (``txscope_databases``): the ini key's ``NAME = URL`` lines, which database
 each of the application's engines belongs to, and a test's sandboxes on the databases it opted in to.
 
-``default`` is the run's database (``txscope_url``, provisioned as ever); the others are used as configured.
+``default`` is the run's database (``txscope_url``); the others are provisioned as it is when they have a schema
+(``txscope_database_schemas``; see `pytest_txscope.plugin_databases_build`), else used as configured.
 A test opts in with ``@pytest.mark.txscope(databases=["default", "reports"])``; only ``default`` without it,
 as pytest-django does. The application's engines on a database the test did not opt in to are refused at
 their first connection (`DatabaseNotAllowedError`), so that nothing is committed there for real.
@@ -12,6 +13,7 @@ plugin is one attribute test longer (issue 15: per-test overhead).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable
@@ -21,7 +23,8 @@ from typing import Any
 import pytest
 
 from .core import Engine, Session
-from .errors import DatabaseNotAllowedError, TxScopeError
+from .errors import DatabaseNotAllowedError, EngineMismatchError, TxScopeError
+from .plugin_schemas import SchemaEntry
 from .sandbox import Sandbox
 from .sqlalchemy_checks import describe_engine, engine_url, same_database
 from .url import DatabaseURL, mask_password
@@ -47,10 +50,21 @@ _EXAMPLE = "reports = postgresql://user@localhost/reports_test"
 
 @dataclass(frozen=True)
 class NamedDatabase:
-    """One ``txscope_databases`` line: a name for ``databases=[...]`` and its database."""
+    """One ``txscope_databases`` line: a name for ``databases=[...]`` and its database, with its schema
+    (``txscope_database_schemas``): with one, the plugin builds the database (and one per xdist worker)."""
 
     name: str
     url: DatabaseURL
+    schema: tuple[SchemaEntry, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """The ``txscope_databases`` line, password masked, for messages."""
+        return f"{self.name} = {self.url}"
+
+    def with_schema(self, schema: tuple[SchemaEntry, ...]) -> NamedDatabase:
+        """This database with ``schema``."""
+        return dataclasses.replace(self, schema=schema)
 
 
 def parse_databases(
@@ -114,14 +128,22 @@ class Routes:
 
 
 def route_engines(
-    configured: tuple[NamedDatabase, ...], engines: tuple[Engine, ...], sa_engines: tuple[Any, ...]
+    configured: tuple[NamedDatabase, ...],
+    engines: tuple[Engine, ...],
+    sa_engines: tuple[Any, ...],
+    used: dict[str, DatabaseURL] | None = None,
 ) -> Routes:
     """Each engine goes to the configured database its URL names, else to ``default`` (whose pinning checks
-    it, and refuses one aimed at a database nobody configured, naming the ini line to add)."""
+    it, and refuses one aimed at a database nobody configured, naming the ini line to add). ``used`` is the
+    database each name stands for in this process when it is not the configured one (an xdist worker's copy):
+    an engine aimed at either goes to that name, whose pinning checks it as ``default``'s does."""
+    used = used or {}
 
     def name_of(url: DatabaseURL | None) -> str:
-        match = (d.name for d in configured if url is not None and same_database(url, d.url))
-        return next(match, DEFAULT)
+        for d in configured:
+            if url is not None and any(same_database(url, u) for u in (d.url, used.get(d.name, d.url))):
+                return d.name
+        return DEFAULT
 
     routes = Routes()
     for engine in engines:
@@ -189,6 +211,7 @@ class OtherSandboxes:
             sandbox.start()
             self.sandboxes[database.name] = sandbox
             if sa_engines:
+                _check_copy(database, sandbox.engine.url, sa_engines)
                 _sqlalchemy().pin_to_sandbox(sandbox, sa_engines)
 
     def _refuse(self, name: str, engines: tuple[Engine, ...], sa_engines: tuple[Any, ...]) -> None:
@@ -209,6 +232,22 @@ class OtherSandboxes:
         finally:
             while self._undo:
                 self._undo.pop()()
+
+
+def _check_copy(database: NamedDatabase, used: DatabaseURL | None, sa_engines: tuple[Any, ...]) -> None:
+    """Refuse an engine aimed at the configured database where this xdist worker runs on its copy: pinning
+    would send its work to the copy while, outside the sandboxes, it would reach the configured database."""
+    for sa_engine in sa_engines:
+        url = engine_url(sa_engine)
+        if used is None or same_database(url, used) or not same_database(url, database.url):
+            continue
+        raise EngineMismatchError(
+            describe_engine(sa_engine),
+            f"is aimed at the database of the txscope_databases line {database.line!r}, but this pytest-xdist "
+            f"worker runs on its copy ({used.database}), built from txscope_database_schemas",
+            f"build the engine's URL from txscope_env's {{{database.name}.sqlalchemy_url}} (for example the line "
+            f"'APP_{database.name.upper()}_URL={{{database.name}.sqlalchemy_url}}')",
+        )
 
 
 def _sqlalchemy() -> Any:

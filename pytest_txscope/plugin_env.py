@@ -3,18 +3,21 @@ imports any conftest or test module, so that settings read at import (pydantic-s
 settings modules) see them.
 
 Each line is ``NAME=template``; the template's ``{field}`` parts are filled from the database this process uses
-(an xdist worker's own, see `pytest_txscope.plugin_database.run_database`). The variables are put back as they
-were when the run ends.
+(an xdist worker's own, see `pytest_txscope.plugin_database.run_database`), ``{reports.field}`` parts from the
+``txscope_databases`` database ``reports`` (its xdist worker's copy when it has a schema). The variables are put
+back as they were when the run ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
 import shutil
 import string
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -24,6 +27,7 @@ import pytest
 from .errors import ConfigurationError
 from .options import resolve_url
 from .plugin_database import EMBEDDED, run_database
+from .plugin_databases import parse_databases
 from .url import DatabaseURL, mask_password
 
 __all__ = ["ENV", "FIELDS", "EnvLine", "EnvPlan", "header_lines", "parse_line", "set_environment"]
@@ -32,8 +36,10 @@ FIELDS = ("url", "sqlalchemy_url", "sqlalchemy_async_url", "database", "host", "
 """What a template may name, in the order error messages list them."""
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_FORM = "each entry is NAME=text with {field} parts, e.g. DATABASE_URL={url}; the fields are " + ", ".join(
-    f"{{{f}}}" for f in FIELDS
+_FORM = (
+    "each entry is NAME=text with {field} parts, e.g. DATABASE_URL={url}; the fields are "
+    + ", ".join(f"{{{f}}}" for f in FIELDS)
+    + ", and {reports.url} & co. for a txscope_databases database"
 )
 DIR_VARIABLE = "TXSCOPE_ENV_DIR"
 """Where the controller of an xdist run put the embedded SQLite default; its workers use folders in it."""
@@ -49,7 +55,7 @@ class EnvLine:
     source: str
     """``txscope_env`` or ``--txscope-env``: where the line came from, for messages."""
 
-    def render(self, values: dict[str, str]) -> str:
+    def render(self, values: dict[str, object]) -> str:
         """The value of the variable, from the fields' ``values``."""
         return self.template.format_map(values)
 
@@ -71,14 +77,15 @@ def parse_line(text: str, source: str) -> EnvLine:
         parts = list(string.Formatter().parse(template))
     except ValueError:
         _bad(text, source, "a '{' or '}' is not part of a field (write {{ or }} for a brace of its own)")
-    for _, field, spec, conversion in parts:
-        if field is None:
+    for _, part, spec, conversion in parts:
+        if part is None:
             continue
-        if field not in FIELDS:
-            _bad(text, source, f"unknown field {{{field}}}")
+        database, dot, own = part.rpartition(".")
+        if own not in FIELDS or (dot and not _NAME.match(database)):
+            _bad(text, source, f"unknown field {{{part}}}")
         if spec or conversion:
-            _bad(text, source, f"write the field as {{{field}}}, without a format or a conversion")
-        fields.add(field)
+            _bad(text, source, f"write the field as {{{part}}}, without a format or a conversion")
+        fields.add(part)
     return EnvLine(name, template, frozenset(fields), source)
 
 
@@ -135,6 +142,44 @@ class EnvPlan:
     lines: tuple[EnvLine, ...]
     per_worker: bool
     """Whether each xdist worker gets a database of its own (a schema, or the embedded default)."""
+    others: dict[str, DatabaseURL] = dataclasses.field(default_factory=dict)
+    """The ``txscope_databases`` databases the lines name (``{reports.url}``), as this process uses them."""
+
+
+def _all_values(
+    url: DatabaseURL, others: dict[str, DatabaseURL], fields: frozenset[str], *, masked: bool
+) -> dict[str, object]:
+    """The values of ``fields``: the run's database's, and ``{reports.url}``'s as an object with attributes."""
+    values: dict[str, object] = dict(field_values(url, fields, masked=masked))
+    for name, other in others.items():
+        wanted = frozenset(f.partition(".")[2] for f in fields if f.startswith(f"{name}."))
+        values[name] = types.SimpleNamespace(**field_values(other, wanted, masked=masked))
+    return values
+
+
+def _others(
+    config: pytest.Config, lines: tuple[EnvLine, ...], url: DatabaseURL, worker: str | None
+) -> tuple[dict[str, DatabaseURL], bool]:
+    """The ``txscope_databases`` databases the lines name, as this process uses them: a worker's copy of those
+    with a schema (``txscope_database_schemas``), as they are built; the others as configured. And whether one
+    of them is a worker's copy."""
+    named = {f.partition(".")[0] for line in lines for f in line.fields if "." in f}
+    if not named:
+        return {}, False
+    databases = {d.name: d for d in parse_databases(config.getini("txscope_databases"), url, lambda *_: None)}
+    built = {str(x).partition("=")[0].strip() for x in config.getini("txscope_database_schemas")}
+    for line in lines:
+        for f in sorted(line.fields):
+            name = f.partition(".")[0]
+            if "." in f and name not in databases:
+                configured = ", ".join(databases) or "none"
+                _bad(
+                    f"{line.name}={line.template}",
+                    line.source,
+                    f"{{{f}}} names {name!r}, which txscope_databases does not configure (configured: {configured})",
+                )
+    others = {name: run_database(databases[name].url, name in built, worker) for name in sorted(named)}
+    return others, bool(named & built)
 
 
 ENV = pytest.StashKey[EnvPlan]()
@@ -147,8 +192,9 @@ def set_environment(config: pytest.Config) -> None:
         return
     fields = frozenset().union(*(line.fields for line in lines))
     for field in ("sqlalchemy_url", "sqlalchemy_async_url"):
-        if field in fields and importlib.util.find_spec("sqlalchemy") is None:
-            line = next(line for line in lines if field in line.fields)
+        wanted = [f for f in fields if f.rpartition(".")[2] == field]
+        if wanted and importlib.util.find_spec("sqlalchemy") is None:
+            line = next(line for line in lines if wanted[0] in line.fields)
             _bad(
                 f"{line.name}={line.template}",
                 line.source,
@@ -162,15 +208,17 @@ def set_environment(config: pytest.Config) -> None:
         url = _embedded(config, worker, saved)
     schema = bool(config.getini("txscope_schema"))
     target = run_database(url, schema, worker)
+    others, others_per_worker = _others(config, lines, url, worker)
     try:
-        values = field_values(target, fields, masked=False)
+        values = _all_values(target, others, fields, masked=False)
     except ConfigurationError as exc:  # {sqlalchemy_async_url} for a driver with no asyncio twin
-        line = next(line for line in lines if "sqlalchemy_async_url" in line.fields)
+        line = next(line for line in lines if any(f.endswith("sqlalchemy_async_url") for f in line.fields))
         _bad(f"{line.name}={line.template}", line.source, str(exc))
     for line in lines:
         saved.setdefault(line.name, os.environ.get(line.name))
         os.environ[line.name] = line.render(values)
-    config.stash[ENV] = EnvPlan(target, lines, per_worker=schema or EMBEDDED in config.stash)
+    per_worker = schema or EMBEDDED in config.stash or others_per_worker
+    config.stash[ENV] = EnvPlan(target, lines, per_worker=per_worker, others=others)
 
 
 def _embedded(config: pytest.Config, worker: str | None, saved: dict[str, str | None]) -> DatabaseURL:
@@ -204,7 +252,7 @@ def header_lines(config: pytest.Config) -> list[str]:
     if plan is None:
         return []
     fields = frozenset().union(*(line.fields for line in plan.lines))
-    shown = field_values(plan.url, fields, masked=True)
+    shown = _all_values(plan.url, plan.others, fields, masked=True)
     lines = [f"txscope env: {line.name}={line.render(shown)}" for line in plan.lines]
     if plan.per_worker and config.pluginmanager.hasplugin("dsession"):
         lines.append("txscope env: set by each pytest-xdist worker to its own database (<name>_gw0, ...)")

@@ -71,7 +71,7 @@ def run_engine(
     from .sequences import read as read_counters
     from .tables import snapshot
 
-    state = config.stash[STATE]
+    state, settings = config.stash[STATE], config.stash[SETTINGS]
     engine: Engine | None = None
     try:
         try:
@@ -83,6 +83,10 @@ def run_engine(
             state.counters = read_counters(engine)  # for the tests marked reset_sequences=True
         except Exception as exc:
             setup_failed(request, exc)
+        if settings.databases:  # those with a schema are built now, as the run's own database is
+            from .plugin_databases_build import build_others
+
+            build_others(request)
         yield engine
     finally:
         state.engine = None
@@ -96,8 +100,8 @@ def run_engine(
             from .provision import drop
 
             held = state.held.pop()
-            if held.created and not config.stash[SETTINGS].reuse_db:
-                drop(held.url, allow=config.stash[SETTINGS].allow_databases, held=held)
+            if held.created and not settings.reuse_db:
+                drop(held.url, allow=settings.allow_databases, held=held)
             else:
                 held.release()
 
@@ -253,17 +257,21 @@ def start_others(request: pytest.FixtureRequest, wanted: tuple[str, ...], thread
     config = request.config
     settings, state = config.stash[SETTINGS], config.stash[STATE]
     if state.routes is None:
+        from .plugin_databases_build import used_urls
+
         engines = app_engines(request)
-        state.routes = route_engines(settings.databases, engines, state.sa_engines)
+        state.routes = route_engines(settings.databases, engines, state.sa_engines, used_urls(config))
 
     def engine_of(database: NamedDatabase) -> Engine:
-        if database.name not in state.others:
+        # Those with a schema were built (and their engines opened) with the run's own database.
+        engine = state.others.get(database.name)
+        if engine is None:
             engine = state.others[database.name] = Engine.from_url(database.url)
-            if settings.check_leaks:  # what the database holds before the first test on it
-                from .tables import row_counts
+        if settings.check_leaks and database.name not in state.other_baselines:
+            from .tables import row_counts  # what the database holds before the first test on it
 
-                state.other_baselines[database.name] = row_counts(engine)
-        return state.others[database.name]
+            state.other_baselines[database.name] = row_counts(engine)
+        return engine
 
     others = OtherSandboxes(settings.databases, state.routes, wanted)
     try:

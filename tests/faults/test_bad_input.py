@@ -24,7 +24,7 @@ from ..backends import Backend, password_url, sibling_url
 KEYS = (
     "txscope_url, txscope_schema, txscope_engines, txscope_reuse_db, txscope_check_leaks, txscope_block, "
     "txscope_allow_databases, txscope_statement_savepoints, txscope_thread_timeout, txscope_env, txscope_threads, "
-    "txscope_connect, txscope_databases, txscope_lock_timeout"
+    "txscope_connect, txscope_databases, txscope_database_schemas, txscope_lock_timeout"
 )
 STOPPED = "*! stopping: pytest-txscope could not set up the database; see the error above !*"
 STOPPED_ENGINES = (

@@ -199,7 +199,10 @@ def test_the_password_reaches_the_app_and_never_the_output(
 
 
 FIELDS = "{url}, {sqlalchemy_url}, {sqlalchemy_async_url}, {database}, {host}, {port}, {user}, {password}"
-FORM = f"each entry is NAME=text with {{field}} parts, e.g. DATABASE_URL={{url}}; the fields are {FIELDS}"
+NAMED = ", and {reports.url} & co. for a txscope_databases database"
+FORM = (
+    f"each entry is NAME=text with {{field}} parts, e.g. DATABASE_URL={{url}}; the fields are {FIELDS}{NAMED}"
+)
 
 
 @pytest.mark.parametrize(
@@ -247,12 +250,26 @@ FORM = f"each entry is NAME=text with {{field}} parts, e.g. DATABASE_URL={{url}}
             f"--txscope-env 'URL=postgresql://app:***@db/{{database}}{{nope}}': unknown field {{nope}}; {FORM}",
             id="option-password-masked",
         ),
+        pytest.param(
+            ["REPORTS_URL={reports.uri}"],
+            [],
+            f"txscope_env line 'REPORTS_URL={{reports.uri}}': unknown field {{reports.uri}}; {FORM}",
+            id="named-unknown-field",
+        ),
+        pytest.param(
+            ["REPORTS_URL={nope.url}"],
+            [],
+            "txscope_env line 'REPORTS_URL={nope.url}': {nope.url} names 'nope', which txscope_databases does not "
+            f"configure (configured: reports); {FORM}",
+            id="named-unknown-database",
+        ),
     ],
 )
 def test_a_bad_entry_is_one_usage_error_naming_the_line_and_the_fields(
     pytester: pytest.Pytester, lines: list[str], args: list[str], message: str
 ) -> None:
-    pytester.makefile(".ini", pytest="\n".join(["[pytest]", "txscope_env =", *(f"    {x}" for x in lines)]))
+    ini = ["[pytest]", "txscope_databases = reports = sqlite:///reports_test.db", "txscope_env ="]
+    pytester.makefile(".ini", pytest="\n".join([*ini, *(f"    {x}" for x in lines)]))
     pytester.makeconftest("raise AssertionError('the conftest was imported')")
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -360,6 +377,6 @@ def test_the_sqlalchemy_async_url_of_a_driver_with_no_async_twin_is_refused(
             "ERROR: txscope_env line 'ASYNC_URL={sqlalchemy_async_url}': the test database "
             f"{shown} is reached through {driver}, which has no asyncio twin that pytest-txscope pins; make "
             f"the test database's URL {shown.backend}+{twin}:// to serve {spelled}:// engines; each entry is "
-            "NAME=text with {field} parts, e.g. DATABASE_URL={url}; the fields are " + FIELDS
+            "NAME=text with {field} parts, e.g. DATABASE_URL={url}; the fields are " + FIELDS + NAMED
         ]
     )
