@@ -143,7 +143,7 @@ class PreparedFace:
 
     def __init__(self, face: AioAsyncpgConnection, query: str, attributes: Any) -> None:
         self._face, self._query, self._attributes = face, query, attributes
-        self._status: str | None = None
+        self._status = ""
 
     def get_attributes(self) -> Any:
         """The result's columns (asyncpg's ``Attribute``s: ``name``, ``type.oid`` ...)."""
@@ -153,14 +153,15 @@ class PreparedFace:
         """The statement's text."""
         return self._query
 
-    def get_statusmsg(self) -> str | None:
+    def get_statusmsg(self) -> str:
         """The status of the last run (``INSERT 0 1``)."""
         return self._status
 
     async def fetch(self, *args: Any, timeout: float | None = None) -> list[Any]:
         """Run with ``args``; every row, as `Record`s."""
         cursor = await self._face.run(self._query, NumericArgs(args))
-        self._status = cursor.statusmessage
+        # asyncpg always has a status; none here when the sandbox handled the text itself (COMMIT sent as SQL).
+        self._status = cursor.statusmessage or ""
         return _records(cursor.description, cursor.fetchall())
 
     async def fetchrow(self, *args: Any, timeout: float | None = None) -> Any:

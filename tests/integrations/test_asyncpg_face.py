@@ -97,7 +97,9 @@ def test_a_failing_statement_spares_the_rest_and_raises_asyncpg_error(on_raw: An
 
 def test_prepared_statements_and_cursors(on_raw: Any, peer: Peer) -> None:
     async def body(conn: Any) -> Any:
-        await conn.executemany("INSERT INTO items (id, name) VALUES ($1, $2)", [(n, f"n{n}") for n in range(5)])
+        await conn.executemany(
+            "INSERT INTO items (id, name) VALUES ($1, $2)", [(n, f"n{n}") for n in range(5)]
+        )
         statement = await conn.prepare("SELECT id, name FROM items WHERE id >= $1 ORDER BY id")
         columns = [(a.name, a.type.name) for a in statement.get_attributes()]
         values = [row["id"] for row in await statement.fetch(3)]
