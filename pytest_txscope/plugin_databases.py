@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 
 from .core import Engine, Session
 from .errors import DatabaseNotAllowedError, EngineMismatchError, TxScopeError
-from .plugin_schemas import SchemaEntry
+from .plugin_schemas import DATABASE_NAME, SchemaEntry
 from .sandbox import Sandbox
 from .sqlalchemy_checks import describe_engine, engine_url, same_database
 from .url import DatabaseURL, mask_password
@@ -44,7 +43,6 @@ DEFAULT = "default"
 """The name of the run's own database (``txscope_url``) in ``databases=[...]``."""
 ALL = "__all__"
 """``databases="__all__"``: every configured database (pytest-django's spelling)."""
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXAMPLE = "reports = postgresql://user@localhost/reports_test"
 
 
@@ -79,7 +77,7 @@ def parse_databases(
             continue
         name, sep, text = (part.strip() for part in line.partition("="))
         shown = mask_password(line)
-        if not sep or not text or not _NAME.match(name):
+        if not sep or not text or not DATABASE_NAME.match(name):
             raise pytest.UsageError(
                 f"txscope_databases line {shown!r} is not NAME = URL (a name made of letters, digits and "
                 f"underscores); write it as: {_EXAMPLE}"

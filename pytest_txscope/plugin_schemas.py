@@ -18,14 +18,15 @@ import pytest
 from .errors import ConfigurationError
 from .migrations import ALEMBIC_PREFIX
 
-__all__ = ["IMPORT_PATH", "SCHEMA_FORMS", "SchemaEntry", "schema_entry", "schema_lines"]
+__all__ = ["DATABASE_NAME", "IMPORT_PATH", "SCHEMA_FORMS", "SchemaEntry", "schema_entry", "schema_lines"]
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SCHEMA_FORMS = (
     "an SQL file (path/to/schema.sql, relative to the ini file), an import path (package.module:attribute) "
     "or alembic migrations (alembic:path/to/alembic.ini)"
 )
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+"""What names a database in ``txscope_databases`` and ``txscope_database_schemas``."""
 _EXAMPLE = "reports = path/to/reports.sql"
 
 
@@ -87,7 +88,7 @@ def schema_lines(
         if not line:
             continue
         name, sep, text = (part.strip() for part in line.partition("="))
-        if not sep or not text or not _NAME.match(name):
+        if not sep or not text or not DATABASE_NAME.match(name):
             raise pytest.UsageError(
                 f"{key} line {line!r} is not NAME = ENTRY (a database of txscope_databases, and {SCHEMA_FORMS}); "
                 f"write it as: {_EXAMPLE}"

@@ -176,7 +176,7 @@ class AsyncpgAdapter(AdaptedConnection):
             statement = await self._prepared(text)
             rows = await self._fetch(text, statement, args)
         except BaseException:
-            self._failed = self.raw.is_in_transaction() and not self.raw.is_closed()
+            self._note_failure()
             raise
         self._after(sql)
         return _description(statement), [tuple(row) for row in rows], statement.get_statusmsg()
@@ -190,7 +190,7 @@ class AsyncpgAdapter(AdaptedConnection):
             statement = await self._prepared(text)
             await statement.executemany([_bind(sql, params)[1] for params in seq])
         except BaseException:
-            self._failed = self.raw.is_in_transaction() and not self.raw.is_closed()
+            self._note_failure()
             raise
         self._failed = False
         return None, [], None
@@ -201,9 +201,13 @@ class AsyncpgAdapter(AdaptedConnection):
         try:
             statement = self.run(self._prepared(sql))
         except BaseException:
-            self._failed = self.raw.is_in_transaction() and not self.raw.is_closed()
+            self._note_failure()
             raise
         return statement.get_attributes()
+
+    def _note_failure(self) -> None:
+        # asyncpg reports a transaction an error aborted as open: remember it (libpq's INERROR).
+        self._failed = self.raw.is_in_transaction() and not self.raw.is_closed()
 
     def known_attributes(self, sql: str) -> Any:
         """The attributes of ``sql`` when it is prepared already (no I/O), else None."""
