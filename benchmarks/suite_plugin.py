@@ -201,6 +201,13 @@ _RECREATE = schema.drop_statements(FAMILY, TABLES) + schema.create_statements(FA
 
 
 @pytest.fixture
+def raw_fixture(raw_conn: Any) -> Iterator[Any]:
+    """The run's raw connection through a function-scoped fixture that does nothing else: what pytest itself
+    charges per test for one such fixture (set-up, finalizer, teardown), the floor under any per-test fixture."""
+    yield raw_conn  # noqa: PT022 - a yield fixture on purpose: db_session is one, and pytest charges its finalizer
+
+
+@pytest.fixture
 def raw_delete(raw_conn: Any) -> Iterator[Any]:
     """After the test: DELETE FROM every table (children first), then the seed rows again."""
     yield raw_conn

@@ -63,6 +63,7 @@ STRATEGIES: dict[str, Strategy] = {
     s.key: s
     for s in (
         Strategy("none", "no isolation (raw driver, commit)", "raw_conn", "work_raw", baseline=None),
+        Strategy("none-fixture", "no isolation, one function-scoped fixture", "raw_fixture", "work_raw"),
         Strategy("txscope", "txscope db_session", "db_session", "work_tx", txscope=True),
         Strategy(
             "txscope-nosp",
@@ -183,6 +184,7 @@ AIO = ["aio-none", "txscope-aio", "aio-recipe"]
 """The async strategies, compared with one another in the main experiment (``--strategies`` picks them)."""
 MAIN = [
     "none",
+    "none-fixture",
     "txscope",
     "txscope-nosp",
     "txscope-app2",
