@@ -132,7 +132,31 @@ def _xdist_table(results: Results) -> list[str]:
                 fmt_spread(results.paired(key, "xdist-n2", "wall", "ratio"), ratio=True),
             ]
         )
-    return _table(["Backend", "N", "serial (wall)", "`-n 2` (wall)", "ratio"], rows) if rows else []
+    if not rows:
+        return []
+    return [
+        *_table(["Backend", "N", "serial (wall)", "`-n 2` (wall)", "ratio"], rows),
+        *_xdist_pays(results),
+        "",
+    ]
+
+
+def _xdist_pays(results: Results) -> list[str]:
+    """Per backend, the smallest suite measured from which ``-n 2`` beat serial at every larger size."""
+    lines = []
+    for backend in dict.fromkeys(key[1] for key in results.keys("xdist")):
+        sized = sorted((k for k in results.keys("xdist") if k[1] == backend), key=lambda k: k[3])
+        faster = [
+            (k[3], r is not None and r.median < 1)
+            for k in sized
+            for r in [results.paired(k, "xdist-n2", "wall", "ratio")]
+        ]
+        from_n = next((n for i, (n, _) in enumerate(faster) if all(ok for _, ok in faster[i:])), None)
+        pays = f"pays from N = {from_n}" if from_n is not None else f"did not pay up to N = {sized[-1][3]}"
+        lines.append(
+            f"- On {BACKENDS[backend]}, `-n 2` {pays} (sizes measured: {', '.join(str(n) for n, _ in faster)})."
+        )
+    return lines
 
 
 MICRO_ROWS = [

@@ -55,7 +55,7 @@ FULL = {
     "huge_n": 4,
     "scale_repeats": 3,
     "template_n": 50,
-    "xdist_n": 1000,
+    "xdist_n": "500,2000,8000",
     "micro_loops": 2000,
     "micro_repeats": 7,
 }
@@ -69,7 +69,7 @@ QUICK = {
     "huge_n": 4,
     "scale_repeats": 2,
     "template_n": 10,
-    "xdist_n": 200,
+    "xdist_n": "200",
     "micro_loops": 300,
     "micro_repeats": 3,
 }
@@ -144,7 +144,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--template-n", type=int, help=f"tests of the template suite (default {FULL['template_n']})"
     )
-    parser.add_argument("--xdist-n", type=int, help=f"tests of the xdist suite (default {FULL['xdist_n']})")
+    parser.add_argument(
+        "--xdist-n",
+        help=f"tests of the xdist suites, one suite per size: where -n 2 starts to pay (default {FULL['xdist_n']})",
+    )
     parser.add_argument(
         "--micro-loops", type=int, help=f"calls per micro sample (default {FULL['micro_loops']})"
     )
@@ -243,9 +246,10 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 for c, n in sized
             ]
         if "xdist" not in skip and {"xdist-serial", "xdist-n2"} & wanted:
-            cells.append(
-                Cell("xdist", backend, Config(), args.xdist_n, ("xdist-serial", "xdist-n2"), args.repeats)
-            )
+            cells += [
+                Cell("xdist", backend, Config(), n, ("xdist-serial", "xdist-n2"), args.repeats)
+                for n in _ints(args.xdist_n)
+            ]
     return [c for c in cells if c.strategies]
 
 
