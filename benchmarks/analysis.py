@@ -75,6 +75,8 @@ class Results:
     def __init__(self, data: dict[str, Any]) -> None:
         self.meta: dict[str, Any] = data["meta"]
         self.micro: dict[str, dict[str, list[float]]] = data.get("micro", {})
+        self.trips: dict[str, float] = data.get("trips", {})
+        """PostgreSQL: round trips per test of each strategy, counted on the wire (exact, not timed)."""
         self.cells: dict[Key, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
         self.failures: list[dict[str, Any]] = []
         for sample in data["samples"]:

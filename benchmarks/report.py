@@ -141,6 +141,15 @@ def _xdist_table(results: Results) -> list[str]:
     ]
 
 
+def _trips_table(results: Results) -> list[str]:
+    rows = []
+    for key, trips in results.trips.items():
+        base = STRATEGIES[key].baseline
+        extra = f"{trips - results.trips[base]:+.1f}" if base in results.trips else DASH
+        rows.append([STRATEGIES[key].label, f"{trips:.1f}", extra])
+    return _table(["Strategy", "round trips per test", "over its baseline"], rows)
+
+
 def _xdist_pays(results: Results) -> list[str]:
     """Per backend, the smallest suite measured from which ``-n 2`` beat serial at every larger size."""
     lines = []
@@ -244,6 +253,8 @@ def markdown(results: Results, images: dict[str, str]) -> str:
             *_detail_tables(results, "template"),
         ]
     lines += ["### pytest-xdist", "", *_xdist_table(results)]
+    if results.trips:
+        lines += ["### Round trips per test (PostgreSQL, counted on the wire)", "", *_trips_table(results)]
     lines += ["### The core, one statement at a time", "", *_micro_table(results)]
     lines += [
         "### Every run in detail",

@@ -42,6 +42,14 @@ def per_test(dbs: Databases, counter: RoundTripCounter, workdir: Path, key: str,
     return (counts[1] - counts[0]) / n
 
 
+def count_all(dbs: Databases, workdir: Path, keys: list[str], n: int) -> dict[str, float]:
+    """Round trips per test of each strategy in ``keys`` that runs on PostgreSQL, through one proxy."""
+    server = dbs.servers[BACKEND]
+    keys = [k for k in keys if applies(STRATEGIES[k], BACKEND)]
+    with RoundTripCounter(server.host or "127.0.0.1", server.port or 5432) as counter:
+        return {key: per_test(dbs, counter, workdir, key, n) for key in keys}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="a PostgreSQL server (any database: the benchmark creates its own)")
@@ -53,14 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--db-prefix {args.db_prefix!r} does not look like a test database name")
     server = DatabaseURL.parse(args.url)
     keys = args.strategies or [k for k in MAIN if applies(STRATEGIES[k], BACKEND)]
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        RoundTripCounter(server.host or "127.0.0.1", server.port or 5432) as counter,
-    ):
+    with tempfile.TemporaryDirectory() as tmp:
         dbs = Databases({BACKEND: server}, args.db_prefix, Path(tmp))
         try:
-            for key in keys:
-                trips = per_test(dbs, counter, Path(tmp), key, args.n)
+            for key, trips in count_all(dbs, Path(tmp), keys, args.n).items():
                 print(f"{key:15} {STRATEGIES[key].label:45} {trips:6.2f} round trips per test", flush=True)
         finally:
             dbs.drop_all()

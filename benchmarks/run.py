@@ -12,6 +12,8 @@ Experiments (each interleaves its strategies A B C A B C ... over the repetition
 - ``scaling``: no isolation, txscope, DELETE, TRUNCATE, drop/create with more tables (``--scale-tables``) and
   with seed rows (``--scale-rows``), plus 3 empty tables at the same N as the base of comparison;
 - ``xdist``: the txscope suite serial and under ``-n 2``, databases created by the plugin (``--xdist-n``);
+- ``trips``: PostgreSQL, round trips per test of each main strategy, counted on the wire (`benchmarks.round_trips`,
+  ``--trips-n``);
 - ``micro``: the core's per-statement costs, in one process per backend (`benchmarks.micro`).
 
 The databases are named ``<prefix>_<config>`` (``--db-prefix``; the name must look like a test database) and
@@ -22,15 +24,10 @@ markers, and the charts into ``<out>/img/``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,7 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import analysis, charts, report, schema, suites
+from benchmarks import analysis, charts, report, round_trips, suites
+from benchmarks.machine import machine
 from benchmarks.suites import MAIN, SCALING, SERVERS, STRATEGIES, Config, Databases
 from pytest_txscope import DatabaseURL
 from pytest_txscope.provision import looks_like_test_database
@@ -56,6 +54,7 @@ FULL = {
     "scale_repeats": 3,
     "template_n": 50,
     "xdist_n": "500,2000,8000",
+    "trips_n": 50,
     "micro_loops": 2000,
     "micro_repeats": 7,
 }
@@ -70,6 +69,7 @@ QUICK = {
     "scale_repeats": 2,
     "template_n": 10,
     "xdist_n": "200",
+    "trips_n": 20,
     "micro_loops": 300,
     "micro_repeats": 3,
 }
@@ -118,7 +118,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--strategies", default="all", help="comma-separated keys, or all: " + ", ".join(STRATEGIES)
     )
     parser.add_argument(
-        "--skip", default="", help="experiments to leave out: main,template,scaling,xdist,micro"
+        "--skip", default="", help="experiments to leave out: main,template,scaling,xdist,trips,micro"
     )
     parser.add_argument("--quick", action="store_true", help="small N and few repetitions: a smoke run")
     parser.add_argument("--n", help=f"tests per suite in the main experiment (default {FULL['n']})")
@@ -147,6 +147,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--xdist-n",
         help=f"tests of the xdist suites, one suite per size: where -n 2 starts to pay (default {FULL['xdist_n']})",
+    )
+    parser.add_argument(
+        "--trips-n",
+        type=int,
+        help=f"tests of the smaller run per strategy when counting round trips (default {FULL['trips_n']})",
     )
     parser.add_argument(
         "--micro-loops", type=int, help=f"calls per micro sample (default {FULL['micro_loops']})"
@@ -193,16 +198,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _wanted(args: argparse.Namespace) -> set[str]:
+    wanted = set(STRATEGIES) if args.strategies == "all" else set(args.strategies.split(","))
+    unknown = wanted - set(STRATEGIES)
+    if unknown:
+        raise SystemExit(f"unknown strategies {sorted(unknown)}; use some of: {', '.join(STRATEGIES)}")
+    return wanted
+
+
 def plan(args: argparse.Namespace) -> list[Cell]:
     """Every cell the run measures, in the order it runs them."""
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
         if backend not in analysis.BACKENDS:
             raise SystemExit(f"unknown backend {backend!r}; use some of: {', '.join(analysis.BACKENDS)}")
-    wanted = set(STRATEGIES) if args.strategies == "all" else set(args.strategies.split(","))
-    unknown = wanted - set(STRATEGIES)
-    if unknown:
-        raise SystemExit(f"unknown strategies {sorted(unknown)}; use some of: {', '.join(STRATEGIES)}")
+    wanted = _wanted(args)
     skip = set(args.skip.split(","))
     cells = []
 
@@ -326,64 +336,6 @@ def run_micro(
     return dict(json.loads(out.read_text()))
 
 
-def machine(dbs: Databases, backends: list[str]) -> dict[str, str]:
-    """What the figures were measured on."""
-
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "absent"
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    libpq = ""
-    with contextlib.suppress(ImportError):
-        import psycopg
-
-        v = psycopg.pq.version()
-        libpq = f" (libpq {v // 10000}.{v % 100})"
-    info = {
-        "Date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "CPU": f"{cpu}, {os.cpu_count()} logical CPUs",
-        "OS": platform.platform(),
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "Drivers": f"psycopg {version('psycopg')}{libpq}, PyMySQL {version('PyMySQL')}, "
-        f"sqlite3 (SQLite {sqlite3.sqlite_version}), SQLAlchemy {version('SQLAlchemy')}",
-        "Async": f"aiosqlite {version('aiosqlite')}, psycopg's AsyncConnection, aiomysql {version('aiomysql')}, "
-        f"asyncpg {version('asyncpg')}, greenlet {version('greenlet')}, pytest-asyncio {version('pytest-asyncio')}",
-        "pytest": f"pytest {version('pytest')}, pytest-xdist {version('pytest-xdist')}, "
-        f"pytest-txscope {version('pytest-txscope')}",
-    }
-    servers = []
-    settings = {
-        "postgresql": ("SHOW fsync", "SHOW synchronous_commit"),
-        "mysql": ("SELECT @@innodb_flush_log_at_trx_commit",),
-    }
-    for backend in (b for b in backends if b in SERVERS):
-        try:
-            conn = dbs.admin(backend)
-            text = schema.server_version(conn, backend).split(" on ")[0].split(",")[0]
-            cursor = conn.cursor()
-            values = []
-            for query in settings[backend]:
-                cursor.execute(query)
-                values.append(f"{query.split()[-1].lstrip('@')}={cursor.fetchone()[0]}")
-            conn.close()
-            servers.append(f"{text} ({', '.join(values)})")
-        except Exception as exc:  # described, not fatal: the runs themselves fail loudly
-            servers.append(f"{backend}: unreachable ({type(exc).__name__})")
-    if servers:
-        info["Servers"] = "; ".join(servers) + ", on the same machine (loopback)"
-    if hasattr(os, "getloadavg"):
-        info["Load average at the start"] = " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)"
-    return info
-
-
 def estimate(cells: list[Cell], data: dict[str, Any]) -> float:
     """Seconds the planned ``cells`` should take, extrapolated from the samples of an earlier (quick) run.
 
@@ -474,6 +426,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for cell in cells:
             run_cell(cell, dbs, workdir, data["samples"], args.aio_driver)
+        if "trips" not in args.skip.split(",") and "postgresql" in backends:
+            # Counted on the wire, not timed: exact whatever the load (see benchmarks.round_trips).
+            keys = [k for k in MAIN if k in _wanted(args)]
+            data["trips"] = round_trips.count_all(dbs, workdir / "trips", keys, args.trips_n)
+            print(f"[trips postgresql] {data['trips']}", file=sys.stderr, flush=True)
         if "micro" not in args.skip.split(","):
             for backend in backends:
                 data["micro"][backend] = run_micro(backend, dbs, args, workdir)
