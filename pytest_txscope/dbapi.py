@@ -61,6 +61,8 @@ class SandboxConnection:
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self._session = session
+        # The real connection: what set-up the code did on it stays there for `rebind`.
+        self._made_on = session.connection
         self.connect_kwargs: dict[str, Any] = dict(connect_kwargs or {})
         """The keyword arguments the code gave the driver's ``connect()``, honoured as the driver would."""
         self._closed = False
@@ -243,6 +245,45 @@ class SandboxConnection:
     def closed(self) -> bool:
         """psycopg's and the DB-API's flag."""
         return self._closed
+
+    # ------------------------------------------------------------------------------- re-pointing
+    def reusable_on(self, real: object) -> bool:
+        """Whether `rebind` may re-point this connection at a session on the real connection ``real``: it is
+        open, its own session was closed (its sandbox ended: nothing of that sandbox is left to use it), and it
+        was made on ``real`` itself (so what was set up on it, such as SQLite functions, is still there)."""
+        return not self._closed and self._session.closed and real is self._made_on
+
+    def rebind(self, session: Session, check_thread: Callable[[], None] | None = None) -> None:
+        """Re-point this connection, whose sandbox ended, at ``session`` (a guest of a later sandbox on the same
+        real connection): what a pool that kept it checks out is then as a connection that sandbox just made,
+        without the pool's reconnect and its on-connect set-up.
+
+        The per-transaction state starts afresh (no transaction, nothing written or warned about); settings
+        the code gave the connection stay, as they would on the driver's connection a pool keeps (autocommit
+        mode, row factories, what `mark_set_up` kept). Raises `TransactionStateError` unless `reusable_on`.
+        """
+        if not self.reusable_on(session.connection):
+            raise TransactionStateError(
+                "only an open sandbox connection whose sandbox ended can be re-pointed, on the same real connection"
+            )
+        self._session = session
+        self._check_thread = check_thread
+        self.began_at, self.wrote, self._in_effect, self._warned = None, False, None, set()
+        # The new session's lane follows the mode, as `switch_autocommit` set the old one's.
+        if self._autocommit:
+            lane = session.lane
+            lane.policy = dataclasses.replace(lane.policy, implicit_joins=True)
+            self._protects = lane.policy.protect_statements
+        self.forget_since_set_up()
+
+    def mark_set_up(self) -> None:
+        """What was registered on this connection until now is its set-up (a pool's on-connect work, such as
+        SQLAlchemy's SQLite functions): `rebind` keeps it. A face that registers things on the real connection
+        (sqlite3's functions) overrides this."""
+
+    def forget_since_set_up(self) -> None:
+        """Undo what the code registered on the real connection after `mark_set_up` (called by `rebind`, so
+        that a later test does not inherit an earlier one's functions). Nothing here; faces override it."""
 
     def control_text(self, sql: str, match: re.Match[str]) -> bool:
         """Transaction control the code sent as SQL text, as the server would treat it for this connection:

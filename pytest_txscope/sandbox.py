@@ -367,6 +367,21 @@ class Sandbox:
             connect_kwargs=connect_kwargs,
         )
 
+    def adopt(self, connection: SandboxConnection) -> bool:
+        """Re-point ``connection``, made by a sandbox that has ended on this sandbox's real connection, at this
+        sandbox, as if `connection()` had just made it (see `SandboxConnection.rebind`): a pool that kept it
+        goes on with it instead of reconnecting. False (and nothing changed) when that is not safe: it is
+        closed, its sandbox is still active (an outer one), or it was made on another real connection."""
+        self._require_active()
+        assert self._channel is not None
+        if not connection.reusable_on(self._channel.connection):
+            return False
+        self._check_thread(self.engine)
+        connection.rebind(
+            self._new_guest(self.engine, implicit_savepoint=True), lambda: self._check_thread(self.engine)
+        )
+        return True
+
     def guest_session(self, engine: Engine) -> Session:
         """A new session of a pinned ``engine`` (what ``engine.session()`` gets while the sandbox is active)."""
         self._check_thread(engine)

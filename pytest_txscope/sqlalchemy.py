@@ -1,9 +1,11 @@
 """SQLAlchemy inside the sandbox, through SQLAlchemy's public API only.
 
 An application's SQLAlchemy ``Engine`` is pinned with the documented ``do_connect`` event: while a sandbox is
-active, every DB-API connection the engine's pool asks for is the sandbox's `SandboxConnection`; a ``checkout``
-event refuses pooled connections of another sandbox (or real ones) with ``DisconnectionError``, so that the pool
-replaces them. Whatever the application builds on the engine (``engine.connect()``,
+active, every DB-API connection the engine's pool asks for is the sandbox's `SandboxConnection`. A ``checkout``
+event (see `pytest_txscope.sqlalchemy_pool`) re-points a pooled connection of an ended sandbox at the current
+one when it was made on the same real connection, so that the pool does not reconnect at every test, and
+refuses other pooled connections (real ones, an outer sandbox's) with ``DisconnectionError``, so that the
+pool replaces them. Whatever the application builds on the engine (``engine.connect()``,
 ``engine.begin()``, ``Session(engine)``, ``sessionmaker(bind=engine)``, a ``scoped_session`` made at import
 time) reaches the sandbox: SQLAlchemy's commits are savepoint releases, its rollbacks roll back to the savepoint,
 its ``begin_nested()`` savepoints nest inside, and nothing survives the sandbox. SQLite needs no pysqlite
@@ -15,10 +17,10 @@ factory_boy's ``sqlalchemy_session_factory``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .dbapi import SandboxConnection
@@ -26,14 +28,7 @@ from .engine_kinds import register_engine_kind
 from .errors import TxScopeError, UnpinnedEngineError
 from .places import add_library, caller_place, describe_place
 from .sandbox import Sandbox
-from .sqlalchemy_async import (
-    adapter_maker,
-    async_drivername,
-    initialize_apart,
-    is_async_engine_object,
-    sandbox_connection_of,
-    sync_engine_of,
-)
+from .sqlalchemy_async import async_drivername, is_async_engine_object, sandbox_connection_of, sync_engine_of
 from .sqlalchemy_checks import (
     ASYNC_ONLY_DRIVERS,
     check_pinnable,
@@ -41,6 +36,16 @@ from .sqlalchemy_checks import (
     engine_url,
     same_database,
     unpinned_error,
+)
+from .sqlalchemy_pool import (
+    attach,
+    connecting,
+    connecting_for_real,
+    detach,
+    pin_of,
+    pinned_connections,
+    served_connections,
+    set_pin,
 )
 from .url import DatabaseURL
 
@@ -68,25 +73,6 @@ __all__ = [
 ]
 
 add_library("sqlalchemy")  # messages name the user's line that called SQLAlchemy, not SQLAlchemy's own
-_listening: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-class _Pin:
-    """What a pinned engine's pool gets instead of a new connection, and what this pinning handed out (the
-    connections pooled from an earlier pinning are stale)."""
-
-    def __init__(self, provider: Callable[[], Any], wrap: Callable[[Any], Any] | None = None) -> None:
-        self.provider = provider
-        self.wrap = wrap
-        """What the pool gets instead of the provider's connection: an async engine's adapter around it."""
-        self.served: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-# The sessions of sandbox connections a pinned engine's pool made and has not checked out yet: what they send
-# meanwhile is the SQLAlchemy dialect's set-up of a new connection (MySQL's SET NAMES), not the application's.
-_connecting: weakref.WeakSet[Any] = weakref.WeakSet()
-# Each pinned engine's pin; absent: the engine connects normally.
-_pins: weakref.WeakKeyDictionary[Any, _Pin] = weakref.WeakKeyDictionary()
 # The ORM session of each sandbox, and the SQLAlchemy engine per database those sessions are bound to.
 _orm_sessions: weakref.WeakKeyDictionary[Sandbox, ORMSession] = weakref.WeakKeyDictionary()
 _test_engines: dict[str, SAEngine] = {}
@@ -147,122 +133,6 @@ def sqlalchemy_async_url(url: DatabaseURL) -> URL:
     return sqlalchemy_url(url).set(drivername=async_drivername(url))
 
 
-def _do_connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, engine_ref: Any) -> Any:
-    engine = engine_ref()
-    pin = _pins.get(engine) if engine is not None else None
-    if pin is None:
-        return None
-    connection = pin.provider()
-    pin.served.add(connection)
-    _connecting.add(connection.session)  # until its first checkout: the dialect's set-up statements run
-    return connection if pin.wrap is None else pin.wrap(connection)
-
-
-def _check_out(dbapi_connection: Any, record: Any, proxy: Any, *, engine_ref: Any) -> None:
-    # A pooled connection that belongs to another time (a real one while the engine is pinned, a sandbox's
-    # once that sandbox ended or the engine is unpinned) is refused with the error SQLAlchemy documents for
-    # this: its pool discards the connection and connects again, which reaches `_do_connect`. Checking here
-    # instead of disposing of the pool at every pin and unpin keeps a pinned test's cost to one connect.
-    from sqlalchemy.exc import DisconnectionError
-
-    engine = engine_ref()
-    pin = _pins.get(engine) if engine is not None else None
-    connection = sandbox_connection_of(dbapi_connection)  # an async engine's: under SQLAlchemy's adapter
-    if connection is not None:
-        _connecting.discard(connection.session)
-        if pin is not None and connection in pin.served and not connection.session.closed:
-            return
-    elif pin is None:
-        return
-    raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox state")
-
-
-def attach(sa_engine: Any, provider: Callable[[], Any], *, initialize: bool = True) -> None:
-    """Make ``sa_engine``'s pool take its DB-API connections from ``provider`` until `detach()`.
-
-    Connections pooled before are not used meanwhile: the pool replaces them when they are checked out.
-    ``initialize=False`` skips the real first connection (for a provider that only refuses). An
-    ``AsyncEngine`` (or its ``sync_engine``) gets SQLAlchemy's asyncio adapter around an async face of each
-    connection (see `pytest_txscope.sqlalchemy_async`).
-    """
-    from sqlalchemy import event
-
-    sa_engine = sync_engine_of(sa_engine)
-    is_async = bool(sa_engine.dialect.is_async)
-    if initialize and sa_engine.dialect.server_version_info is None:
-        # SQLAlchemy reads server facts once, on the engine's first connection; psycopg's type lookups then
-        # insist on a real psycopg connection. Let that first, read-only connection be a real one.
-        _connecting_for_real.add(sa_engine)
-        try:
-            if is_async:
-                initialize_apart(sa_engine)
-            else:
-                with sa_engine.connect():
-                    pass
-        finally:
-            _connecting_for_real.discard(sa_engine)
-    if sa_engine.dialect.driver == "psycopg2":
-        _let_psycopg2_register_on_sandbox_connections()
-    if sa_engine not in _listening:
-        ref = weakref.ref(sa_engine)
-        event.listen(sa_engine, "do_connect", lambda *a: _do_connect(*a, engine_ref=ref))
-        event.listen(sa_engine, "checkout", lambda *a: _check_out(*a, engine_ref=ref))
-        _listening.add(sa_engine)
-    _pins[sa_engine] = _Pin(provider, adapter_maker(sa_engine) if is_async else None)
-
-
-def _let_psycopg2_register_on_sandbox_connections() -> None:
-    """Let psycopg2's ``register_type`` take a sandbox connection, for the connection under it.
-
-    SQLAlchemy's psycopg2 dialect registers type casters (UUID; hstore and JSON when asked) on every connection
-    it gets, through ``psycopg2.extras``; they end in ``register_type``, C code that accepts only psycopg2's
-    own connections and cursors. Each module that calls it gets a wrapper that hands it the real connection
-    under a sandbox connection, and everything else unchanged (done once; harmless to other callers). The
-    casters then stay on the real connection, which the sandbox's later tests reuse: UUID columns read as
-    ``uuid.UUID`` there, as they do through SQLAlchemy.
-    """
-    import importlib
-
-    for name in ("psycopg2.extensions", "psycopg2._json", "psycopg2._range"):
-        module = importlib.import_module(name)
-        original = module.register_type
-        if getattr(original, "_txscope_unwraps", False):
-            continue
-
-        def register_type(obj: Any, scope: Any = None, *, _original: Any = original) -> Any:
-            return _original(obj, _real(scope)) if scope is not None else _original(obj)
-
-        register_type._txscope_unwraps = True  # type: ignore[attr-defined]
-        setattr(module, "register_type", register_type)  # noqa: B010  # a module attribute mypy cannot see
-
-
-def _real(value: Any) -> Any:
-    return value.session.connection if isinstance(value, SandboxConnection) else value
-
-
-def pinned_connections(sa_engine: Any) -> list[SandboxConnection] | None:
-    """The sandbox connections ``sa_engine`` (``Engine`` or ``AsyncEngine``) was handed while pinned now
-    (live ones), or None when it is not pinned."""
-    pin = _pins.get(sync_engine_of(sa_engine))
-    return None if pin is None else list(pin.served)
-
-
-def connecting(session: Any) -> bool:
-    """Whether ``session`` is a new sandbox connection's that SQLAlchemy is setting up (before its first
-    checkout from a pinned engine's pool): its statements are SQLAlchemy's set-up, not the application's."""
-    return session in _connecting
-
-
-def served_connections() -> list[SandboxConnection]:
-    """Every live sandbox connection handed to a pinned SQLAlchemy engine."""
-    return [connection for pin in list(_pins.values()) for connection in list(pin.served)]
-
-
-def detach(sa_engine: Any) -> None:
-    """Undo `attach()`: new connections are real again (pooled sandbox ones are replaced at checkout)."""
-    _pins.pop(sync_engine_of(sa_engine), None)
-
-
 def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[Any, ...]) -> None:
     """Pin the application's SQLAlchemy engines (``Engine`` or ``AsyncEngine``) to ``sandbox`` until it stops.
 
@@ -276,16 +146,15 @@ def pin_to_sandbox(sandbox: Sandbox, sa_engines: tuple[Any, ...]) -> None:
                 given, url, sandbox.engine.dialect.url_driver, os.environ.get("PYTEST_XDIST_WORKER")
             )
             _checked[sa_engine] = url
-        outer = _pins.get(sa_engine)
-        attach(sa_engine, sandbox.connection)
-        sandbox.add_cleanup(_detacher(sa_engine, outer))
+        outer = pin_of(sa_engine)
+        attach(sa_engine, sandbox.connection, adopt=sandbox.adopt)
+        sandbox.add_cleanup(functools.partial(set_pin, sa_engine, outer))
 
 
 # ------------------------------------------------------------------------------- engines nobody pinned
-# The sandboxes whose database is watched (the plugin's tests'), the innermost last; the engine `attach` lets
-# connect for real once; each watched sandbox's refusals; whether each unpinned engine is aimed at a database.
+# The sandboxes whose database is watched (the plugin's tests'), the innermost last; each watched sandbox's
+# refusals; whether each unpinned engine is aimed at a database.
 _watched: list[Sandbox] = []
-_connecting_for_real: weakref.WeakSet[Any] = weakref.WeakSet()
 _refused: weakref.WeakKeyDictionary[Sandbox, list[UnpinnedEngineError]] = weakref.WeakKeyDictionary()
 _aimed: weakref.WeakKeyDictionary[Any, tuple[DatabaseURL, bool]] = weakref.WeakKeyDictionary()
 
@@ -316,7 +185,7 @@ def _on_engine_connect(connection: Any) -> None:
     if not _watched or sandbox_connection_of(connection.connection.dbapi_connection) is not None:
         return
     engine = connection.engine
-    if engine in _connecting_for_real:
+    if connecting_for_real(engine):
         return
     sandbox = _watched[-1]
     url = sandbox.engine.url
@@ -332,18 +201,6 @@ def _on_engine_connect(connection: Any) -> None:
     # closed when collected, with a ResourceWarning from the driver in some later test.
     connection.invalidate()
     raise error
-
-
-def _detacher(sa_engine: SAEngine, outer: _Pin | None) -> Callable[[], None]:
-    """Unpin ``sa_engine``, or give it back to the sandbox that pinned it before (a nested sandbox ends)."""
-
-    def restore() -> None:
-        if outer is None:
-            detach(sa_engine)
-        else:
-            _pins[sa_engine] = outer
-
-    return restore
 
 
 def _test_engine(url: DatabaseURL) -> SAEngine:
@@ -365,8 +222,9 @@ def _test_engine(url: DatabaseURL) -> SAEngine:
 
         # Pooled, not a NullPool: a new connection reruns the dialect's on-connect set-up, at every checkout
         # (twice per test for a commit and a query), which on SQLite cost more than the ORM's own work. A
-        # pooled connection serves only the sandbox that made it (checked at checkout, so never another test's
-        # or a nested sandbox's); unlimited overflow, as with NullPool, so that a test's threads never wait.
+        # pooled connection serves only the current sandbox (checked at checkout: never an outer sandbox's in
+        # a nested one; an ended sandbox's is re-pointed, so that later tests do not reconnect either);
+        # unlimited overflow, as with NullPool, so that a test's threads never wait.
         engine = create_engine(sqlalchemy_url(url), poolclass=QueuePool, pool_size=5, max_overflow=-1)
         event.listen(engine, "checkout", lambda dbapi_connection, *_: _check_owner(owners, dbapi_connection))
         attach(engine, provide)
@@ -375,15 +233,22 @@ def _test_engine(url: DatabaseURL) -> SAEngine:
 
 
 def _check_owner(owners: weakref.WeakKeyDictionary[Any, Sandbox], dbapi_connection: Any) -> None:
-    """Refuse a pooled connection of a sandbox other than the current one: the pool then connects anew."""
+    """Let a pooled connection serve only the current sandbox: one made by a sandbox that has ended is
+    re-pointed at it when that is safe (`Sandbox.adopt`: same real connection); any other is refused, and the
+    pool then connects anew."""
     from sqlalchemy.exc import DisconnectionError
 
     # The engine's first, real connection (see `attach`) is refused by the pin's own check.
-    if (
-        isinstance(dbapi_connection, SandboxConnection)
-        and owners.get(dbapi_connection) is not Sandbox.current()
-    ):
-        raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox")
+    if not isinstance(dbapi_connection, SandboxConnection):
+        return
+    current = Sandbox.current()
+    if owners.get(dbapi_connection) is current:
+        return
+    # An outer sandbox's connection (still active) is never adopted by a nested one: `adopt` refuses it.
+    if current is not None and current.adopt(dbapi_connection):
+        owners[dbapi_connection] = current
+        return
+    raise DisconnectionError("pytest-txscope: the pooled connection belongs to another sandbox")
 
 
 def session_for(sandbox: Sandbox) -> ORMSession:

@@ -189,6 +189,7 @@ class SQLiteConnection(SandboxConnection):
         except sqlite3.Error:  # a connection found dead: the first statement replaces it, counting from 0
             self._changes_before = 0
         self._undo: list[Callable[[], object]] = []
+        self._kept = 0  # the first registrations in `_undo` are the connection's set-up (see `mark_set_up`)
         self.follow_settings()
 
     # ------------------------------------------------------------------------------------------ rows
@@ -276,11 +277,22 @@ class SQLiteConnection(SandboxConnection):
 
     def close(self) -> None:
         """Discard what is uncommitted, and remove the functions and callbacks the code registered."""
-        undo, self._undo = self._undo, []
+        self._remove_since(0)
+        super().close()
+
+    def mark_set_up(self) -> None:
+        """The functions registered so far (SQLAlchemy's ``regexp`` at connect) stay across `rebind`."""
+        self._kept = len(self._undo)
+
+    def forget_since_set_up(self) -> None:
+        """Remove the functions and callbacks registered after `mark_set_up` (an earlier test's)."""
+        self._remove_since(self._kept)
+
+    def _remove_since(self, start: int) -> None:
+        undo, self._undo = self._undo[start:], self._undo[:start]
         for remove in reversed(undo):
             with contextlib.suppress(sqlite3.Error):
                 remove()
-        super().close()
 
     # ---------------------------------------------------------------- registered on the real connection
     def _register(

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_txscope import Engine, Sandbox, TransactionStateError, ensure_transaction
 
-from ..backends import Peer
+from ..backends import Backend, Peer
 
 INSERT = "INSERT INTO items (id, name) VALUES (:id, :name)"
 
@@ -91,3 +91,42 @@ def test_raw_sandbox_begin_commits_a_pending_transaction_as_mysql_does(engine: E
         conn.rollback()
         assert sandbox.session().fetchall("SELECT name FROM items") == [("kept",)]
     assert peer.fetchall("SELECT count(*) FROM items") == [(0,)]
+
+
+def test_a_connection_of_an_ended_sandbox_is_re_pointed_only_when_safe(
+    backend: Backend, engine: Engine, peer: Peer
+) -> None:
+    """`Sandbox.adopt` (what sa_session's pool does instead of reconnecting at every test) re-points a raw
+    connection of an ended sandbox made on the same real connection: it then works as a new one of the adopting
+    sandbox, its writes rolled back with it, its autocommit mode kept (a setting of the connection). Never a
+    closed one, one whose sandbox is still active (an outer one, from a nested sandbox), or one made on another
+    real connection."""
+    with Sandbox(engine) as first:
+        kept = first.connection()
+        kept.cursor().execute("INSERT INTO items (id, name) VALUES (1, 'first')")
+        kept.commit()
+        closed = first.connection()
+        closed.close()
+    with pytest.raises(TransactionStateError, match="a sandbox that has ended"):
+        kept.cursor().execute("SELECT 1")
+    with Sandbox(engine) as second:
+        assert not second.adopt(closed)
+        assert second.adopt(kept)
+        kept.cursor().execute("INSERT INTO items (id, name) VALUES (2, 'second')")
+        kept.commit()
+        assert second.session().fetchall("SELECT name FROM items") == [("second",)]  # not the first's
+        with Sandbox(engine) as inner:
+            assert not inner.adopt(kept)  # the outer sandbox still uses it
+            nested = inner.connection()
+            nested.switch_autocommit(True)
+        assert second.adopt(nested)
+        assert nested.autocommit_mode
+        nested.cursor().execute("INSERT INTO items (id, name) VALUES (3, 'nested')")  # no commit: autocommit
+        assert second.session().fetchall("SELECT name FROM items ORDER BY id") == [("second",), ("nested",)]
+    assert committed(peer) == []
+    other = backend.engine()
+    try:
+        with Sandbox(other) as elsewhere:
+            assert not elsewhere.adopt(kept)  # made on another real connection: its set-up is not there
+    finally:
+        other.dispose()
