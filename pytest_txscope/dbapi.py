@@ -271,9 +271,7 @@ class SandboxConnection:
         self.began_at, self.wrote, self._in_effect, self._warned = None, False, None, set()
         # The new session's lane follows the mode, as `switch_autocommit` set the old one's.
         if self._autocommit:
-            lane = session.lane
-            lane.policy = dataclasses.replace(lane.policy, implicit_joins=True)
-            self._protects = lane.policy.protect_statements
+            self._follow_mode()
         self.forget_since_set_up()
 
     def mark_set_up(self) -> None:
@@ -341,10 +339,14 @@ class SandboxConnection:
         joined = self._session.transaction
         if joined is not None:  # autocommit mode's joined transaction: it sends nothing
             joined.commit()
-        lane = self._session.lane
-        lane.policy = dataclasses.replace(lane.policy, implicit_joins=on)
         self._autocommit = on
-        self._protects = on and lane.policy.protect_statements
+        self._follow_mode()
+
+    def _follow_mode(self) -> None:
+        # In autocommit mode the session's statements join the sandbox's transaction instead of opening one.
+        lane = self._session.lane
+        lane.policy = dataclasses.replace(lane.policy, implicit_joins=self._autocommit)
+        self._protects = self._autocommit and lane.policy.protect_statements
 
     def in_transaction_switch(self, setting: str) -> None:
         """Called when the code changes ``setting`` while its transaction is open: raise the driver's error
