@@ -36,6 +36,7 @@ from .plugin_scopes import (
     marker_options,
     run_engine,
     sandbox_scope,
+    sandboxed,
 )
 from .plugin_teardown import check_leaks, explain_lock_wait, leave_blocks
 from .sandbox import Sandbox
@@ -218,8 +219,10 @@ def _plan_fixtures(item: pytest.Item, settings: Settings, everywhere: bool) -> N
     marker = item.get_closest_marker(MARKER)
     if marker is not None and marker.kwargs.get("commit") is True:
         first = "_txscope_commit_mode"  # it validates the marker; db_sandbox refuses to run under it
-    elif "db_session" in names and "db_sandbox" not in names:
+    elif "db_sandbox" not in names and "db_session" in names:
         first = "db_session"  # starts the sandbox itself (and validates the marker)
+    elif "db_sandbox" not in names and "sa_session" in names:
+        first = "sa_session"  # the same
     elif marker is not None or "db_sandbox" in names:
         first = "db_sandbox"  # validates the marker too
     elif settings.block:
@@ -289,7 +292,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 # times per test even for a cached session fixture, which on SQLite cost more than the sandbox itself. The
 # public pytest_fixture_setup hook hands over the same request object, just before pytest calls the fixture.
 _OWN_FIXTURES = frozenset(
-    {"db_engine", "db_sandbox", "db_sandboxes", "db_session", "_txscope_blocked", "_txscope_commit_mode"}
+    {
+        "db_engine",
+        "db_sandbox",
+        "db_sandboxes",
+        "db_session",
+        "sa_session",
+        "_txscope_blocked",
+        "_txscope_commit_mode",
+    }
 )
 _PENDING: dict[str, pytest.FixtureRequest] = {}
 
@@ -350,10 +361,9 @@ def db_session(db_engine: Engine) -> Iterator[Session]:
             assert db_session.fetchscalar("SELECT count(*) FROM users") == 1
     """
     # Not built on the db_sandbox fixture: each function-scoped fixture costs pytest tens of microseconds per
-    # test, a sizeable share of the isolation's whole cost on SQLite. Whichever of the two a test asks for
-    # first (see _plan_fixtures) starts the sandbox; the other one joins it.
-    for sandbox in sandbox_scope(_request_of("db_session"), db_engine):
-        yield sandbox.session()
+    # test, a sizeable share of the isolation's whole cost on SQLite. Whichever of db_sandbox, db_session and
+    # sa_session a test asks for first (see _plan_fixtures) starts the sandbox; the others join it.
+    yield from sandboxed(_request_of("db_session"), db_engine, Sandbox.session)
 
 
 @pytest.fixture
@@ -375,7 +385,7 @@ def async_db_session(db_session: Session) -> AsyncSession:
 
 
 @pytest.fixture
-def sa_session(db_sandbox: Sandbox) -> Any:
+def sa_session(db_engine: Engine) -> Iterator[Any]:
     """A SQLAlchemy ORM ``Session`` in the test's sandbox (function scope; needs the ``sqlalchemy`` extra).
 
     It shares the sandbox's connection and transaction with ``db_session``: rows written through either are
@@ -388,7 +398,8 @@ def sa_session(db_sandbox: Sandbox) -> Any:
             sa_session.commit()
             assert sa_session.scalar(select(func.count()).select_from(User)) == 1
     """
-    return sqlalchemy_module().session_for(db_sandbox)
+    # Not built on db_sandbox, for the reason db_session is not.
+    yield from sandboxed(_request_of("sa_session"), db_engine, sqlalchemy_module().session_for)
 
 
 @pytest.fixture

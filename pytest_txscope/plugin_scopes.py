@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -37,8 +37,11 @@ __all__ = [
     "reported",
     "run_engine",
     "sandbox_scope",
+    "sandboxed",
     "wide_sandbox",
 ]
+
+_T = TypeVar("_T")
 
 MARKER = "txscope"
 FAILURE = pytest.StashKey[BaseException]()
@@ -160,6 +163,22 @@ def sandbox_scope(request: pytest.FixtureRequest, db_engine: Engine) -> Iterator
     for error in sqlalchemy_module().refused(sandbox) if watched else ():
         if not reported(node, error):
             raise error.with_traceback(None)  # its place is in the message; the frames are SQLAlchemy's
+
+
+def sandboxed(
+    request: pytest.FixtureRequest, db_engine: Engine, make: Callable[[Sandbox], _T]
+) -> Iterator[_T]:
+    """Yield ``make(sandbox)`` for the test's sandbox (`sandbox_scope`): what a fixture that starts the sandbox
+    itself hands the test. The sandbox ends after the test, or at once when ``make`` fails."""
+    scope = sandbox_scope(request, db_engine)
+    sandbox = next(scope)
+    try:
+        made = make(sandbox)
+    except BaseException:
+        next(scope, None)  # resumed, not closed: closing would skip the rollback and the unpinning
+        raise
+    yield made
+    next(scope, None)
 
 
 WIDE_SCOPES = {"session": "db_run_sandbox", "module": "db_module_sandbox", "class": "db_class_sandbox"}

@@ -432,6 +432,40 @@ def test_sql_first(db_session, sa_session):
     )
 
 
+def test_sa_session_starts_the_sandbox_itself(project: pytest.Pytester) -> None:
+    # One function-scoped fixture of ours per test, not sa_session on top of db_sandbox: pytest's price for
+    # each is tens of microseconds. With db_sandbox or db_session asked for too, they share one sandbox.
+    result = run(
+        project,
+        HEAD
+        + """
+
+def test_orm_alone(sa_session):
+    sa_session.add(Author(name="alone"))
+    sa_session.commit()
+    assert names(sa_session) == ["alone", "seed"]
+
+
+def test_with_the_sandbox(db_sandbox, sa_session):
+    sa_session.add(Author(name="shared"))
+    sa_session.flush()
+    assert db_sandbox.session().fetchscalar("SELECT count(*) FROM authors") == 2
+""",
+        "--setup-show",
+        passed=2,
+    )
+    ours = ("db_sandbox", "db_session", "sa_session")
+    plan = [line.strip() for line in result.outlines if line.strip().startswith(("SETUP", "TEARDOWN"))]
+    assert [line for line in plan if line.split()[2] in ours] == [
+        "SETUP    F sa_session (fixtures used: db_engine)",
+        "TEARDOWN F sa_session",
+        "SETUP    F db_sandbox (fixtures used: db_engine)",
+        "SETUP    F sa_session (fixtures used: db_engine)",
+        "TEARDOWN F sa_session",
+        "TEARDOWN F db_sandbox",
+    ]
+
+
 def test_sa_session_commits_after_db_session_looked(project: pytest.Pytester) -> None:
     # The usual test: write through the ORM, look with db_session, go on with the ORM. A db_session statement
     # run while sa_session's transaction is open must not stop sa_session from committing.
