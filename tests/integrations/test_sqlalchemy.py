@@ -466,6 +466,45 @@ def test_with_the_sandbox(db_sandbox, sa_session):
     ]
 
 
+def test_a_failing_sa_session_set_up_still_ends_its_sandbox(project: pytest.Pytester) -> None:
+    # sa_session starts the sandbox before it makes the ORM session: if making it fails (injected here), the
+    # sandbox must still be rolled back and the engines unpinned, or every later test would run inside it.
+    project.makepyfile(
+        test_app=HEAD
+        + """
+import pytest_txscope.sqlalchemy as integration
+
+_made = integration.session_for
+
+
+def _fails_once(sandbox):
+    sandbox.session().execute("INSERT INTO authors (name) VALUES ('before-the-failure')")
+    integration.session_for = _made
+    raise RuntimeError("injected: the ORM session could not be made")
+
+
+integration.session_for = _fails_once
+
+
+def test_1_set_up_fails(sa_session):
+    pass
+
+
+def test_2_next_test_is_sandboxed_alone(db_engine, sa_session):
+    assert db_engine.pinned
+    assert names(sa_session) == ["seed"]
+
+
+def test_3_nothing_stays_pinned(db_engine):
+    assert not db_engine.pinned
+"""
+        + OUTSIDE_CHECK
+    )
+    result = project.runpytest()
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["E * RuntimeError: injected: the ORM session could not be made"])
+
+
 def test_sa_session_commits_after_db_session_looked(project: pytest.Pytester) -> None:
     # The usual test: write through the ORM, look with db_session, go on with the ORM. A db_session statement
     # run while sa_session's transaction is open must not stop sa_session from committing.
